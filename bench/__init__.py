@@ -1,0 +1,1 @@
+"""Benchmark suite comparing fastwsgi with other WSGI servers (see README.md)."""

@@ -1,0 +1,194 @@
+"""Virtualenvs and the packages installed into them.
+
+Three environments, because two packages share the import name `fastwsgi`:
+  main         bench/.venv            this repository's fastwsgi and the peers
+  fastwsgi009  bench/.venv-fastwsgi009  the unrelated PyPI fastwsgi==0.0.9 only
+  pypy         bench/.venv-pypy       PyPy 3.9 builds of what runs on PyPy (--pypy)
+An install that fails is recorded with its reason and reported, never hidden.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import paths, system
+
+PIP_TIMEOUT = 900  # seconds per pip call: a source build of a peer, bounded
+VENV_TIMEOUT = 300
+STAMP = "bench-installed.json"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One installable thing, by the name the results show."""
+
+    name: str
+    pip_args: tuple[str, ...]
+    check: str  # Python statement that proves the install is usable
+    # Tried in order when the plain install fails (each is a list of pip calls).
+    fallbacks: tuple[tuple[tuple[str, ...], ...], ...] = ()
+    fallback_note: str = ""
+    # Ours changes between runs, so it is reinstalled every time.
+    always_reinstall: bool = False
+    debs: tuple[str, ...] = ()
+
+
+REQUIREMENTS: dict[str, Requirement] = {
+    req.name: req
+    for req in (
+        Requirement("fastwsgi", (str(paths.REPO_ROOT),),
+                    "import fastwsgi", always_reinstall=True),
+        # 0.0.9 imports pkg_resources at start-up; venvs on Python >= 3.12 no
+        # longer come with setuptools, and recent setuptools dropped it.
+        Requirement("fastwsgi==0.0.9", ("fastwsgi==0.0.9", "setuptools<70"),
+                    "import fastwsgi, _fastwsgi"),
+        Requirement("bjoern", ("bjoern",), "import bjoern", debs=("libev-dev",)),
+        Requirement("granian", ("granian",), "import granian"),
+        Requirement("gunicorn", ("gunicorn",), "import gunicorn"),
+        Requirement("waitress", ("waitress",), "import waitress"),
+        # meinheld pins greenlet<0.5, which no longer builds on Python 3.11;
+        # meinheld itself works with a current greenlet.
+        Requirement("meinheld", ("meinheld",), "import meinheld.server",
+                    fallbacks=((("greenlet",), ("--no-deps", "meinheld")),),
+                    fallback_note="installed with --no-deps and a current greenlet"),
+        Requirement("socketify", ("socketify",), "import socketify"),
+        Requirement("flask", ("flask",), "import flask"),
+        Requirement("matplotlib", ("matplotlib",), "import matplotlib"),
+    )
+}
+
+
+@dataclass
+class Venv:
+    key: str
+    path: Path
+    base_python: str
+    error: str | None = None  # why the venv itself could not be made
+    status: dict[str, str] = field(default_factory=dict)  # requirement -> "ok" | reason
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+    def ok(self, requirement: str) -> bool:
+        return self.error is None and self.status.get(requirement, "").startswith("ok")
+
+    def why_not(self, requirement: str) -> str:
+        if self.error is not None:
+            return self.error
+        return self.status.get(requirement, "not requested")
+
+
+def _last_error(output: str) -> str:
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if line.startswith("ERROR:") or "error:" in line.lower():
+            return line[:300]
+    return lines[-1][:300] if lines else "no output"
+
+
+def _run(cmd: list[str], timeout: int) -> tuple[bool, str]:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              check=False, cwd=paths.BENCH_DIR)
+    except subprocess.TimeoutExpired:
+        return False, f"timed out after {timeout} s: {' '.join(cmd[-2:])}"
+    except OSError as exc:
+        return False, str(exc)
+    return proc.returncode == 0, proc.stdout + proc.stderr
+
+
+class EnvManager:
+    def __init__(self, log: list[str], reinstall: bool, skip_install: bool) -> None:
+        self.log = log
+        self.reinstall = reinstall
+        self.skip_install = skip_install
+        self.debs: dict[str, str] = {}
+
+    def _create(self, venv: Venv) -> None:
+        if venv.python.exists():
+            return
+        if self.skip_install:
+            venv.error = f"no virtualenv at {venv.path} (--skip-install)"
+            return
+        if "pypy" in Path(venv.base_python).name:
+            # Debian ships PyPy's ensurepip in a separate package.
+            got = system.ensure_debs(["pypy3-venv"], self.log)
+            if got.get("pypy3-venv") != "ok":
+                self.log.append(f"pypy3-venv: {got.get('pypy3-venv')}")
+        self.log.append(f"creating {venv.path} with {venv.base_python}")
+        ok, out = _run([venv.base_python, "-m", "venv", str(venv.path)], VENV_TIMEOUT)
+        if not ok:
+            venv.error = f"venv creation failed: {_last_error(out)}"
+
+    def _stamp(self, venv: Venv) -> dict[str, str]:
+        try:
+            data = json.loads((venv.path / STAMP).read_text())
+            return {str(k): str(v) for k, v in data.items()}
+        except (OSError, ValueError):
+            return {}
+
+    def _pip(self, venv: Venv, args: tuple[str, ...]) -> tuple[bool, str]:
+        cmd = [str(venv.python), "-m", "pip", "install", "-q",
+               "--disable-pip-version-check", *args]
+        self.log.append(f"[{venv.key}] pip install {' '.join(args)}")
+        return _run(cmd, PIP_TIMEOUT)
+
+    def _install(self, venv: Venv, req: Requirement) -> str:
+        for deb in req.debs:
+            if deb not in self.debs:
+                self.debs.update(system.ensure_debs([deb], self.log))
+        ok, out = self._pip(venv, req.pip_args)
+        note = ""
+        if not ok:
+            first_error = _last_error(out)
+            for steps in req.fallbacks:
+                ok = all(self._pip(venv, step)[0] for step in steps)
+                if ok:
+                    note = f" ({req.fallback_note})"
+                    break
+            if not ok:
+                return f"not installed: {first_error}"
+        good, out = _run([str(venv.python), "-c", req.check], 120)
+        if not good:
+            return f"not installed: installed but `{req.check}` fails: {_last_error(out)}"
+        return "ok" + note
+
+    def prepare(self, venv: Venv, wanted: list[str]) -> None:
+        """Create venv if needed and make every wanted requirement usable."""
+        self._create(venv)
+        if venv.error is not None:
+            return
+        stamp = self._stamp(venv)
+        for name in wanted:
+            req = REQUIREMENTS[name]
+            previous = stamp.get(name)
+            if self.skip_install:
+                good, _ = _run([str(venv.python), "-c", req.check], 120)
+                venv.status[name] = "ok (not reinstalled)" if good else \
+                    (previous or "not installed (--skip-install)")
+                continue
+            if previous is not None and not self.reinstall and not req.always_reinstall:
+                # Known result from an earlier run: a failed source build is not
+                # retried every run (--reinstall does that).
+                venv.status[name] = previous
+                continue
+            venv.status[name] = self._install(venv, req)
+            stamp[name] = venv.status[name]
+            try:
+                (venv.path / STAMP).write_text(json.dumps(stamp, indent=1))
+            except OSError:
+                pass
+
+
+def make_venvs(main_path: Path, base_python: str | None) -> dict[str, Venv]:
+    return {
+        "main": Venv("main", main_path, base_python or sys.executable),
+        "fastwsgi009": Venv("fastwsgi009", paths.FASTWSGI_009_VENV,
+                            base_python or sys.executable),
+        "pypy": Venv("pypy", paths.PYPY_VENV, "/usr/bin/pypy3"),
+    }

@@ -1,0 +1,68 @@
+"""nginx as the ceiling reference: one worker, the same body, from a config
+written into the run directory (nothing of the system nginx is used)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bench.scenarios import BIG_FILE_NAME, FILE_NAME, Scenario
+
+CONF_TEMPLATE = """\
+worker_processes 1;
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log stderr warn;
+worker_rlimit_nofile {nofile};
+{user}
+events {{
+    worker_connections {conns};
+}}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    # The defaults (close after 1000 requests) would make nginx reconnect
+    # during a run, which no peer is asked to do.
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    client_max_body_size 1m;
+    client_body_buffer_size 128k;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            {location}
+        }}
+    }}
+}}
+"""
+
+
+def write_conf(prefix: Path, port: int, scenario: Scenario, files_dir: Path,
+               nofile: int) -> Path:
+    assert scenario.nginx is not None
+    prefix.mkdir(parents=True, exist_ok=True)
+    location = scenario.nginx.format(dir=files_dir, file=FILE_NAME, big=BIG_FILE_NAME)
+    conf = CONF_TEMPLATE.format(
+        prefix=prefix, port=port, location=location,
+        nofile=nofile, conns=max(1024, min(nofile - 100, 20000)),
+        # As root, nginx would drop its worker to `nobody`, which cannot read
+        # the private run directory.
+        user="user root;" if os.geteuid() == 0 else "",
+    )
+    path = prefix / f"nginx-{port}.conf"
+    path.write_text(conf)
+    return path
+
+
+def command(conf: Path, prefix: Path) -> list[str]:
+    # -e: errors to stderr before the config is read (the default log path may
+    # not be writable).
+    return ["nginx", "-e", "stderr", "-p", str(prefix), "-c", str(conf)]

@@ -1,0 +1,220 @@
+"""Head-to-head benchmark of fastwsgi against other WSGI servers.
+
+    python -m bench                 full suite -> bench/results/
+    python -m bench --smoke         quick check -> bench/results-smoke/
+    python bench/run.py --help      the same, run as a script
+
+See bench/README.md for the method and the meaning of every column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+if __package__ in (None, ""):
+    # Run as a script (python bench/run.py): make the package importable.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import envs, paths, report, system
+from bench.model import NOT_APPLICABLE, OK, ScenarioResult
+from bench.scenarios import SCENARIOS
+from bench.servers import OURS, SERVERS, ServerSpec
+from bench.suite import RunDir, Settings, Suite, say
+
+FULL = {"duration": 5, "warmup": 2, "rounds": 3, "idle_conns": 10000}
+SMOKE = {"duration": 1, "warmup": 0, "rounds": 1, "idle_conns": 1000}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true",
+                   help="1 s per scenario, one round, only fastwsgi, bjoern and nginx; "
+                        "results to bench/results-smoke/; exit 1 if fastwsgi fails")
+    p.add_argument("--scenario", action="append", choices=list(SCENARIOS), metavar="NAME",
+                   help="run only this scenario (repeatable); default: all")
+    p.add_argument("--server", action="append", metavar="LABEL",
+                   help="run only this server (repeatable), e.g. fastwsgi, bjoern, nginx")
+    p.add_argument("--reference", default="bjoern",
+                   help="server the ratios are computed against (default: bjoern)")
+    p.add_argument("--rounds", type=int, help=f"rounds (default {FULL['rounds']})")
+    p.add_argument("--duration", type=int, help=f"seconds per run (default {FULL['duration']})")
+    p.add_argument("--warmup", type=int, help=f"warm-up seconds (default {FULL['warmup']})")
+    p.add_argument("--idle-conns", type=int,
+                   help=f"connections in the idle scenario (default {FULL['idle_conns']})")
+    p.add_argument("--pypy", action="store_true",
+                   help="also run fastwsgi and the peers that support it under /usr/bin/pypy3")
+    p.add_argument("--out", type=Path, help="results directory (default bench/results)")
+    p.add_argument("--venv", type=Path, default=paths.DEFAULT_VENV,
+                   help="main bench virtualenv (default bench/.venv)")
+    p.add_argument("--python", help="interpreter for the CPython venvs (default: this one)")
+    p.add_argument("--reinstall", action="store_true",
+                   help="retry every pip install, also ones that failed before")
+    p.add_argument("--skip-install", action="store_true",
+                   help="use the virtualenvs as they are (no pip, no apt)")
+    p.add_argument("--keep-tmp", action="store_true",
+                   help="keep the run directory (server logs, configs)")
+    p.add_argument("--list", action="store_true", help="list scenarios and servers, then exit")
+    args = p.parse_args(argv)
+    for key, value in (SMOKE if args.smoke else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.rounds < 1 or args.duration < 1 or args.warmup < 0 or args.idle_conns < 1:
+        p.error("--rounds and --duration must be >= 1, --warmup >= 0, --idle-conns >= 1")
+    if args.out is None:
+        args.out = paths.SMOKE_RESULTS_DIR if args.smoke else paths.RESULTS_DIR
+    if args.smoke and args.out.resolve() == paths.RESULTS_DIR.resolve():
+        p.error("--smoke never writes to bench/results/")
+    return args
+
+
+def pick_servers(args: argparse.Namespace) -> list[ServerSpec]:
+    chosen = [s for s in SERVERS if not args.smoke or s.in_smoke]
+    if args.server:
+        known = {s.label for s in SERVERS}
+        unknown = [name for name in args.server if name not in known]
+        if unknown:
+            raise SystemExit(f"unknown server(s): {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted(known))}")
+        chosen = [s for s in chosen if s.label in args.server]
+    cpython = [s for s in chosen if not s.is_nginx]
+    pypy = [s.pypy_variant() for s in cpython if s.on_pypy] if args.pypy else []
+    return cpython + pypy + [s for s in chosen if s.is_nginx]
+
+
+def wanted_requirements(specs: list[ServerSpec], scenarios: list[str],
+                        chart: bool) -> dict[str, list[str]]:
+    wanted: dict[str, list[str]] = {}
+    for spec in specs:
+        if spec.venv is None or spec.requirement is None:
+            continue
+        reqs = wanted.setdefault(spec.venv, [])
+        extra = [n for name in scenarios for n in SCENARIOS[name].needs]
+        for req in (spec.requirement, *extra):
+            if req not in reqs:
+                reqs.append(req)
+    if chart:
+        wanted.setdefault("main", []).append("matplotlib")
+    return wanted
+
+
+def install_table(specs: list[ServerSpec], venvs: dict[str, envs.Venv],
+                  debs: dict[str, str], wanted: dict[str, list[str]]) -> dict[str, str]:
+    table: dict[str, str] = {}
+    for spec in specs:
+        if spec.is_nginx:
+            table[spec.label] = debs.get("nginx", "ok") if shutil.which("nginx") \
+                else f"not installed: {debs.get('nginx', 'nginx not found')}"
+        else:
+            assert spec.venv is not None and spec.requirement is not None
+            venv = venvs[spec.venv]
+            table[spec.label] = venv.why_not(spec.requirement) if venv.error is None \
+                else f"not installed: {venv.error}"
+    for key, reqs in wanted.items():
+        for req in reqs:
+            if req in ("flask", "matplotlib"):
+                table[f"{req} ({key} venv)"] = venvs[key].why_not(req)
+    return table
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Turn SIGTERM into an exception so every finally: block stops its servers.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.list:
+        for scen in SCENARIOS.values():
+            print(f"scenario {scen.name:12} {scen.description}")
+        for spec in SERVERS:
+            print(f"server   {spec.label:18} venv={spec.venv or 'Debian'}"
+                  f"{' smoke' if spec.in_smoke else ''}{' pypy' if spec.on_pypy else ''}")
+        return 0
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    started = time.monotonic()
+    scenario_names = args.scenario or list(SCENARIOS)
+    specs = pick_servers(args)
+    chart = not args.smoke  # smoke skips matplotlib (the slowest install)
+
+    log: list[str] = []
+    nofile = system.raise_nofile_limit()
+    debs = {} if args.skip_install else system.ensure_debs(
+        ["wrk"] + (["nginx"] if any(s.is_nginx for s in specs) else []), log)
+    if shutil.which("wrk") is None:
+        say(f"wrk is required: {debs.get('wrk', 'not found')}")
+        return 2
+
+    venvs = envs.make_venvs(args.venv, args.python)
+    manager = envs.EnvManager(log, args.reinstall, args.skip_install)
+    wanted = wanted_requirements(specs, scenario_names, chart)
+    for key, reqs in wanted.items():
+        say(f"preparing {venvs[key].path.name}: {', '.join(reqs)}")
+        manager.prepare(venvs[key], reqs)
+    debs.update(manager.debs)
+    installs = install_table(specs, venvs, debs, wanted)
+    for label, status in installs.items():
+        say(f"  {label}: {status}")
+    say(f"setup took {time.monotonic() - started:.0f} s")
+
+    settings = Settings(args.duration, args.warmup, args.rounds, args.reference,
+                        args.idle_conns, nofile)
+    if args.reference not in {s.label for s in specs}:
+        say(f"note: reference {args.reference!r} is not among the servers run; "
+            "ratios against it stay empty")
+    tmp = Path(tempfile.mkdtemp(prefix="fastwsgi-bench-"))
+    results: list[ScenarioResult] = []
+    try:
+        suite = Suite(settings, specs, venvs, debs, RunDir(tmp))
+        for name in scenario_names:
+            say(f"scenario {name}")
+            results.append(suite.run(SCENARIOS[name]))
+    finally:
+        if args.keep_tmp:
+            say(f"run directory kept: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    pythons = {key: str(v.python) for key, v in venvs.items()
+               if key in wanted and v.python.exists()}
+    meta: dict[str, Any] = {
+        "mode": "smoke" if args.smoke else "full",
+        "reference": args.reference,
+        "machine": system.machine_info(pythons),
+        "settings": {"duration": args.duration, "warmup": args.warmup,
+                     "rounds": args.rounds, "idle_conns": args.idle_conns,
+                     "scenarios": scenario_names, "servers": [s.label for s in specs]},
+        "installs": installs,
+    }
+    main_venv = venvs["main"]
+    notes = report.write(args.out, meta, results,
+                         main_venv.python if chart and main_venv.ok("matplotlib") else None)
+    for note in notes:
+        say(note)
+    say(f"results in {args.out} ({time.monotonic() - started:.0f} s in all)")
+    print(report.summary_table(meta["reference"], results))
+    return exit_code(results)
+
+
+def exit_code(results: list[ScenarioResult]) -> int:
+    """1 when fastwsgi (CPython) failed or could not run any scenario."""
+    bad = []
+    for scen in results:
+        res = scen.by_label(OURS)
+        if res is not None and res.status not in (OK, NOT_APPLICABLE):
+            bad.append(f"{scen.name}: {res.status} {res.reason}".strip())
+    for line in bad:
+        say(f"fastwsgi {line}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

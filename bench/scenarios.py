@@ -1,0 +1,116 @@
+"""The scenarios, as a registry: adding one is adding an entry to SCENARIOS
+(and, if it needs a new app, a callable in apps.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+from bench import apps
+
+BodyCheck = Callable[[bytes], "str | None"]  # None when the body is right
+
+
+def exact(expected: bytes) -> BodyCheck:
+    def check(body: bytes) -> str | None:
+        if body == expected:
+            return None
+        if len(body) != len(expected):
+            return f"body is {len(body)} bytes, expected {len(expected)}"
+        first = next(i for i, (a, b) in enumerate(zip(body, expected)) if a != b)
+        return f"body differs from byte {first} on"
+    return check
+
+
+def json_equal(expected: object) -> BodyCheck:
+    def check(body: bytes) -> str | None:
+        try:
+            got = json.loads(body)
+        except ValueError:
+            return f"body is not JSON: {body[:60]!r}"
+        return None if got == expected else f"JSON body {got!r} != {expected!r}"
+    return check
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    app: str  # callable name in apps.py
+    check: BodyCheck
+    kind: str = "load"  # "load" (wrk) or "idle" (held connections, RSS)
+    connections: int = 50
+    bar: bool = True  # drawn in the chart; False = recorded in the tables only
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    body_size: int = 0  # request body bytes
+    pipeline: int = 1  # requests per write
+    expect_close: bool = False  # server must close after answering
+    # nginx `location /` contents for the ceiling run; None = no nginx run.
+    # {dir} is the directory holding the served files, {file} and {big} their names.
+    nginx: str | None = 'default_type text/plain; return 200 "Hello, World!";'
+    needs: tuple[str, ...] = ()  # extra packages in every server venv
+
+    @property
+    def app_ref(self) -> str:
+        return f"apps:{self.app}"
+
+    def request(self) -> bytes:
+        """One request exactly as the validator sends it (wrk sends the same
+        method, headers and body, see load.py)."""
+        lines = [f"{self.method} / HTTP/1.1", "Host: 127.0.0.1"]
+        lines += [f"{k}: {v}" for k, v in self.headers]
+        body = b""
+        if self.body_size:
+            body = request_body(self.body_size)
+            lines += ["Content-Type: application/octet-stream",
+                      f"Content-Length: {len(body)}"]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def request_body(size: int) -> bytes:
+    return b"x" * size  # the same bytes wrk sends (string.rep("x", n))
+
+
+_HELLO = exact(apps.HELLO)
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("hello", "13-byte body with Content-Length, 50 connections",
+                 "hello", _HELLO),
+        Scenario("hello-close", "same with Connection: close (accept + teardown cost)",
+                 "hello", _HELLO, headers=(("Connection", "close"),), expect_close=True),
+        Scenario("pipelined", "16 requests per write", "hello", _HELLO, pipeline=16),
+        Scenario("c1000", "hello with 1000 concurrent connections", "hello", _HELLO,
+                 connections=1000),
+        # nginx has no generator to stream: its fixed-length answer is the ceiling.
+        Scenario("chunked", "generator body without Content-Length", "chunked",
+                 exact(b"".join(apps.CHUNKS))),
+        Scenario("big", "1 MiB body from memory", "big", exact(apps.BIG_BODY),
+                 nginx="default_type application/octet-stream; root {dir}; "
+                       "rewrite ^ /{big} break;"),
+        Scenario("file", "10 MiB file via wsgi.file_wrapper", "file",
+                 exact(apps.pattern_bytes(apps.FILE_SIZE)),
+                 nginx="default_type application/octet-stream; root {dir}; "
+                       "rewrite ^ /{file} break;"),
+        Scenario("post", "64 KiB request body read fully by the app", "post",
+                 exact(str(apps.POST_SIZE).encode()), method="POST",
+                 body_size=apps.POST_SIZE,
+                 nginx=f'default_type text/plain; return 200 "{apps.POST_SIZE}";'),
+        Scenario("flask", "a small Flask JSON route (framework cost dominates)",
+                 "flask_app", json_equal(apps.FLASK_PAYLOAD), needs=("flask",),
+                 nginx="default_type application/json; "
+                       "return 200 '" + json.dumps(apps.FLASK_PAYLOAD) + "';"),
+        Scenario("idle", "RSS growth per idle keep-alive connection at 10 000 "
+                 "connections; latency of one fresh request while they are held",
+                 "hello", _HELLO, kind="idle", connections=10000, bar=False),
+        Scenario("sleep5ms", "blocking app sleeping 5 ms per request (recorded, "
+                 "not charted: it measures the threading model, not HTTP)",
+                 "sleep5ms", _HELLO, bar=False, nginx=None),
+    )
+}
+
+BIG_FILE_NAME = "big.bin"
+FILE_NAME = "file.bin"

@@ -1,0 +1,162 @@
+"""How to start, recognise as ready, and stop each server.
+
+Every server runs one worker, pinned to CPU 0 with taskset, in its own
+process group, so that stopping it also stops any worker processes it forked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from bench import httpcheck
+
+HOST = "127.0.0.1"
+READY_TIMEOUT = 30.0  # seconds for a server to answer its first request
+STOP_TIMEOUT = 5.0
+
+# python, port, "module:attr", launch.py path -> argv
+CommandBuilder = Callable[[str, int, str, str], list[str]]
+
+
+def _ours(py: str, port: int, ref: str, launch: str) -> list[str]:
+    # Prints "fastwsgi X.Y.Z listening on http://HOST:PORT (pid N)" when ready;
+    # readiness is still judged by an HTTP answer, as for every server.
+    return [py, "-m", "fastwsgi", "--host", HOST, "--port", str(port), ref]
+
+
+def _via_launch(name: str) -> CommandBuilder:
+    def build(py: str, port: int, ref: str, launch: str) -> list[str]:
+        return [py, launch, name, HOST, str(port), ref]
+    return build
+
+
+def _granian(py: str, port: int, ref: str, launch: str) -> list[str]:
+    return [py, "-m", "granian", "--interface", "wsgi", "--workers", "1",
+            "--host", HOST, "--port", str(port), ref]
+
+
+def _gunicorn(worker: str) -> CommandBuilder:
+    def build(py: str, port: int, ref: str, launch: str) -> list[str]:
+        extra = ["--threads", "4"] if worker == "gthread" else []
+        return [py, "-m", "gunicorn", "-w", "1", "-k", worker, *extra,
+                "-b", f"{HOST}:{port}", "--log-level", "warning", ref]
+    return build
+
+
+def _waitress(py: str, port: int, ref: str, launch: str) -> list[str]:
+    # Defaults kept (4 threads, 100 connections): we compare servers as shipped.
+    return [py, "-m", "waitress", "--host", HOST, "--port", str(port), ref]
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    label: str
+    venv: str | None  # key in envs.make_venvs(); None = nginx (Debian)
+    requirement: str | None
+    build: CommandBuilder | None
+    ours: bool = False
+    in_smoke: bool = False
+    on_pypy: bool = False  # also run under PyPy with --pypy
+
+    def pypy_variant(self) -> ServerSpec:
+        return ServerSpec(f"{self.label} (pypy)", "pypy", self.requirement, self.build,
+                          ours=self.ours, in_smoke=False, on_pypy=False)
+
+    @property
+    def is_nginx(self) -> bool:
+        return self.venv is None
+
+
+OURS = "fastwsgi"
+NGINX = "nginx"
+
+SERVERS: list[ServerSpec] = [
+    ServerSpec(OURS, "main", "fastwsgi", _ours, ours=True, in_smoke=True, on_pypy=True),
+    ServerSpec("bjoern", "main", "bjoern", _via_launch("bjoern"), in_smoke=True, on_pypy=True),
+    ServerSpec("fastwsgi-0.0.9", "fastwsgi009", "fastwsgi==0.0.9",
+               _via_launch("fastwsgi-0.0.9")),
+    ServerSpec("granian", "main", "granian", _granian, on_pypy=True),
+    ServerSpec("socketify", "main", "socketify", _via_launch("socketify"), on_pypy=True),
+    ServerSpec("meinheld", "main", "meinheld", _via_launch("meinheld")),
+    ServerSpec("waitress", "main", "waitress", _waitress, on_pypy=True),
+    ServerSpec("gunicorn-gthread", "main", "gunicorn", _gunicorn("gthread"), on_pypy=True),
+    ServerSpec("gunicorn-sync", "main", "gunicorn", _gunicorn("sync"), on_pypy=True),
+    ServerSpec(NGINX, None, None, None, in_smoke=True),
+]
+
+
+@dataclass
+class Running:
+    spec: ServerSpec
+    port: int
+    proc: subprocess.Popen  # type: ignore[type-arg]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(line.strip()[:200] for line in text[-lines:])
+
+
+def start(spec: ServerSpec, argv: list[str], port: int, cwd: Path, env: dict[str, str],
+          log_path: Path) -> Running:
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            ["taskset", "-c", "0", *argv], cwd=cwd, env=env,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: killpg reaches workers
+        )
+    return Running(spec, port, proc, log_path)
+
+
+def wait_ready(server: Running, timeout: float = READY_TIMEOUT) -> str | None:
+    """None once the server answers HTTP; else why it is not ready."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while time.monotonic() < deadline:
+        if not server.alive():
+            tail = server.log_tail()
+            return f"exited with code {server.proc.returncode}" + (f": {tail}" if tail else "")
+        if httpcheck.probe(server.port, timeout=1.0):
+            return None
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+    tail = server.log_tail()
+    return f"no HTTP answer within {timeout:.0f} s" + (f": {tail}" if tail else "")
+
+
+def stop(server: Running) -> None:
+    """SIGTERM the process group, then SIGKILL what is left."""
+    pgid = server.pid
+    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            server.proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; children of the group may linger a moment.
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        break
+    if server.proc.poll() is None:
+        server.proc.wait(timeout=STOP_TIMEOUT)

@@ -1,0 +1,236 @@
+"""Running the scenarios: start, validate, warm up, then measure the servers
+in alternating rounds (A B C A B C ...), so that a noisy moment on the shared
+machine hits every server alike instead of one of them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import apps, httpcheck, idle, load, model, nginx, procstat, servers, system
+from bench.envs import Venv
+from bench.model import NOT_APPLICABLE, NOT_INSTALLED, ScenarioResult, ServerResult
+from bench.scenarios import BIG_FILE_NAME, FILE_NAME, Scenario
+from bench.servers import Running, ServerSpec
+
+
+@dataclass
+class Settings:
+    duration: int  # seconds per measured run
+    warmup: int  # seconds of unmeasured load per server and scenario
+    rounds: int
+    reference: str
+    idle_conns: int
+    nofile: int
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class RunDir:
+    """A private directory with the app module, the launcher, served files
+    and server logs. Servers run with it as cwd and only entry on PYTHONPATH,
+    so they never see the repository's own source tree."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.logs = path / "logs"
+        self.files = path / "files"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.files.mkdir(exist_ok=True)
+        here = Path(__file__).resolve().parent
+        shutil.copy(here / "apps.py", path / "apps.py")
+        shutil.copy(here / "launch.py", path / "launch.py")
+        (self.files / FILE_NAME).write_bytes(apps.pattern_bytes(apps.FILE_SIZE))
+        (self.files / BIG_FILE_NAME).write_bytes(apps.BIG_BODY)
+        self.launch = str(path / "launch.py")
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
+        env.update(PYTHONPATH=str(self.path), PYTHONUNBUFFERED="1",
+                   **{apps.FILE_ENV: str(self.files / FILE_NAME)})
+        return env
+
+
+class Suite:
+    def __init__(self, settings: Settings, specs: list[ServerSpec], venvs: dict[str, Venv],
+                 debs: dict[str, str], rundir: RunDir) -> None:
+        self.settings = settings
+        self.specs = specs
+        self.venvs = venvs
+        self.debs = debs
+        self.rundir = rundir
+
+    # -- availability ---------------------------------------------------
+    def unavailable(self, spec: ServerSpec, scenario: Scenario) -> str | None:
+        if spec.is_nginx:
+            if shutil.which("nginx") is None:
+                return f"nginx: {self.debs.get('nginx', 'not found')}"
+            return None
+        assert spec.venv is not None and spec.requirement is not None
+        venv = self.venvs[spec.venv]
+        for req in (spec.requirement, *scenario.needs):
+            if not venv.ok(req):
+                reason = venv.why_not(req)
+                if reason.startswith(NOT_INSTALLED):
+                    reason = reason[len(NOT_INSTALLED):].lstrip(": ")
+                return f"{req}: {reason}"
+        return None
+
+    # -- one server -----------------------------------------------------
+    def _start(self, spec: ServerSpec, scenario: Scenario) -> Running:
+        port = system.free_port()
+        tag = spec.label.replace(" ", "_").replace("(", "").replace(")", "")
+        log_path = self.rundir.logs / f"{scenario.name}-{tag}.log"
+        if spec.is_nginx:
+            prefix = self.rundir.path / "nginx"
+            conf = nginx.write_conf(prefix, port, scenario, self.rundir.files,
+                                    self.settings.nofile)
+            argv = nginx.command(conf, prefix)
+        else:
+            assert spec.build is not None and spec.venv is not None
+            python = str(self.venvs[spec.venv].python)
+            argv = spec.build(python, port, scenario.app_ref, self.rundir.launch)
+        return servers.start(spec, argv, port, self.rundir.path, self.rundir.env(), log_path)
+
+    def _bring_up(self, spec: ServerSpec, scenario: Scenario,
+                  result: ServerResult) -> Running | None:
+        """Start and validate; on failure record FAIL and leave nothing running."""
+        try:
+            server = self._start(spec, scenario)
+        except OSError as exc:
+            result.fail(f"could not start: {exc}")
+            return None
+        problem = servers.wait_ready(server)
+        if problem is None:
+            problem = httpcheck.validate(server.port, scenario.request(), scenario.check,
+                                         pipeline=scenario.pipeline,
+                                         expect_close=scenario.expect_close)
+            if problem is not None:
+                problem = f"wrong answer: {problem}"
+        else:
+            problem = f"did not start: {problem}"
+        if problem is not None:
+            result.fail(problem)
+            servers.stop(server)
+            return None
+        return server
+
+    def _results(self, scenario: Scenario) -> tuple[list[ServerResult], list[ServerSpec]]:
+        results, runnable = [], []
+        for spec in self.specs:
+            res = ServerResult(spec.label, ours=spec.ours)
+            results.append(res)
+            if spec.is_nginx and scenario.nginx is None:
+                res.status, res.reason = NOT_APPLICABLE, "no nginx equivalent"
+                continue
+            why = self.unavailable(spec, scenario)
+            if why is not None:
+                res.status, res.reason = NOT_INSTALLED, why
+                continue
+            runnable.append(spec)
+        return results, runnable
+
+    # -- scenarios ------------------------------------------------------
+    def run(self, scenario: Scenario) -> ScenarioResult:
+        out = ScenarioResult(scenario.name, scenario.description, scenario.kind,
+                             scenario.bar, self.settings.idle_conns
+                             if scenario.kind == "idle" else scenario.connections)
+        out.results, runnable = self._results(scenario)
+        by_label = {r.label: r for r in out.results}
+        if scenario.kind == "idle":
+            for spec in runnable:
+                self._idle(spec, scenario, by_label[spec.label])
+        else:
+            self._load(scenario, runnable, by_label)
+        model.summarise(out, self.settings.reference, servers.NGINX)
+        return out
+
+    def _load(self, scenario: Scenario, runnable: list[ServerSpec],
+              by_label: dict[str, ServerResult]) -> None:
+        script = self.rundir.path / f"{scenario.name}.lua"
+        script.write_text(load.lua_script(scenario))
+        running: list[Running] = []
+        try:
+            for spec in runnable:
+                server = self._bring_up(spec, scenario, by_label[spec.label])
+                if server is not None:
+                    running.append(server)
+            say(f"  {scenario.name}: {len(running)} of {len(by_label)} servers up")
+            if self.settings.warmup > 0:
+                for server in running:
+                    load.run_wrk(server.port, scenario, self.settings.warmup, script)
+            for round_no in range(self.settings.rounds):
+                for server in list(running):
+                    res = by_label[server.spec.label]
+                    if not self._measure(server, scenario, script, res):
+                        running.remove(server)
+                        servers.stop(server)
+                say(f"  {scenario.name}: round {round_no + 1}/{self.settings.rounds} "
+                    + "  ".join(f"{s.spec.label}={by_label[s.spec.label].rounds[-1].rps:,.0f}"
+                                for s in running))
+            for server in running:
+                res = by_label[server.spec.label]
+                res.peak_rss_kib = procstat.peak_rss_kib(server.pid)
+                # A last check that the server still answers correctly after load.
+                problem = httpcheck.validate(server.port, scenario.request(), scenario.check,
+                                             pipeline=scenario.pipeline,
+                                             expect_close=scenario.expect_close)
+                if problem is not None:
+                    res.fail(f"wrong answer after load: {problem}")
+        finally:
+            for server in running:
+                servers.stop(server)
+
+    def _measure(self, server: Running, scenario: Scenario, script: Path,
+                 res: ServerResult) -> bool:
+        if not server.alive():
+            res.fail(f"server died: {server.log_tail()}")
+            return False
+        cpu_before = procstat.cpu_seconds(server.pid)
+        wrk, raw = load.run_wrk(server.port, scenario, self.settings.duration, script)
+        cpu_after = procstat.cpu_seconds(server.pid)
+        if wrk is None:
+            res.fail(f"wrk gave no result: {raw.strip()[-200:]}")
+            return False
+        if wrk.non2xx:
+            res.fail(f"{wrk.non2xx} non-2xx responses")
+            return False
+        if wrk.requests == 0:
+            res.fail(f"no response completed in {self.settings.duration} s "
+                     f"({wrk.socket_errors} socket errors)")
+            return False
+        if not server.alive():
+            res.fail(f"server died under load: {server.log_tail()}")
+            return False
+        res.rounds.append(model.Round(wrk.rps, wrk.requests, max(cpu_after - cpu_before, 0.0),
+                                      wrk.p50_ms, wrk.p99_ms, wrk.socket_errors, wrk.non2xx))
+        return True
+
+    def _idle(self, spec: ServerSpec, scenario: Scenario, res: ServerResult) -> None:
+        server = self._bring_up(spec, scenario, res)
+        if server is None:
+            return
+        affinity = os.sched_getaffinity(0)
+        try:
+            # The client side gets the load generator's CPU, like wrk.
+            os.sched_setaffinity(0, {1} if 1 in affinity else affinity)
+            got = idle.measure(server.port, server.pid, self.settings.idle_conns)
+            res.peak_rss_kib = procstat.peak_rss_kib(server.pid)
+        finally:
+            os.sched_setaffinity(0, affinity)
+            servers.stop(server)
+        res.idle = model.IdleFigures(got.requested, got.held, got.rss_before_kib,
+                                     got.rss_after_kib, got.kib_per_conn, got.fresh_ms)
+        if got.error:
+            res.fail(got.error)
+        say(f"  idle: {spec.label}: held {got.held}/{got.requested}"
+            + (f", {got.kib_per_conn:.2f} KiB/conn" if got.kib_per_conn is not None else "")
+            + (f", fresh {got.fresh_ms:.2f} ms" if got.fresh_ms is not None else "")
+            + (f" [{got.error}]" if got.error else ""))
+

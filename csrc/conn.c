@@ -1,0 +1,938 @@
+/*
+ * conn.c - one connection's state machine.
+ *
+ * read -> parse head -> receive body -> hand over to Python -> write ->
+ * keep-alive or close.  Input and output use the loop's shared buffers while
+ * a connection is being served, and a connection keeps its own buffer only
+ * when bytes are left over (a partial request, unsent output), so an idle
+ * keep-alive connection holds no buffer at all.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "core.h"
+
+/* ---- creation and teardown ---- */
+
+static void format_peer(fw_conn *c, const void *sap, unsigned salen)
+{
+    const struct sockaddr *sa = sap;
+    c->raddr[0] = '\0';
+    c->rport[0] = '\0';
+    if (salen >= sizeof(struct sockaddr_in) && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = sap;
+        inet_ntop(AF_INET, &in->sin_addr, c->raddr, sizeof c->raddr);
+        snprintf(c->rport, sizeof c->rport, "%u", ntohs(in->sin_port));
+        c->flags |= C_TCP;
+    } else if (salen >= sizeof(struct sockaddr_in6) &&
+               sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = sap;
+        inet_ntop(AF_INET6, &in6->sin6_addr, c->raddr, sizeof c->raddr);
+        snprintf(c->rport, sizeof c->rport, "%u", ntohs(in6->sin6_port));
+        c->flags |= C_TCP;
+    }
+}
+
+fw_conn *conn_new(fw_loop *loop, int fd, int listener, const void *sa,
+                  unsigned salen)
+{
+    fw_conn *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->io.kind = IO_CONN;
+    c->io.fd = fd;
+    c->loop = loop;
+    c->listener = listener;
+    c->id = ++loop->next_id;
+    c->state = CS_HEAD;
+    c->flags = C_READABLE | C_WRITABLE;
+    format_peer(c, sa, salen);
+    if (c->flags & C_TCP) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    struct epoll_event ev = {
+        .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+        .data.ptr = c,
+    };
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        free(c);
+        return NULL;
+    }
+    c->next = loop->conns;
+    if (loop->conns)
+        loop->conns->prev = c;
+    loop->conns = c;
+    loop->nconns++;
+    loop_timer_set(loop, c, T_HEAD);
+    return c;
+}
+
+static void buf_release(fw_loop *loop, fw_buf *b, int borrowed, int *busy)
+{
+    if (borrowed)
+        *busy = 0;
+    else
+        free(b->data);
+    (void)loop;
+    memset(b, 0, sizeof *b);
+}
+
+static void body_free(fw_body *b)
+{
+    if (b == NULL)
+        return;
+    if (b->fd >= 0)
+        close(b->fd);
+    free(b->env);
+    free(b->mem);
+    free(b);
+}
+
+void conn_close(fw_conn *c)
+{
+    fw_loop *loop = c->loop;
+    if (c->state == CS_CLOSED)
+        return;
+    int python_holds = c->resp == RS_STREAM;
+    c->state = CS_CLOSED;
+    loop_timer_clear(loop, c);
+    if (c->io.fd >= 0)
+        close(c->io.fd);
+    c->io.fd = -1;
+    buf_release(loop, &c->in, c->flags & C_IN_BORROWED, &loop->rbuf_busy);
+    buf_release(loop, &c->out, c->flags & C_OUT_BORROWED, &loop->wbuf_busy);
+    c->flags &= ~(C_IN_BORROWED | C_OUT_BORROWED);
+    body_free(c->body);
+    c->body = NULL;
+    free(c->file);              /* the file descriptor is Python's */
+    c->file = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        loop->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = NULL;
+    c->next = loop->zombies;
+    loop->zombies = c;
+    loop->nconns--;
+    c->resp = RS_NONE;
+    if (python_holds)
+        fw_py_closed(loop->userdata, c->id);
+}
+
+/* ---- buffers ---- */
+
+size_t conn_out_pending(const fw_conn *c)
+{
+    return c->out.len - c->out.off;
+}
+
+/* Make room for `extra` more output bytes; borrows the shared buffer when
+ * the connection has none, and moves to its own when that is too small. */
+int conn_out_reserve(fw_conn *c, size_t extra)
+{
+    fw_loop *loop = c->loop;
+    fw_buf *b = &c->out;
+    if (b->data == NULL && !loop->wbuf_busy && extra <= FW_WBUF_SIZE) {
+        loop->wbuf_busy = 1;
+        c->flags |= C_OUT_BORROWED;
+        b->data = loop->wbuf;
+        b->cap = FW_WBUF_SIZE;
+        b->off = b->len = 0;
+    }
+    if (b->off == b->len)
+        b->off = b->len = 0;
+    if (b->cap - b->len >= extra)
+        return 0;
+    size_t pending = b->len - b->off;
+    if (pending + extra < pending)
+        return -1;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < pending + extra)
+        cap *= 2;
+    char *nd = malloc(cap);
+    if (nd == NULL)
+        return -1;
+    if (pending)
+        memcpy(nd, b->data + b->off, pending);
+    if (c->flags & C_OUT_BORROWED) {
+        loop->wbuf_busy = 0;
+        c->flags &= ~C_OUT_BORROWED;
+    } else {
+        free(b->data);
+    }
+    b->data = nd;
+    b->cap = cap;
+    b->off = 0;
+    b->len = pending;
+    return 0;
+}
+
+int conn_out_append(fw_conn *c, const char *data, size_t len)
+{
+    if (conn_out_reserve(c, len) < 0)
+        return -1;
+    memcpy(c->out.data + c->out.len, data, len);
+    c->out.len += len;
+    return 0;
+}
+
+/* After serving: what is left in a shared buffer moves to an own one. */
+static void unborrow(fw_conn *c)
+{
+    fw_loop *loop = c->loop;
+    if (c->flags & C_IN_BORROWED) {
+        size_t left = c->in.len - c->in.off;
+        char *own = NULL;
+        if (left) {
+            size_t cap = left > FW_OWN_IN_MIN ? left : FW_OWN_IN_MIN;
+            own = malloc(cap);
+            if (own == NULL) {
+                c->flags |= C_DEAD;
+            } else {
+                memcpy(own, c->in.data + c->in.off, left);
+                c->in.cap = cap;
+            }
+        }
+        loop->rbuf_busy = 0;
+        c->flags &= ~C_IN_BORROWED;
+        c->in.data = own;
+        c->in.off = 0;
+        c->in.len = own ? left : 0;
+        if (own == NULL)
+            c->in.cap = 0;
+    } else if (c->in.data && c->in.off == c->in.len) {
+        free(c->in.data);
+        memset(&c->in, 0, sizeof c->in);
+    }
+    if (c->flags & C_OUT_BORROWED) {
+        size_t left = conn_out_pending(c);
+        char *own = NULL;
+        if (left) {
+            own = malloc(left);
+            if (own == NULL)
+                c->flags |= C_DEAD;
+            else
+                memcpy(own, c->out.data + c->out.off, left);
+        }
+        loop->wbuf_busy = 0;
+        c->flags &= ~C_OUT_BORROWED;
+        c->out.data = own;
+        c->out.off = 0;
+        c->out.len = c->out.cap = own ? left : 0;
+    } else if (c->out.data && c->out.off == c->out.len) {
+        free(c->out.data);
+        memset(&c->out, 0, sizeof c->out);
+    }
+}
+
+/* ---- I/O ---- */
+
+/* Send queued output, then any file.  Returns -1 when the peer is gone. */
+int conn_flush(fw_conn *c)
+{
+    if (c->flags & C_DEAD)
+        return -1;
+    while (conn_out_pending(c) && (c->flags & C_WRITABLE)) {
+        ssize_t n = send(c->io.fd, c->out.data + c->out.off,
+                         conn_out_pending(c), MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out.off += (size_t)n;
+            if (c->timer == T_WRITE)
+                loop_timer_set(c->loop, c, T_WRITE);
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && errno == EAGAIN) {
+            c->flags &= ~C_WRITABLE;
+        } else {
+            c->flags |= C_DEAD;
+            return -1;
+        }
+    }
+    if (conn_out_pending(c) == 0)
+        c->out.off = c->out.len = 0;
+    while (c->file && conn_out_pending(c) == 0 && (c->flags & C_WRITABLE)) {
+        fw_file *f = c->file;
+        if (f->left == 0) {
+            free(f);
+            c->file = NULL;
+            break;
+        }
+        off_t off = (off_t)f->off;
+        size_t want = f->left > (1 << 22) ? (1 << 22) : (size_t)f->left;
+        ssize_t n = sendfile(c->io.fd, f->fd, &off, want);
+        if (n > 0) {
+            f->off += n;
+            f->left -= n;
+            if (c->timer == T_WRITE)
+                loop_timer_set(c->loop, c, T_WRITE);
+        } else if (n == 0) {
+            /* The file is shorter than promised: the body is short. */
+            loop_log(c->loop, FW_LOG_ERROR,
+                     "file ended %lld bytes before the response length",
+                     (long long)f->left);
+            c->flags |= C_CLOSE_AFTER;
+            f->left = 0;
+        } else if (errno == EINTR) {
+            continue;
+        } else if (errno == EAGAIN) {
+            c->flags &= ~C_WRITABLE;
+        } else {
+            c->flags |= C_DEAD;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Read what the socket has.  Returns bytes read, 0 when nothing new. */
+static ssize_t conn_read(fw_conn *c)
+{
+    fw_loop *loop = c->loop;
+    fw_buf *b = &c->in;
+    if (b->data == NULL) {
+        if (loop->rbuf_busy)
+            return 0;           /* cannot happen: one conn runs at a time */
+        loop->rbuf_busy = 1;
+        c->flags |= C_IN_BORROWED;
+        b->data = loop->rbuf;
+        b->cap = FW_RBUF_SIZE;
+        b->off = b->len = 0;
+    }
+    if (b->off == b->len) {
+        b->off = b->len = 0;
+    } else if (b->off > 0 && b->cap - b->len < 4096) {
+        memmove(b->data, b->data + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+    }
+    if (b->cap == b->len) {
+        /* Grow within the head limit; the parser rejects anything beyond. */
+        size_t cap = b->cap * 2;
+        size_t most = (size_t)loop->cfg.limits.head + FW_RBUF_SIZE;
+        if (cap > most)
+            cap = most;
+        if (cap <= b->cap)
+            return 0;
+        char *nd = malloc(cap);
+        if (nd == NULL) {
+            c->flags |= C_DEAD;
+            return 0;
+        }
+        memcpy(nd, b->data, b->len);
+        if (c->flags & C_IN_BORROWED) {
+            loop->rbuf_busy = 0;
+            c->flags &= ~C_IN_BORROWED;
+        } else {
+            free(b->data);
+        }
+        b->data = nd;
+        b->cap = cap;
+    }
+    size_t room = b->cap - b->len;
+    for (;;) {
+        ssize_t n = recv(c->io.fd, b->data + b->len, room, 0);
+        if (n > 0) {
+            b->len += (size_t)n;
+            /* A short read drained the socket: with edge triggering the
+             * next bytes bring a new event, so no EAGAIN round trip. */
+            if ((size_t)n < room)
+                c->flags &= ~C_READABLE;
+            return n;
+        }
+        if (n == 0) {
+            c->flags = (c->flags & ~C_READABLE) | C_PEER_EOF;
+            return 0;
+        }
+        if (errno == EINTR)
+            continue;
+        c->flags &= ~C_READABLE;
+        if (errno != EAGAIN)
+            c->flags |= C_DEAD;
+        return 0;
+    }
+}
+
+/* ---- the environ block ---- */
+
+/* Upper-case CGI spelling of a header name byte: '-' becomes '_'. */
+static const unsigned char cgi_char[256] = {
+#define R(c) [c] = (c)
+    ['-'] = '_', ['_'] = '_', R('!'), R('#'), R('$'), R('%'), R('&'),
+    R('\''), R('*'), R('+'), R('.'), R('^'), R('`'), R('|'), R('~'),
+    R('0'), R('1'), R('2'), R('3'), R('4'), R('5'), R('6'), R('7'), R('8'),
+    R('9'),
+    R('A'), R('B'), R('C'), R('D'), R('E'), R('F'), R('G'), R('H'), R('I'),
+    R('J'), R('K'), R('L'), R('M'), R('N'), R('O'), R('P'), R('Q'), R('R'),
+    R('S'), R('T'), R('U'), R('V'), R('W'), R('X'), R('Y'), R('Z'),
+    ['a'] = 'A', ['b'] = 'B', ['c'] = 'C', ['d'] = 'D', ['e'] = 'E',
+    ['f'] = 'F', ['g'] = 'G', ['h'] = 'H', ['i'] = 'I', ['j'] = 'J',
+    ['k'] = 'K', ['l'] = 'L', ['m'] = 'M', ['n'] = 'N', ['o'] = 'O',
+    ['p'] = 'P', ['q'] = 'Q', ['r'] = 'R', ['s'] = 'S', ['t'] = 'T',
+    ['u'] = 'U', ['v'] = 'V', ['w'] = 'W', ['x'] = 'X', ['y'] = 'Y',
+    ['z'] = 'Z',
+#undef R
+};
+
+static char *put(char *w, const char *s, size_t n)
+{
+    memcpy(w, s, n);
+    return w + n;
+}
+
+static char *put_kv(char *w, const char *k, size_t kn, const char *v,
+                    size_t vn)
+{
+    w = put(w, k, kn);
+    *w++ = '\0';
+    w = put(w, v, vn);
+    *w++ = '\0';
+    return w;
+}
+
+#define PUT_KV(w, lit, v, vn) put_kv(w, lit, sizeof(lit) - 1, v, vn)
+
+static int unhex(unsigned char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    ch |= 0x20;
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    return -1;
+}
+
+/* Percent-decode the path; -1 if it decodes to a NUL byte (the environ
+ * block is NUL-separated, and no sane path contains one). */
+static char *put_path(char *w, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (p[i] == '%' && i + 2 < n &&
+            (hi = unhex((unsigned char)p[i + 1])) >= 0 &&
+            (lo = unhex((unsigned char)p[i + 2])) >= 0) {
+            int ch = hi * 16 + lo;
+            if (ch == 0)
+                return NULL;
+            *w++ = (char)ch;
+            i += 2;
+        } else {
+            *w++ = p[i];
+        }
+    }
+    return w;
+}
+
+/*
+ * Write "KEY\0VALUE\0..." for everything request-specific in the environ.
+ * Returns the length without the final NUL, or -400.
+ */
+static long build_env(fw_conn *c, const char *buf, const fw_head *h,
+                      int *in_flags)
+{
+    fw_loop *loop = c->loop;
+    char *w = loop->env, *start = w;
+    const int http11 = h->flags & FW_REQ_HTTP11;
+    w = PUT_KV(w, "REQUEST_METHOD", buf + h->method.off, h->method.len);
+    w = put(w, "PATH_INFO", 10);
+    if (h->path.len == 0)
+        *w++ = '/';             /* absolute-form with an empty path */
+    w = put_path(w, buf + h->path.off, h->path.len);
+    if (w == NULL)
+        return -400;
+    *w++ = '\0';
+    w = PUT_KV(w, "QUERY_STRING", buf + h->query.off, h->query.len);
+    w = PUT_KV(w, "REQUEST_URI", buf + h->target.off, h->target.len);
+    w = PUT_KV(w, "SERVER_PROTOCOL", http11 ? "HTTP/1.1" : "HTTP/1.0", 8);
+    w = PUT_KV(w, "REMOTE_ADDR", c->raddr, strlen(c->raddr));
+    w = PUT_KV(w, "REMOTE_PORT", c->rport, strlen(c->rport));
+
+    uint64_t seen = 0;
+    int dups = 0;
+    for (uint32_t i = 0; i < h->nfields; i++) {
+        const char *n = buf + h->fields[i].name.off;
+        size_t nl = h->fields[i].name.len;
+        const char *v = buf + h->fields[i].value.off;
+        size_t vl = h->fields[i].value.len;
+        char *key = w;
+        if (nl == 12 && strncasecmp(n, "content-type", 12) == 0) {
+            w = put(w, "CONTENT_TYPE", 12);
+        } else if (nl == 14 && strncasecmp(n, "content-length", 14) == 0) {
+            w = put(w, "CONTENT_LENGTH", 14);
+        } else {
+            w = put(w, "HTTP_", 5);
+            for (size_t j = 0; j < nl; j++)
+                *w++ = (char)cgi_char[(unsigned char)n[j]];
+        }
+        /* A 64-bit filter over the names finds repeats in one pass. */
+        size_t kl = (size_t)(w - key);
+        uint64_t bit = 1ull << ((kl * 7 + (unsigned char)key[kl - 1] * 3 +
+                                 (unsigned char)key[kl / 2]) & 63);
+        if (seen & bit)
+            dups = 1;
+        seen |= bit;
+        *w++ = '\0';
+        w = put(w, v, vl);
+        *w++ = '\0';
+    }
+    if (dups)
+        *in_flags |= FW_IN_DUPS;
+    return (long)(w - start) - 1;
+}
+
+/* ---- request dispatch ---- */
+
+static void dispatch(fw_conn *c, const char *env, size_t env_len,
+                     const char *body, size_t body_len, int body_fd,
+                     int in_flags)
+{
+    fw_loop *loop = c->loop;
+    c->state = CS_APP;
+    c->resp = RS_NONE;
+    c->out_mode = 0;
+    c->resp_left = -1;
+    c->flags |= C_IN_APP;
+    loop_timer_clear(loop, c);
+    fw_py_request(loop->userdata, c, c->id, env, env_len, body, body_len,
+                  body_fd, c->listener, in_flags);
+    c->flags &= ~C_IN_APP;
+    if (c->resp == RS_NONE && !(c->flags & C_DEAD)) {
+        /* Python produced no response at all: never leave a client
+         * waiting. */
+        loop_log(loop, FW_LOG_ERROR, "no response was produced");
+        response_error(c, 500);
+        c->resp = RS_DONE;
+    }
+}
+
+/* The response is finished: back to reading, or on to closing. */
+static void request_done(fw_conn *c)
+{
+    c->resp = RS_NONE;
+    c->flags |= C_SERVED;
+    c->flags &= ~(C_REQ_HEAD | C_REQ_HTTP10);
+    c->state = CS_HEAD;
+    c->scanned = 0;
+}
+
+/* Answer with an error status and close (after lingering). */
+static void fail(fw_conn *c, int status)
+{
+    response_error(c, status);
+    c->state = CS_APP;
+    c->resp = RS_DONE;
+}
+
+/* Create a spool file for a large body. */
+static int spool_open(fw_loop *loop)
+{
+    int fd = open(loop->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        return fd;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/fastwsgi-body-XXXXXX", loop->spool_dir);
+    fd = mkostemp(path, O_CLOEXEC);
+    if (fd >= 0)
+        unlink(path);
+    return fd;
+}
+
+/* Append decoded body bytes to the body store, spilling to a file when the
+ * in-memory part would pass the threshold. */
+static int body_store(fw_conn *c, const char *data, size_t n)
+{
+    fw_loop *loop = c->loop;
+    fw_body *b = c->body;
+    b->received += (int64_t)n;
+    if (b->received > loop->cfg.max_body_size)
+        return -413;
+    if (b->fd < 0 && b->mem_len + n > (size_t)loop->cfg.spool_threshold) {
+        b->fd = spool_open(loop);
+        if (b->fd < 0) {
+            loop_log(loop, FW_LOG_ERROR, "cannot spool a request body in %s: %s",
+                     loop->spool_dir, strerror(errno));
+            return -500;
+        }
+        if (b->mem_len && write(b->fd, b->mem, b->mem_len) != (ssize_t)b->mem_len)
+            return -500;
+        free(b->mem);
+        b->mem = NULL;
+        b->mem_len = b->mem_cap = 0;
+    }
+    if (b->fd >= 0) {
+        while (n) {
+            ssize_t w = write(b->fd, data, n);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0) {
+                loop_log(loop, FW_LOG_ERROR, "spooling a request body: %s",
+                         strerror(errno));
+                return -500;
+            }
+            data += w;
+            n -= (size_t)w;
+        }
+        return 0;
+    }
+    if (b->mem_len + n > b->mem_cap) {
+        size_t cap = b->mem_cap ? b->mem_cap : 16384;
+        while (cap < b->mem_len + n)
+            cap *= 2;
+        char *nm = realloc(b->mem, cap);
+        if (nm == NULL)
+            return -500;
+        b->mem = nm;
+        b->mem_cap = cap;
+    }
+    memcpy(b->mem + b->mem_len, data, n);
+    b->mem_len += n;
+    return 0;
+}
+
+/* Feed buffered input to the body.  Returns 1 complete, 0 more, <0 status. */
+static int body_feed(fw_conn *c)
+{
+    fw_body *b = c->body;
+    fw_buf *in = &c->in;
+    size_t avail = in->len - in->off;
+    if (!b->chunked) {
+        int64_t need = b->expected - b->received;
+        size_t n = (int64_t)avail < need ? avail : (size_t)need;
+        int r = body_store(c, in->data + in->off, n);
+        in->off += n;
+        if (r < 0)
+            return r;
+        return b->received == b->expected;
+    }
+    size_t consumed, produced;
+    int r = fw_chunked_decode(&b->ck, in->data + in->off, avail,
+                              c->loop->cfg.limits.field_size, &consumed,
+                              &produced);
+    int s = produced ? body_store(c, in->data + in->off, produced) : 0;
+    in->off += consumed;
+    if (r < 0)
+        return r;
+    if (s < 0)
+        return s;
+    return r;
+}
+
+static void body_dispatch(fw_conn *c)
+{
+    fw_body *b = c->body;
+    char *env = b->env;
+    size_t env_len = b->env_len;
+    if (b->chunked) {
+        /* Tell the app the decoded length: the body is all here. */
+        char num[24];
+        int nl = snprintf(num, sizeof num, "%lld", (long long)b->received);
+        char *ne = realloc(env, env_len + 16 + (size_t)nl + 2);
+        if (ne == NULL) {
+            fail(c, 500);
+            return;
+        }
+        env = b->env = ne;
+        char *w = env + env_len + 1;
+        w = PUT_KV(w, "CONTENT_LENGTH", num, (size_t)nl);
+        env_len = (size_t)(w - env) - 1;
+    }
+    int fd = b->fd;
+    if (fd >= 0) {
+        lseek(fd, 0, SEEK_SET);
+        b->fd = -1;             /* Python owns it from here */
+    }
+    dispatch(c, env, env_len, b->mem, b->mem_len, fd, b->in_flags);
+    body_free(c->body);
+    c->body = NULL;
+}
+
+/* Start on a parsed head.  Returns 0 to go on, -1 to stop processing. */
+static int on_head(fw_conn *c, int hlen)
+{
+    fw_loop *loop = c->loop;
+    const fw_head *h = &loop->head;
+    const char *buf = c->in.data + c->in.off;
+    int in_flags = 0;
+    c->flags &= ~(C_KEEPALIVE | C_REQ_HEAD | C_REQ_HTTP10);
+    if (h->flags & FW_REQ_KEEPALIVE)
+        c->flags |= C_KEEPALIVE;
+    if (h->flags & FW_REQ_HEAD) {
+        c->flags |= C_REQ_HEAD;
+        in_flags |= FW_IN_HEAD;
+    }
+    if (!(h->flags & FW_REQ_HTTP11)) {
+        c->flags |= C_REQ_HTTP10;
+        in_flags |= FW_IN_HTTP10;
+    }
+    long env_len = build_env(c, buf, h, &in_flags);
+    if (env_len < 0) {
+        fail(c, 400);
+        return -1;
+    }
+    c->in.off += (size_t)hlen;
+    int chunked = h->flags & FW_REQ_CHUNKED;
+    int64_t cl = h->content_length;
+    if (!chunked && cl > loop->cfg.max_body_size) {
+        fail(c, 413);           /* before reading a byte of the body */
+        return -1;
+    }
+    size_t avail = c->in.len - c->in.off;
+    if (!chunked && cl <= 0) {
+        dispatch(c, loop->env, (size_t)env_len, NULL, 0, -1, in_flags);
+        return 0;
+    }
+    if (!chunked && (int64_t)avail >= cl &&
+        cl <= loop->cfg.spool_threshold) {
+        /* The whole body is already here: hand it over in place. */
+        const char *body = c->in.data + c->in.off;
+        c->in.off += (size_t)cl;
+        dispatch(c, loop->env, (size_t)env_len, body, (size_t)cl, -1,
+                 in_flags);
+        return 0;
+    }
+    fw_body *b = calloc(1, sizeof *b);
+    char *env = malloc((size_t)env_len + 1);
+    if (b == NULL || env == NULL) {
+        free(b);
+        free(env);
+        fail(c, 500);
+        return -1;
+    }
+    memcpy(env, loop->env, (size_t)env_len + 1);
+    b->env = env;
+    b->env_len = (size_t)env_len;
+    b->in_flags = in_flags;
+    b->chunked = chunked != 0;
+    b->expected = chunked ? -1 : cl;
+    b->fd = -1;
+    c->body = b;
+    c->state = CS_BODY;
+    if ((h->flags & FW_REQ_CONTINUE) && avail == 0)
+        conn_out_append(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    loop_timer_set(loop, c, T_BODY);
+    return 0;
+}
+
+/* Parse and answer what is buffered.  Returns 1 if progress was made. */
+static int process_input(fw_conn *c)
+{
+    fw_loop *loop = c->loop;
+    int progress = 0;
+    while (!(c->flags & (C_DEAD | C_CLOSE_AFTER)) &&
+           conn_out_pending(c) < FW_OUT_HIGH) {
+        size_t avail = c->in.len - c->in.off;
+        if (c->state == CS_HEAD) {
+            if (avail == 0)
+                break;
+            if (c->timer != T_HEAD && c->scanned == 0)
+                loop_timer_set(loop, c, T_HEAD);
+            int r = fw_parse_head(c->in.data + c->in.off, avail,
+                                  &loop->cfg.limits, &loop->head,
+                                  &c->scanned);
+            if (r == 0)
+                break;
+            progress = 1;
+            if (r < 0) {
+                fail(c, -r);
+                break;
+            }
+            if (on_head(c, r) < 0)
+                break;
+        } else if (c->state == CS_BODY) {
+            if (avail == 0)
+                break;
+            progress = 1;
+            int r = body_feed(c);
+            if (r < 0) {
+                body_free(c->body);
+                c->body = NULL;
+                fail(c, -r);
+                break;
+            }
+            if (r == 0) {
+                loop_timer_set(loop, c, T_BODY);
+                break;
+            }
+            body_dispatch(c);
+        } else {
+            break;
+        }
+        if (c->state == CS_APP && c->resp == RS_DONE &&
+            !(c->flags & C_CLOSE_AFTER))
+            request_done(c);
+        if (c->state != CS_HEAD)
+            break;              /* streaming: wait for the output to drain */
+    }
+    return progress;
+}
+
+/* ---- the driver ---- */
+
+static void set_rest_timer(fw_conn *c)
+{
+    fw_loop *loop = c->loop;
+    if (conn_out_pending(c) || c->file) {
+        if (c->timer != T_WRITE)
+            loop_timer_set(loop, c, T_WRITE);
+    } else if (c->state == CS_HEAD) {
+        if (c->in.len == c->in.off) {
+            int kind = (c->flags & C_SERVED) ? T_IDLE : T_HEAD;
+            if (c->timer != kind)
+                loop_timer_set(loop, c, kind);
+        } else if (c->timer != T_HEAD) {
+            loop_timer_set(loop, c, T_HEAD);
+        }
+    } else if (c->state == CS_BODY) {
+        if (c->timer != T_BODY)
+            loop_timer_set(loop, c, T_BODY);
+    } else if (c->state == CS_APP && c->timer != T_NONE &&
+               c->timer != T_WRITE) {
+        loop_timer_clear(loop, c);
+    }
+}
+
+/* Start closing: linger after errors so the client sees the response. */
+static void begin_close(fw_conn *c)
+{
+    if ((c->flags & (C_ERROR_CLOSE | C_PEER_EOF)) == C_ERROR_CLOSE &&
+        !(c->flags & C_DEAD)) {
+        shutdown(c->io.fd, SHUT_WR);
+        c->state = CS_LINGER;
+        c->in.off = c->in.len;
+        loop_timer_set(c->loop, c, T_LINGER);
+        return;
+    }
+    conn_close(c);
+}
+
+void conn_run(fw_conn *c)
+{
+    fw_loop *loop = c->loop;
+    for (long rounds = 0; rounds < (1L << 20); rounds++) {
+        if (c->state == CS_CLOSED)
+            return;
+        if (c->state == CS_LINGER) {
+            c->in.off = c->in.len;
+            if (c->flags & C_READABLE)
+                conn_read(c);
+            c->in.off = c->in.len;
+            if (c->flags & (C_PEER_EOF | C_DEAD)) {
+                conn_close(c);
+                return;
+            }
+            if (!(c->flags & C_READABLE))
+                break;
+            continue;
+        }
+        conn_flush(c);
+        if (c->flags & C_DEAD) {
+            conn_close(c);
+            return;
+        }
+        if (c->state == CS_APP) {
+            if (c->resp == RS_STREAM && !c->file &&
+                conn_out_pending(c) < FW_OUT_LOW) {
+                c->flags |= C_IN_APP;
+                fw_py_writable(loop->userdata, c, c->id);
+                c->flags &= ~C_IN_APP;
+                if (c->state == CS_CLOSED)
+                    return;
+                continue;       /* flush what it produced */
+            }
+            if (c->resp == RS_DONE && !c->file) {
+                if (c->flags & C_CLOSE_AFTER) {
+                    if (conn_out_pending(c) == 0) {
+                        begin_close(c);
+                        if (c->state != CS_LINGER)
+                            return;
+                        continue;
+                    }
+                    break;
+                }
+                request_done(c);
+                continue;
+            }
+            break;
+        }
+        if (process_input(c))
+            continue;
+        if (c->state == CS_HEAD || c->state == CS_BODY) {
+            if (c->flags & C_PEER_EOF) {
+                /* Nothing more will come: a partial request is dropped. */
+                if (conn_out_pending(c) == 0) {
+                    conn_close(c);
+                    return;
+                }
+                break;
+            }
+            if ((c->flags & C_READABLE) && conn_out_pending(c) < FW_OUT_HIGH &&
+                conn_read(c) > 0)
+                continue;
+            if (c->flags & C_DEAD)
+                continue;
+            if (c->flags & C_PEER_EOF)
+                continue;
+        }
+        break;
+    }
+    if (c->state == CS_CLOSED)
+        return;
+    conn_flush(c);
+    if (c->flags & C_DEAD) {
+        conn_close(c);
+        return;
+    }
+    if (loop->stopping && c->state == CS_HEAD && c->in.len == c->in.off &&
+        conn_out_pending(c) == 0) {
+        conn_close(c);
+        return;
+    }
+    set_rest_timer(c);
+    unborrow(c);
+}
+
+void conn_event(fw_conn *c, uint32_t events)
+{
+    if (c->state == CS_CLOSED)
+        return;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->flags |= C_READABLE;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        c->flags |= C_WRITABLE;
+    conn_run(c);
+}
+
+void conn_timeout(fw_conn *c)
+{
+    if (c->state == CS_CLOSED)
+        return;
+    if ((c->state == CS_HEAD && c->in.len > c->in.off) ||
+        c->state == CS_BODY) {
+        /* A request was under way: say why it ends. */
+        body_free(c->body);
+        c->body = NULL;
+        c->in.off = c->in.len;
+        fail(c, 408);
+        conn_run(c);
+        return;
+    }
+    if (c->resp == RS_STREAM || conn_out_pending(c) || c->file)
+        loop_log(c->loop, FW_LOG_WARNING,
+                 "closing a connection whose client stopped reading");
+    conn_close(c);
+}

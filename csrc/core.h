@@ -1,0 +1,181 @@
+/*
+ * core.h - the structures shared by loop.c, conn.c and response.c.
+ * Nothing here is visible to Python; fw.h is the public face.
+ */
+#ifndef FW_CORE_H
+#define FW_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "fw.h"
+
+#define FW_RBUF_SIZE (64 * 1024)     /* shared read buffer */
+#define FW_WBUF_SIZE (64 * 1024)     /* shared write buffer */
+#define FW_OWN_IN_MIN (16 * 1024)    /* a connection's own input buffer */
+#define FW_OUT_HIGH (256 * 1024)     /* stop producing output above this */
+#define FW_OUT_LOW (64 * 1024)       /* ask for more output below this */
+#define FW_DIRECT_WRITE (64 * 1024)  /* bodies this large skip the copy */
+#define FW_LINGER_MS 2000            /* discard input this long before close */
+#define FW_MAX_EVENTS 256
+#define FW_MAX_LISTENERS 16
+
+/* Log levels passed to fw_py_log (the values of Python's logging module). */
+#define FW_LOG_DEBUG 10
+#define FW_LOG_INFO 20
+#define FW_LOG_WARNING 30
+#define FW_LOG_ERROR 40
+
+/* What an epoll event's data.ptr points at: the first field says. */
+enum { IO_CONN = 1, IO_LISTENER, IO_WAKEUP };
+
+typedef struct fw_io {
+    int kind;                   /* IO_* */
+    int fd;
+} fw_io;
+
+/* A byte buffer: data[off..len) is pending. */
+typedef struct fw_buf {
+    char *data;
+    size_t off;
+    size_t len;
+    size_t cap;
+} fw_buf;
+
+/* The timer a connection waits on; each kind has one fixed duration, so
+ * each kind's list is ordered by deadline simply by appending. */
+enum { T_NONE = 0, T_HEAD, T_IDLE, T_BODY, T_WRITE, T_LINGER, T_KINDS };
+
+/* Connection states. */
+enum {
+    CS_HEAD,                    /* waiting for, or reading, a request head */
+    CS_BODY,                    /* reading a request body */
+    CS_APP,                     /* a response is being produced */
+    CS_LINGER,                  /* output done, discarding input until close */
+    CS_CLOSED                   /* waiting to be freed */
+};
+
+/* Connection flags. */
+#define C_READABLE    0x0001    /* may have input (edge seen, no EAGAIN yet) */
+#define C_WRITABLE    0x0002    /* may take output (no EAGAIN since edge) */
+#define C_PEER_EOF    0x0004    /* the client shut down its sending side */
+#define C_DEAD        0x0008    /* socket error: close at the next chance */
+#define C_KEEPALIVE   0x0010    /* the current request allows keep-alive */
+#define C_CLOSE_AFTER 0x0020    /* close once the output is sent */
+#define C_IN_APP      0x0040    /* Python is on the stack for this conn */
+#define C_REQ_HEAD    0x0080    /* the current request is HEAD */
+#define C_REQ_HTTP10  0x0100    /* the current request is HTTP/1.0 */
+#define C_IN_BORROWED 0x0200    /* in.data is the loop's shared buffer */
+#define C_OUT_BORROWED 0x0400   /* out.data is the loop's shared buffer */
+#define C_TCP         0x0800    /* a TCP socket (not AF_UNIX) */
+#define C_SERVED      0x1000    /* at least one request was answered */
+#define C_ERROR_CLOSE 0x2000    /* closing after an error: linger */
+
+/* Response states. */
+enum { RS_NONE = 0, RS_STREAM, RS_DONE };
+
+/* Response body framing. */
+enum { OUT_LENGTH = 1, OUT_CHUNKED, OUT_CLOSE, OUT_NOBODY };
+
+/* A request body being received (allocated only while it is). */
+typedef struct fw_body {
+    char *env;                  /* environ block saved from the head */
+    size_t env_len;
+    int in_flags;               /* FW_IN_* */
+    int chunked;
+    int64_t expected;           /* Content-Length, or -1 when chunked */
+    int64_t received;           /* data bytes so far */
+    char *mem;                  /* in-memory body */
+    size_t mem_len;
+    size_t mem_cap;
+    int fd;                     /* spool file, or -1 */
+    fw_chunked ck;
+} fw_body;
+
+/* A file being sent with sendfile (allocated only while it is). */
+typedef struct fw_file {
+    int fd;                     /* owned by Python */
+    int64_t off;
+    int64_t left;
+} fw_file;
+
+struct fw_conn {
+    fw_io io;                   /* must stay first: epoll's data.ptr */
+    uint8_t state;              /* CS_* */
+    uint8_t timer;              /* T_* list the conn is on */
+    uint8_t resp;               /* RS_* */
+    uint8_t out_mode;           /* OUT_* */
+    uint32_t flags;             /* C_* */
+    int listener;               /* index of the listener it came from */
+    uint64_t id;                /* unique per loop, names it to Python */
+    struct fw_loop *loop;
+    fw_conn *tprev, *tnext;     /* timer list */
+    fw_conn *prev, *next;       /* all connections (or the free list) */
+    int64_t deadline;           /* ms, monotonic */
+    int64_t resp_left;          /* body bytes still allowed, -1 unknown */
+    fw_buf in;                  /* received, not yet consumed */
+    size_t scanned;             /* parser hint for a partial head */
+    fw_buf out;                 /* queued output */
+    fw_body *body;
+    fw_file *file;
+    char raddr[46];             /* REMOTE_ADDR */
+    char rport[6];              /* REMOTE_PORT */
+};
+
+struct fw_loop {
+    int epfd;
+    int running;
+    int stopping;               /* 1 graceful, 2 immediate */
+    void *userdata;             /* the Python server object's handle */
+    fw_config cfg;
+    char *spool_dir;
+    char *server_name;
+    fw_io listeners[FW_MAX_LISTENERS];
+    int nlisteners;
+    int accept_paused;          /* out of fds: listeners are off epoll */
+    int64_t accept_resume;      /* when to try accepting again */
+    fw_io wakeup;
+    int64_t now;                /* ms, monotonic, per loop iteration */
+    int64_t stop_deadline;
+    int64_t timeout_ms[T_KINDS];
+    fw_conn *thead[T_KINDS], *ttail[T_KINDS];
+    fw_conn *conns;             /* all live connections */
+    fw_conn *zombies;           /* closed, freed at the end of an iteration */
+    int nconns;
+    uint64_t next_id;
+    fw_head head;               /* parser output, reused */
+    char *rbuf;                 /* shared read buffer */
+    int rbuf_busy;
+    char *wbuf;                 /* shared write buffer */
+    int wbuf_busy;
+    char *env;                  /* environ block scratch */
+    size_t env_cap;
+    char date[64];              /* "Date: ...\r\n" */
+    size_t date_len;
+    int64_t date_sec;
+};
+
+/* loop.c */
+void loop_timer_set(struct fw_loop *loop, fw_conn *c, int kind);
+void loop_timer_clear(struct fw_loop *loop, fw_conn *c);
+void loop_log(struct fw_loop *loop, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* conn.c */
+fw_conn *conn_new(struct fw_loop *loop, int fd, int listener,
+                  const void *sa, unsigned salen);
+void conn_event(fw_conn *c, uint32_t events);
+void conn_run(fw_conn *c);
+void conn_close(fw_conn *c);
+void conn_timeout(fw_conn *c);
+int conn_out_reserve(fw_conn *c, size_t extra);
+int conn_out_append(fw_conn *c, const char *data, size_t len);
+int conn_flush(fw_conn *c);
+size_t conn_out_pending(const fw_conn *c);
+
+/* response.c */
+int response_error(fw_conn *c, int status);
+void response_date_refresh(struct fw_loop *loop, int64_t sec);
+
+#endif

@@ -1,0 +1,172 @@
+/*
+ * fw.h - the C API of the fastwsgi core, as seen from Python.
+ *
+ * This is the only header the cffi builder reads.  Everything between the
+ * "cdef-begin" and "cdef-end" markers is handed to ffi.cdef() verbatim, so it
+ * must stay within the C subset cffi parses (no preprocessor directives).
+ * The callbacks into Python are declared twice: as extern "Python+C" in the
+ * block cffi reads, and as ordinary prototypes below for the C files.
+ */
+#ifndef FW_H
+#define FW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* cdef-begin */
+
+/* ---- the HTTP/1.1 request parser (http1.c): pure, no I/O, no malloc ---- */
+
+/* Limits the parser enforces; all lengths in bytes. */
+typedef struct fw_limits {
+    uint32_t request_line;      /* longest request line (414 beyond) */
+    uint32_t fields;            /* most header fields (431 beyond) */
+    uint32_t field_size;        /* longest single header field line (431) */
+    uint32_t head;              /* longest whole head, line + fields (431) */
+    int allow_underscores;      /* keep fields whose name has '_' */
+} fw_limits;
+
+/* A slice of the input buffer: offset and length, never a copy. */
+typedef struct fw_slice {
+    uint32_t off;
+    uint32_t len;
+} fw_slice;
+
+#define FW_MAX_FIELDS 256
+
+typedef struct fw_field {
+    fw_slice name;
+    fw_slice value;             /* without surrounding whitespace */
+} fw_field;
+
+/* Flags describing a parsed request head. */
+#define FW_REQ_HTTP11      1    /* HTTP/1.1 (else 1.0) */
+#define FW_REQ_KEEPALIVE   2    /* connection may persist after this request */
+#define FW_REQ_CHUNKED     4    /* body in chunked transfer coding */
+#define FW_REQ_CONTINUE    8    /* client sent Expect: 100-continue */
+#define FW_REQ_HEAD       16    /* method is HEAD: response carries no body */
+#define FW_REQ_DUPS       32    /* some header name repeats (environ must join) */
+
+typedef struct fw_head {
+    fw_slice method;
+    fw_slice target;            /* raw request-target */
+    fw_slice path;              /* path part of the target, still %-encoded */
+    fw_slice query;             /* after '?', may be empty */
+    int flags;                  /* FW_REQ_* */
+    int64_t content_length;     /* -1 when absent */
+    uint32_t nfields;           /* fields kept (underscore names dropped) */
+    uint32_t head_len;          /* bytes of the head, final CRLF included */
+    fw_field fields[256];
+} fw_head;
+
+/*
+ * Parse one request head from buf[0..len).
+ * Returns  > 0 : head complete, that many bytes consumed (see out->head_len)
+ *          = 0 : incomplete, read more (limits on what was seen are checked)
+ *          < 0 : malformed; the negated HTTP status to answer (400, 414, ...)
+ * `scanned` is an in/out hint: how far an earlier call already looked for the
+ * end of the head, so that a head arriving byte by byte is scanned once.
+ */
+int fw_parse_head(const char *buf, size_t len, const fw_limits *lim,
+                  fw_head *out, size_t *scanned);
+
+/* Incremental decoder of the chunked transfer coding. */
+typedef struct fw_chunked {
+    int state;                  /* internal */
+    uint64_t remaining;         /* bytes left in the current chunk */
+    uint32_t line_len;          /* bytes of the current size/trailer line */
+    uint32_t trailer_len;       /* bytes of trailer section so far */
+} fw_chunked;
+
+/*
+ * Decode in place: the data bytes found in buf[0..len) are moved to the front
+ * of buf.  *consumed receives how many input bytes were used, *produced how
+ * many data bytes now sit at buf[0..produced).
+ * Returns 1 when the final chunk and trailers are complete, 0 when more input
+ * is needed, or the negated HTTP status (400) for a malformed body.
+ */
+int fw_chunked_decode(fw_chunked *st, char *buf, size_t len, size_t max_line,
+                      size_t *consumed, size_t *produced);
+
+/* ---- the server loop (loop.c, conn.c, response.c) ---- */
+
+typedef struct fw_loop fw_loop;
+typedef struct fw_conn fw_conn;
+
+typedef struct fw_config {
+    fw_limits limits;
+    int64_t max_body_size;      /* 413 beyond */
+    int64_t spool_threshold;    /* bodies larger than this go to a file */
+    int keepalive_timeout_ms;   /* idle keep-alive connection */
+    int header_timeout_ms;      /* complete request head */
+    int body_timeout_ms;        /* between two pieces of a request body */
+    int write_timeout_ms;       /* between two successful writes */
+    int graceful_timeout_ms;    /* in-flight requests at shutdown */
+    int backlog_hint;           /* accepted connections per wakeup */
+    const char *spool_dir;      /* directory for spooled request bodies */
+    const char *server_name;    /* value of the Server header */
+} fw_config;
+
+fw_loop *fw_loop_new(const fw_config *cfg, void *userdata);
+void fw_loop_free(fw_loop *loop);
+/* Take ownership of a bound, listening socket. */
+int fw_loop_listen(fw_loop *loop, int fd, int index);
+/* Watch the read end of the signal wake-up pipe; readable -> fw_py_wakeup. */
+int fw_loop_wakeup_fd(fw_loop *loop, int fd);
+/* Serve until fw_loop_stop; returns 0, or -1 with errno on a loop failure. */
+int fw_loop_run(fw_loop *loop);
+/* graceful = 1: stop accepting and let in-flight requests finish. */
+void fw_loop_stop(fw_loop *loop, int graceful);
+int fw_loop_connections(fw_loop *loop);
+
+/* Flags passed to fw_py_request. */
+#define FW_IN_HEAD   1          /* HEAD request */
+#define FW_IN_DUPS   2          /* repeated header names in the environ block */
+#define FW_IN_HTTP10 4          /* HTTP/1.0 request */
+
+/*
+ * The response side, called by Python while it handles a request.
+ * `head` is "STATUS\nname\nvalue\nname\nvalue..." in latin-1, with exactly
+ * 2 * nfields + 1 pieces; C validates every piece.
+ * Return values: 1 = more output may be produced now, 0 = the output buffer is
+ * full (wait for fw_py_writable), -1 = the connection is gone, -2 = the head
+ * was invalid (nothing was sent; answer 500 instead).
+ */
+int fw_response_simple(fw_conn *c, const char *head, size_t hlen, int nfields,
+                       const char *body, size_t blen);
+int fw_response_start(fw_conn *c, const char *head, size_t hlen, int nfields,
+                      int64_t length, const char *data, size_t dlen);
+int fw_response_write(fw_conn *c, const char *data, size_t len);
+int fw_response_sendfile(fw_conn *c, int fd, int64_t offset, int64_t count);
+int fw_response_end(fw_conn *c);
+/* A canned error response (500, ...); the connection closes after it. */
+int fw_response_error(fw_conn *c, int status);
+/* Close the connection once what was queued is sent (broken response). */
+void fw_response_abort(fw_conn *c);
+/* Block until the queued output drops below the high-water mark. */
+int fw_conn_drain(fw_conn *c);
+
+/* python-callbacks-begin (cffi reads these; C sees a comment)
+extern "Python+C" int fw_py_request(void *userdata, fw_conn *c, uint64_t id,
+                                    const char *env, size_t env_len,
+                                    const char *body, size_t body_len,
+                                    int body_fd, int listener, int flags);
+extern "Python+C" void fw_py_writable(void *userdata, fw_conn *c, uint64_t id);
+extern "Python+C" void fw_py_closed(void *userdata, uint64_t id);
+extern "Python+C" void fw_py_wakeup(void *userdata);
+extern "Python+C" void fw_py_log(void *userdata, int level, const char *msg);
+python-callbacks-end */
+
+/* cdef-end */
+
+/* The same callbacks as C sees them (cffi generates their bodies). */
+int fw_py_request(void *userdata, fw_conn *c, uint64_t id,
+                  const char *env, size_t env_len,
+                  const char *body, size_t body_len,
+                  int body_fd, int listener, int flags);
+void fw_py_writable(void *userdata, fw_conn *c, uint64_t id);
+void fw_py_closed(void *userdata, uint64_t id);
+void fw_py_wakeup(void *userdata);
+void fw_py_log(void *userdata, int level, const char *msg);
+
+#endif

@@ -1,0 +1,357 @@
+/*
+ * loop.c - the epoll loop: listening sockets, accept, timers, wake-up.
+ *
+ * Connections are registered once, edge-triggered for both directions, so a
+ * request costs no epoll_ctl calls.  Timers are per-kind FIFO lists: every
+ * kind has one fixed duration, so appending keeps each list sorted.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core.h"
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void loop_log(fw_loop *loop, int level, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fw_py_log(loop->userdata, level, msg);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+fw_loop *fw_loop_new(const fw_config *cfg, void *userdata)
+{
+    fw_loop *loop = calloc(1, sizeof *loop);
+    if (loop == NULL)
+        return NULL;
+    loop->cfg = *cfg;
+    loop->userdata = userdata;
+    loop->spool_dir = dup_or_null(cfg->spool_dir ? cfg->spool_dir : "/tmp");
+    loop->server_name = dup_or_null(cfg->server_name ? cfg->server_name
+                                                     : "fastwsgi");
+    loop->cfg.spool_dir = loop->spool_dir;
+    loop->cfg.server_name = loop->server_name;
+    loop->wakeup.kind = IO_WAKEUP;
+    loop->wakeup.fd = -1;
+    loop->timeout_ms[T_HEAD] = cfg->header_timeout_ms;
+    loop->timeout_ms[T_IDLE] = cfg->keepalive_timeout_ms;
+    loop->timeout_ms[T_BODY] = cfg->body_timeout_ms;
+    loop->timeout_ms[T_WRITE] = cfg->write_timeout_ms;
+    loop->timeout_ms[T_LINGER] = FW_LINGER_MS;
+    /* The environ block holds the head's bytes at most twice (PATH_INFO and
+     * REQUEST_URI) plus a prefix per field and the fixed keys. */
+    loop->env_cap = 2 * (size_t)cfg->limits.head + 8 * FW_MAX_FIELDS + 1024;
+    loop->env = malloc(loop->env_cap);
+    loop->rbuf = malloc(FW_RBUF_SIZE);
+    loop->wbuf = malloc(FW_WBUF_SIZE);
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (loop->env == NULL || loop->rbuf == NULL || loop->wbuf == NULL ||
+        loop->spool_dir == NULL || loop->server_name == NULL ||
+        loop->epfd < 0) {
+        fw_loop_free(loop);
+        return NULL;
+    }
+    loop->now = monotonic_ms();
+    response_date_refresh(loop, (int64_t)time(NULL));
+    return loop;
+}
+
+static void free_zombies(fw_loop *loop)
+{
+    while (loop->zombies) {
+        fw_conn *c = loop->zombies;
+        loop->zombies = c->next;
+        free(c);
+    }
+}
+
+void fw_loop_free(fw_loop *loop)
+{
+    if (loop == NULL)
+        return;
+    while (loop->conns)
+        conn_close(loop->conns);
+    free_zombies(loop);
+    for (int i = 0; i < loop->nlisteners; i++)
+        if (loop->listeners[i].fd >= 0)
+            close(loop->listeners[i].fd);
+    if (loop->epfd >= 0)
+        close(loop->epfd);
+    free(loop->env);
+    free(loop->rbuf);
+    free(loop->wbuf);
+    free(loop->spool_dir);
+    free(loop->server_name);
+    free(loop);
+}
+
+int fw_loop_listen(fw_loop *loop, int fd, int index)
+{
+    if (loop->nlisteners >= FW_MAX_LISTENERS || index < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -1;
+    /* Wake up only once the request's first bytes are there: the accept
+     * is then followed by a read that finds data, saving a loop turn. */
+    int secs = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs);
+    fw_io *io = &loop->listeners[loop->nlisteners];
+    io->kind = IO_LISTENER;
+    io->fd = fd;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = io};
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+        return -1;
+    /* the index is kept in a parallel slot: listeners[i] answers to i */
+    (void)index;
+    loop->nlisteners++;
+    return 0;
+}
+
+int fw_loop_wakeup_fd(fw_loop *loop, int fd)
+{
+    loop->wakeup.fd = fd;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &loop->wakeup};
+    return epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+int fw_loop_connections(fw_loop *loop)
+{
+    return loop->nconns;
+}
+
+/* ---- timers ---- */
+
+void loop_timer_clear(fw_loop *loop, fw_conn *c)
+{
+    int k = c->timer;
+    if (k == T_NONE)
+        return;
+    if (c->tprev)
+        c->tprev->tnext = c->tnext;
+    else
+        loop->thead[k] = c->tnext;
+    if (c->tnext)
+        c->tnext->tprev = c->tprev;
+    else
+        loop->ttail[k] = c->tprev;
+    c->tprev = c->tnext = NULL;
+    c->timer = T_NONE;
+}
+
+void loop_timer_set(fw_loop *loop, fw_conn *c, int kind)
+{
+    loop_timer_clear(loop, c);
+    if (kind == T_NONE || loop->timeout_ms[kind] <= 0)
+        return;
+    c->timer = (uint8_t)kind;
+    c->deadline = loop->now + loop->timeout_ms[kind];
+    c->tprev = loop->ttail[kind];
+    c->tnext = NULL;
+    if (loop->ttail[kind])
+        loop->ttail[kind]->tnext = c;
+    else
+        loop->thead[kind] = c;
+    loop->ttail[kind] = c;
+}
+
+static int next_timeout(fw_loop *loop)
+{
+    int64_t soonest = -1;
+    for (int k = 1; k < T_KINDS; k++) {
+        fw_conn *c = loop->thead[k];
+        if (c && (soonest < 0 || c->deadline < soonest))
+            soonest = c->deadline;
+    }
+    if (loop->accept_paused &&
+        (soonest < 0 || loop->accept_resume < soonest))
+        soonest = loop->accept_resume;
+    if (loop->stopping == 1 &&
+        (soonest < 0 || loop->stop_deadline < soonest))
+        soonest = loop->stop_deadline;
+    if (soonest < 0)
+        return -1;
+    int64_t wait = soonest - loop->now;
+    /* the coarse clock ticks every few ms: round up, never spin */
+    return wait <= 0 ? 1 : (int)(wait > 60000 ? 60000 : wait + 1);
+}
+
+static void expire_timers(fw_loop *loop)
+{
+    for (int k = 1; k < T_KINDS; k++) {
+        fw_conn *c;
+        while ((c = loop->thead[k]) != NULL && c->deadline <= loop->now) {
+            loop_timer_clear(loop, c);
+            conn_timeout(c);
+        }
+    }
+}
+
+/* ---- accept ---- */
+
+static void listeners_enable(fw_loop *loop, int on)
+{
+    for (int i = 0; i < loop->nlisteners; i++) {
+        fw_io *io = &loop->listeners[i];
+        if (io->fd < 0)
+            continue;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = io};
+        epoll_ctl(loop->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, io->fd,
+                  &ev);
+    }
+}
+
+static void accept_all(fw_loop *loop, fw_io *lis)
+{
+    int index = (int)(lis - loop->listeners);
+    for (int n = 0; n < 128 && !loop->stopping; n++) {
+        struct sockaddr_storage sa;
+        socklen_t salen = sizeof sa;
+        int fd = accept4(lis->fd, (struct sockaddr *)&sa, &salen,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                errno == ENOMEM) {
+                /* Level-triggered listeners would spin: step back. */
+                loop_log(loop, FW_LOG_ERROR,
+                         "accept: %s; pausing new connections for 100 ms",
+                         strerror(errno));
+                listeners_enable(loop, 0);
+                loop->accept_paused = 1;
+                loop->accept_resume = loop->now + 100;
+            } else if (errno != EAGAIN) {
+                loop_log(loop, FW_LOG_ERROR, "accept: %s", strerror(errno));
+            }
+            return;
+        }
+        fw_conn *c = conn_new(loop, fd, index, &sa, salen);
+        if (c == NULL) {
+            close(fd);
+            continue;
+        }
+        conn_run(c);
+    }
+}
+
+/* ---- run / stop ---- */
+
+static void close_idle(fw_loop *loop)
+{
+    fw_conn *c = loop->conns, *next;
+    for (; c; c = next) {
+        next = c->next;
+        if (c->state == CS_HEAD && !(c->flags & C_IN_APP) &&
+            c->in.len == c->in.off && conn_out_pending(c) == 0)
+            conn_close(c);
+    }
+}
+
+/* Only flags change here: this may run from a signal handler in Python,
+ * in the middle of any callback.  The loop acts on them at a safe point. */
+void fw_loop_stop(fw_loop *loop, int graceful)
+{
+    if (loop->stopping == 0 && graceful) {
+        loop->stopping = 1;
+        loop->stop_deadline = loop->now + loop->cfg.graceful_timeout_ms;
+    } else {
+        loop->stopping = 2;
+    }
+}
+
+/* Stop accepting at once; the kernel refuses what comes next. */
+static void close_listeners(fw_loop *loop)
+{
+    for (int i = 0; i < loop->nlisteners; i++) {
+        if (loop->listeners[i].fd >= 0) {
+            close(loop->listeners[i].fd);
+            loop->listeners[i].fd = -1;
+        }
+    }
+    loop->accept_paused = 0;
+}
+
+static void drain_wakeup(fw_loop *loop)
+{
+    char junk[64];
+    while (read(loop->wakeup.fd, junk, sizeof junk) > 0)
+        ;
+    fw_py_wakeup(loop->userdata);
+}
+
+int fw_loop_run(fw_loop *loop)
+{
+    struct epoll_event events[FW_MAX_EVENTS];
+    loop->running = 1;
+    while (loop->running) {
+        if (loop->stopping) {
+            close_listeners(loop);
+            if (loop->stopping == 1)
+                close_idle(loop);
+            if (loop->nconns == 0 || loop->stopping == 2 ||
+                loop->now >= loop->stop_deadline) {
+                while (loop->conns)
+                    conn_close(loop->conns);
+                free_zombies(loop);
+                break;
+            }
+        }
+        int n = epoll_wait(loop->epfd, events, FW_MAX_EVENTS,
+                           next_timeout(loop));
+        if (n < 0) {
+            if (errno != EINTR)
+                return -1;
+            n = 0;
+        }
+        loop->now = monotonic_ms();
+        int64_t sec = (int64_t)time(NULL);
+        if (sec != loop->date_sec)
+            response_date_refresh(loop, sec);
+        for (int i = 0; i < n; i++) {
+            fw_io *io = events[i].data.ptr;
+            if (io->kind == IO_CONN) {
+                conn_event((fw_conn *)io, events[i].events);
+            } else if (io->kind == IO_LISTENER) {
+                if (io->fd >= 0 && !loop->stopping)
+                    accept_all(loop, io);
+            } else {
+                drain_wakeup(loop);
+            }
+        }
+        expire_timers(loop);
+        if (loop->accept_paused && loop->now >= loop->accept_resume) {
+            loop->accept_paused = 0;
+            listeners_enable(loop, 1);
+        }
+        free_zombies(loop);
+    }
+    loop->running = 0;
+    return 0;
+}

@@ -1,0 +1,511 @@
+/*
+ * response.c - response heads, body framing and the canned error replies.
+ *
+ * Python hands over the status and headers as one latin-1 block,
+ * "STATUS\nname\nvalue\n...", and C checks every byte of it before anything
+ * is queued: a header value can never smuggle a CR or LF onto the wire.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include "core.h"
+
+/* ---- the Date header, rebuilt once a second ---- */
+
+void response_date_refresh(fw_loop *loop, int64_t sec)
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu",
+                                    "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr",
+                                       "May", "Jun", "Jul", "Aug",
+                                       "Sep", "Oct", "Nov", "Dec"};
+    struct tm tm;
+    time_t t = (time_t)sec;
+    gmtime_r(&t, &tm);
+    /* Spelled out by hand: strftime would follow the app's locale. */
+    int n = snprintf(loop->date, sizeof loop->date,
+                     "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n",
+                     days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12],
+                     tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    loop->date_len = n > 0 && (size_t)n < sizeof loop->date ? (size_t)n : 0;
+    loop->date_sec = sec;
+}
+
+/* ---- canned errors ---- */
+
+static const char *reason_of(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Error";
+    }
+}
+
+int response_error(fw_conn *c, int status)
+{
+    fw_loop *loop = c->loop;
+    const char *reason = reason_of(status);
+    char head[512];
+    size_t blen = strlen(reason) + 1;
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\n"
+                     "Content-Type: text/plain; charset=utf-8\r\n"
+                     "Content-Length: %zu\r\n"
+                     "Connection: close\r\n"
+                     "%.*sServer: %s\r\n\r\n",
+                     status, reason, blen, (int)loop->date_len, loop->date,
+                     loop->server_name);
+    if (n < 0 || (size_t)n >= sizeof head)
+        n = 0;
+    c->flags |= C_CLOSE_AFTER | C_ERROR_CLOSE;
+    if (conn_out_append(c, head, (size_t)n) < 0)
+        return -1;
+    if (!(c->flags & C_REQ_HEAD)) {
+        conn_out_append(c, reason, blen - 1);
+        conn_out_append(c, "\n", 1);
+    }
+    return 0;
+}
+
+/* ---- checking the head block from Python ---- */
+
+static const unsigned char is_tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1,
+    ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1,
+    ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1,
+    ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+    ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
+    ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+    ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1,
+    ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+    ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
+
+static int is_text(unsigned char ch)
+{
+    return ch == '\t' || (ch >= 0x20 && ch != 0x7f);
+}
+
+enum { AH_OTHER, AH_LENGTH, AH_DATE, AH_SERVER, AH_CONNECTION, AH_HOP };
+
+static int app_header_kind(const char *n, size_t len)
+{
+#define IS(lit) (len == sizeof(lit) - 1 && strncasecmp(n, lit, len) == 0)
+    if (IS("content-length"))
+        return AH_LENGTH;
+    if (IS("date"))
+        return AH_DATE;
+    if (IS("server"))
+        return AH_SERVER;
+    if (IS("connection"))
+        return AH_CONNECTION;
+    /* Hop-by-hop fields are the server's business (PEP 3333): dropped. */
+    if (IS("transfer-encoding") || IS("keep-alive") || IS("upgrade") ||
+        IS("proxy-connection") || IS("te") || IS("trailer"))
+        return AH_HOP;
+    return AH_OTHER;
+#undef IS
+}
+
+typedef struct head_info {
+    int status;
+    int has_date, has_server, close;
+    int64_t length;             /* the app's Content-Length, or -1 */
+} head_info;
+
+/* Validate the whole block.  Returns 0, or -2 with a logged reason. */
+static int check_head(fw_loop *loop, const char *h, size_t hlen, int nfields,
+                      head_info *hi)
+{
+    const char *end = h + hlen;
+    const char *p = h;
+    const char *nl = memchr(p, '\n', hlen);
+    const char *se = nl ? nl : end;
+    memset(hi, 0, sizeof *hi);
+    hi->length = -1;
+    if (se - p < 3 || p[0] < '1' || p[0] > '5' || p[1] < '0' || p[1] > '9' ||
+        p[2] < '0' || p[2] > '9' || (se - p > 3 && p[3] != ' ')) {
+        loop_log(loop, FW_LOG_ERROR, "invalid status line from the app");
+        return -2;
+    }
+    for (const char *q = p + 3; q < se; q++)
+        if (!is_text((unsigned char)*q)) {
+            loop_log(loop, FW_LOG_ERROR, "control character in the status");
+            return -2;
+        }
+    hi->status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+    if (hi->status < 200) {
+        loop_log(loop, FW_LOG_ERROR, "a 1xx status cannot end a response");
+        return -2;
+    }
+    int seen = 0;
+    p = se;
+    while (p < end) {
+        p++;                    /* the '\n' */
+        const char *n = p;
+        const char *ne = memchr(n, '\n', (size_t)(end - n));
+        if (ne == NULL) {
+            loop_log(loop, FW_LOG_ERROR, "header without a value");
+            return -2;
+        }
+        const char *v = ne + 1;
+        const char *ve = memchr(v, '\n', (size_t)(end - v));
+        if (ve == NULL)
+            ve = end;
+        if (n == ne) {
+            loop_log(loop, FW_LOG_ERROR, "empty header name");
+            return -2;
+        }
+        for (const char *q = n; q < ne; q++)
+            if (!is_tchar[(unsigned char)*q]) {
+                loop_log(loop, FW_LOG_ERROR, "invalid header name %.*s",
+                         (int)(ne - n), n);
+                return -2;
+            }
+        for (const char *q = v; q < ve; q++)
+            if (!is_text((unsigned char)*q)) {
+                loop_log(loop, FW_LOG_ERROR,
+                         "control character in header %.*s", (int)(ne - n), n);
+                return -2;
+            }
+        switch (app_header_kind(n, (size_t)(ne - n))) {
+        case AH_LENGTH: {
+            int64_t len = 0;
+            size_t vl = (size_t)(ve - v);
+            if (vl == 0 || vl > 18 || hi->length >= 0)
+                goto bad_length;
+            for (const char *q = v; q < ve; q++) {
+                if (*q < '0' || *q > '9')
+                    goto bad_length;
+                len = len * 10 + (*q - '0');
+            }
+            hi->length = len;
+            break;
+        bad_length:
+            loop_log(loop, FW_LOG_ERROR, "invalid Content-Length from the app");
+            return -2;
+        }
+        case AH_DATE:
+            hi->has_date = 1;
+            break;
+        case AH_SERVER:
+            hi->has_server = 1;
+            break;
+        case AH_CONNECTION:
+            for (const char *q = v; q + 5 <= ve; q++)
+                if (strncasecmp(q, "close", 5) == 0)
+                    hi->close = 1;
+            break;
+        default:
+            break;
+        }
+        seen++;
+        p = ve;
+    }
+    if (seen != nfields) {
+        loop_log(loop, FW_LOG_ERROR,
+                 "malformed headers: a name or value holds a line break, "
+                 "or a header is not a (name, value) pair");
+        return -2;
+    }
+    return 0;
+}
+
+/* Queue the head.  Only called on a block check_head accepted. */
+static int write_head(fw_conn *c, const char *h, size_t hlen,
+                      const head_info *hi, int64_t length)
+{
+    fw_loop *loop = c->loop;
+    if (conn_out_reserve(c, hlen * 2 + 256) < 0)
+        return -1;
+    char *w = c->out.data + c->out.len;
+    const char *end = h + hlen;
+    const char *p = memchr(h, '\n', hlen);
+    if (p == NULL)
+        p = end;
+    memcpy(w, "HTTP/1.1 ", 9);
+    w += 9;
+    memcpy(w, h, (size_t)(p - h));
+    w += p - h;
+    *w++ = '\r';
+    *w++ = '\n';
+    while (p < end) {
+        const char *n = p + 1;
+        const char *ne = memchr(n, '\n', (size_t)(end - n));
+        const char *v = ne + 1;
+        const char *ve = memchr(v, '\n', (size_t)(end - v));
+        if (ve == NULL)
+            ve = end;
+        int kind = app_header_kind(n, (size_t)(ne - n));
+        if (kind != AH_HOP && kind != AH_CONNECTION) {
+            memcpy(w, n, (size_t)(ne - n));
+            w += ne - n;
+            *w++ = ':';
+            *w++ = ' ';
+            memcpy(w, v, (size_t)(ve - v));
+            w += ve - v;
+            *w++ = '\r';
+            *w++ = '\n';
+        }
+        p = ve;
+    }
+    if (!hi->has_date) {
+        memcpy(w, loop->date, loop->date_len);
+        w += loop->date_len;
+    }
+    if (!hi->has_server)
+        w += sprintf(w, "Server: %s\r\n", loop->server_name);
+    int nobody_status = hi->status == 204 || hi->status == 304;
+    if (nobody_status) {
+        c->out_mode = OUT_NOBODY;
+        c->resp_left = 0;
+    } else if (hi->length >= 0) {
+        c->out_mode = OUT_LENGTH;
+        c->resp_left = hi->length;
+    } else if (length >= 0) {
+        c->out_mode = OUT_LENGTH;
+        c->resp_left = length;
+        w += sprintf(w, "Content-Length: %lld\r\n", (long long)length);
+    } else if (c->flags & C_REQ_HEAD) {
+        c->out_mode = OUT_NOBODY;
+    } else if (!(c->flags & C_REQ_HTTP10)) {
+        c->out_mode = OUT_CHUNKED;
+        memcpy(w, "Transfer-Encoding: chunked\r\n", 28);
+        w += 28;
+    } else {
+        c->out_mode = OUT_CLOSE;
+        c->flags |= C_CLOSE_AFTER;
+    }
+    if (c->flags & C_REQ_HEAD)
+        c->out_mode = OUT_NOBODY;  /* the head says it all */
+    if (hi->close || !(c->flags & C_KEEPALIVE) || loop->stopping)
+        c->flags |= C_CLOSE_AFTER;
+    if (c->flags & C_CLOSE_AFTER) {
+        memcpy(w, "Connection: close\r\n", 19);
+        w += 19;
+    } else if (c->flags & C_REQ_HTTP10) {
+        memcpy(w, "Connection: keep-alive\r\n", 24);
+        w += 24;
+    }
+    *w++ = '\r';
+    *w++ = '\n';
+    c->out.len = (size_t)(w - c->out.data);
+    return 0;
+}
+
+/* ---- the calls Python makes ---- */
+
+int fw_response_start(fw_conn *c, const char *head, size_t hlen, int nfields,
+                      int64_t length, const char *data, size_t dlen)
+{
+    if (c->flags & C_DEAD)
+        return -1;
+    if (c->resp != RS_NONE)
+        return -2;
+    head_info hi;
+    if (check_head(c->loop, head, hlen, nfields, &hi) < 0)
+        return -2;
+    if (write_head(c, head, hlen, &hi, length) < 0) {
+        c->flags |= C_DEAD;
+        return -1;
+    }
+    c->resp = RS_STREAM;
+    if (dlen)
+        return fw_response_write(c, data, dlen);
+    return 1;
+}
+
+/* Queue body bytes, sending a large piece straight from the caller's
+ * memory when nothing is queued before it. */
+static int queue_body(fw_conn *c, const char *data, size_t len)
+{
+    if (len >= FW_DIRECT_WRITE && (c->flags & C_WRITABLE) && c->file == NULL) {
+        while (len) {
+            struct iovec iov[2];
+            size_t pend = conn_out_pending(c);
+            int k = 0;
+            if (pend) {
+                iov[k].iov_base = c->out.data + c->out.off;
+                iov[k++].iov_len = pend;
+            }
+            iov[k].iov_base = (void *)data;
+            iov[k++].iov_len = len;
+            struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)k};
+            ssize_t n = sendmsg(c->io.fd, &mh, MSG_NOSIGNAL);
+            if (n > 0) {
+                size_t from_out = (size_t)n < pend ? (size_t)n : pend;
+                c->out.off += from_out;
+                data += (size_t)n - from_out;
+                len -= (size_t)n - from_out;
+            } else if (n < 0 && errno == EINTR) {
+                continue;
+            } else if (n < 0 && errno == EAGAIN) {
+                c->flags &= ~C_WRITABLE;
+                break;
+            } else {
+                c->flags |= C_DEAD;
+                return -1;
+            }
+        }
+    }
+    if (len && conn_out_append(c, data, len) < 0) {
+        c->flags |= C_DEAD;
+        return -1;
+    }
+    return 0;
+}
+
+int fw_response_write(fw_conn *c, const char *data, size_t len)
+{
+    if (c->flags & C_DEAD)
+        return -1;
+    if (c->resp != RS_STREAM)
+        return -2;
+    if (len == 0 || c->out_mode == OUT_NOBODY)
+        return 1;
+    if (c->out_mode == OUT_LENGTH) {
+        if ((int64_t)len > c->resp_left) {
+            if (!(c->flags & C_CLOSE_AFTER) || c->resp_left)
+                loop_log(c->loop, FW_LOG_ERROR,
+                         "the app sent more than its Content-Length; "
+                         "the rest is dropped and the connection closed");
+            c->flags |= C_CLOSE_AFTER;
+            len = (size_t)c->resp_left;
+        }
+        c->resp_left -= (int64_t)len;
+        if (len && queue_body(c, data, len) < 0)
+            return -1;
+    } else if (c->out_mode == OUT_CHUNKED) {
+        char size[24];
+        int n = snprintf(size, sizeof size, "%zx\r\n", len);
+        if (conn_out_append(c, size, (size_t)n) < 0 ||
+            queue_body(c, data, len) < 0 ||
+            conn_out_append(c, "\r\n", 2) < 0) {
+            c->flags |= C_DEAD;
+            return -1;
+        }
+    } else if (queue_body(c, data, len) < 0) {
+        return -1;
+    }
+    if (conn_out_pending(c) >= FW_OUT_HIGH) {
+        conn_flush(c);
+        if (c->flags & C_DEAD)
+            return -1;
+        return conn_out_pending(c) >= FW_OUT_HIGH ? 0 : 1;
+    }
+    return 1;
+}
+
+int fw_response_sendfile(fw_conn *c, int fd, int64_t offset, int64_t count)
+{
+    if (c->flags & C_DEAD)
+        return -1;
+    if (c->resp != RS_STREAM || c->file || offset < 0 || count < 0 ||
+        c->out_mode == OUT_CHUNKED)
+        return -2;
+    if (c->out_mode == OUT_NOBODY || count == 0)
+        return 1;
+    if (c->out_mode == OUT_LENGTH) {
+        if (count > c->resp_left)
+            count = c->resp_left;   /* the app's Content-Length rules */
+        c->resp_left -= count;
+    }
+    fw_file *f = malloc(sizeof *f);
+    if (f == NULL)
+        return -1;
+    f->fd = fd;
+    f->off = offset;
+    f->left = count;
+    c->file = f;
+    if (conn_flush(c) < 0)
+        return -1;
+    return c->file ? 0 : 1;
+}
+
+int fw_response_end(fw_conn *c)
+{
+    if (c->resp != RS_STREAM)
+        return -2;
+    if (c->out_mode == OUT_CHUNKED && !(c->flags & C_DEAD))
+        conn_out_append(c, "0\r\n\r\n", 5);
+    if (c->out_mode == OUT_LENGTH && c->resp_left > 0) {
+        loop_log(c->loop, FW_LOG_ERROR,
+                 "the app sent %lld bytes less than its Content-Length; "
+                 "closing the connection",
+                 (long long)c->resp_left);
+        c->flags |= C_CLOSE_AFTER;
+    }
+    c->resp = RS_DONE;
+    return (c->flags & C_DEAD) ? -1 : 1;
+}
+
+int fw_response_simple(fw_conn *c, const char *head, size_t hlen, int nfields,
+                       const char *body, size_t blen)
+{
+    int r = fw_response_start(c, head, hlen, nfields, (int64_t)blen, body,
+                              blen);
+    if (r == -2)
+        return r;
+    fw_response_end(c);
+    return (c->flags & C_DEAD) ? -1 : 1;
+}
+
+int fw_response_error(fw_conn *c, int status)
+{
+    if (c->resp != RS_NONE)
+        return -2;
+    if (c->flags & C_DEAD)
+        return -1;
+    response_error(c, status);
+    c->resp = RS_DONE;
+    return 1;
+}
+
+void fw_response_abort(fw_conn *c)
+{
+    c->flags |= C_CLOSE_AFTER;
+    c->resp = RS_DONE;
+}
+
+int fw_conn_drain(fw_conn *c)
+{
+    for (;;) {
+        if (conn_flush(c) < 0)
+            return -1;
+        if (conn_out_pending(c) < FW_OUT_LOW && c->file == NULL)
+            return 1;
+        struct pollfd pfd = {.fd = c->io.fd, .events = POLLOUT};
+        int timeout = c->loop->cfg.write_timeout_ms;
+        int r = poll(&pfd, 1, timeout > 0 ? timeout : -1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            c->flags |= C_DEAD;
+            return -1;
+        }
+        c->flags |= C_WRITABLE;
+    }
+}

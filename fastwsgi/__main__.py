@@ -1,0 +1,5 @@
+"""``python -m fastwsgi module:app``."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,106 @@
+"""The command line: ``fastwsgi [options] module:app``.
+
+Its options are derived from the settings table in config.py.  Every error a
+user can make (a bad option, an app that cannot be imported) ends in one
+line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Any, NoReturn, Sequence
+
+from ._version import __version__
+from .config import SETTINGS, ConfigError, make_config
+from .wsgi import WSGIApp
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        fail(message)
+
+
+def fail(message: str) -> NoReturn:
+    print(f"fastwsgi: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="fastwsgi",
+        description="Serve a WSGI application.",
+        epilog="APP is module:attribute, module:factory() or a module "
+               "(then module:application, else module:app).",
+    )
+    parser.add_argument("app", metavar="APP", help="the WSGI application")
+    parser.add_argument("--version", action="version",
+                        version=f"fastwsgi {__version__}")
+    for s in SETTINGS:
+        names = [s.option] + ([s.short] if s.short else [])
+        help_text = f"{s.help} Default: {s.default_text or s.default}."
+        if s.flag:
+            parser.add_argument(*names, dest=s.name, action="store_const",
+                                const=True, default=None, help=help_text)
+        elif s.repeat:
+            parser.add_argument(*names, dest=s.name, action="append",
+                                metavar=s.metavar, default=None, help=help_text)
+        else:
+            parser.add_argument(*names, dest=s.name, metavar=s.metavar,
+                                default=None, help=help_text)
+    return parser
+
+
+def load_app(spec: str) -> WSGIApp:
+    """Import "module:attr", "module:factory()" or "module"."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        fail(f"APP: expected module:app, got {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if getattr(exc, "name", None) == module_name:
+            fail(f"cannot import {module_name!r}: {exc}")
+        fail(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}")
+    except BaseException as exc:  # noqa: B036 - any failure at import is one line
+        fail(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}")
+    call = attr.endswith("()")
+    names = [attr[:-2] if call else attr] if attr else ["application", "app"]
+    for name in names:
+        obj: Any = getattr(module, name, None)
+        if obj is None:
+            continue
+        if call:
+            try:
+                obj = obj()
+            except Exception as exc:
+                fail(f"{spec}: the factory raised {type(exc).__name__}: {exc}")
+        if not callable(obj):
+            fail(f"{spec}: {module_name}.{name} is not callable")
+        return obj  # type: ignore[no-any-return]
+    fail(f"{spec}: module {module_name!r} has no attribute "
+         + " or ".join(repr(n) for n in names))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    given = {s.name: getattr(args, s.name) for s in SETTINGS
+             if getattr(args, s.name) is not None}
+    try:
+        cfg = make_config(given)
+    except ConfigError as exc:
+        name = str(exc).split(":", 1)[0]
+        option = "--" + name.replace("_", "-")
+        fail(f"{option}{str(exc)[len(name):]}")
+    app = load_app(args.app)
+    from .server import serve
+
+    try:
+        serve(app, cfg)
+    except OSError as exc:
+        fail(str(exc.strerror or exc))
+    sys.exit(0)

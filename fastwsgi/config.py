@@ -1,0 +1,278 @@
+"""Every setting of fastwsgi, declared once.
+
+``run()``, the command line and the settings table in README.md are all
+derived from ``SETTINGS``: a setting is added here and nowhere else.
+Run ``python -m fastwsgi.config`` to print the Markdown table.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(ValueError):
+    """A setting has a value outside what it allows; the message names both."""
+
+
+def _int_range(lo: int, hi: int) -> tuple[Callable[[Any], int], str]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, str):
+            value = _parse_size(value)
+        if not isinstance(value, int) or not lo <= value <= hi:
+            raise ValueError
+        return value
+
+    return check, f"an integer from {lo} to {hi}"
+
+
+def _parse_size(text: str) -> int:
+    """Accept plain integers and the K/M/G suffixes (powers of 1024)."""
+    text = text.strip()
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(text[-1:].lower(), 1)
+    if scale != 1:
+        text = text[:-1]
+    return int(text, 10) * scale
+
+
+def _seconds(lo: float, hi: float) -> tuple[Callable[[Any], float], str]:
+    def check(value: Any) -> float:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+        if not lo <= number <= hi:
+            raise ValueError
+        return number
+
+    return check, f"a number of seconds from {lo:g} to {hi:g}"
+
+
+def _boolean() -> tuple[Callable[[Any], bool], str]:
+    words = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False}
+
+    def check(value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in words:
+            return words[value.lower()]
+        raise ValueError
+
+    return check, "true or false"
+
+
+def _choice(options: tuple[str, ...]) -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value.lower() not in options:
+            raise ValueError
+        return value.lower()
+
+    return check, "one of " + ", ".join(options)
+
+
+def _text(max_len: int) -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not 0 < len(value) <= max_len:
+            raise ValueError
+        if any(ord(ch) < 0x21 or ord(ch) > 0x7E for ch in value):
+            raise ValueError
+        return value
+
+    return check, f"visible ASCII text of 1 to {max_len} characters"
+
+
+def _host() -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+            raise ValueError
+        return value
+
+    return check, "a host name or IP address"
+
+
+def _binds() -> tuple[Callable[[Any], tuple[str, ...]], str]:
+    def check(value: Any) -> tuple[str, ...]:
+        items = [value] if isinstance(value, str) else list(value)
+        for item in items:
+            if not isinstance(item, str):
+                raise ValueError
+            if item.startswith("unix:"):
+                if len(item) <= 5:
+                    raise ValueError
+                continue
+            host, sep, port = item.rpartition(":")
+            if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError
+            if host.startswith("[") != host.endswith("]"):
+                raise ValueError
+        return tuple(items)
+
+    return check, "HOST:PORT, [IPV6]:PORT or unix:/PATH"
+
+
+def _directory() -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise ValueError
+        return value
+
+    return check, "a directory path"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: how it is named, checked, defaulted and explained."""
+
+    name: str
+    default: Any
+    help: str
+    check: Callable[[Any], Any]
+    allowed: str
+    metavar: str = "VALUE"
+    repeat: bool = False
+    flag: bool = False
+    short: str | None = None
+    cli: bool = True
+    default_text: str | None = None
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def convert(self, value: Any) -> Any:
+        try:
+            return self.check(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(
+                f"{self.name}: must be {self.allowed}, got {value!r}"
+            ) from None
+
+
+def _setting(name: str, default: Any, checker: tuple[Callable[[Any], Any], str],
+             help: str, **extra: Any) -> Setting:
+    check, allowed = checker
+    return Setting(name, default, help, check, allowed, **extra)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    _setting("host", "127.0.0.1", _host(),
+             "Address to listen on (used when no --bind is given).",
+             metavar="HOST"),
+    _setting("port", 8000, _int_range(0, 65535),
+             "Port to listen on (0 picks a free port).", metavar="PORT",
+             short="-p"),
+    _setting("bind", (), _binds(),
+             "Listen here instead of host:port; repeat to listen on several.",
+             metavar="ADDR", repeat=True, short="-b", default_text="none"),
+    _setting("backlog", 1024, _int_range(1, 65535),
+             "Pending connections the kernel queues.", metavar="N"),
+    _setting("keepalive_timeout", 5.0, _seconds(0.01, 3600),
+             "Close an idle keep-alive connection after this long.",
+             metavar="SECONDS"),
+    _setting("header_timeout", 10.0, _seconds(0.01, 3600),
+             "A request head must arrive completely within this time.",
+             metavar="SECONDS"),
+    _setting("body_timeout", 30.0, _seconds(0.01, 3600),
+             "Longest wait for the next piece of a request body.",
+             metavar="SECONDS"),
+    _setting("write_timeout", 30.0, _seconds(0.01, 3600),
+             "Close a connection whose client accepts no output for this long.",
+             metavar="SECONDS"),
+    _setting("graceful_timeout", 30.0, _seconds(0, 3600),
+             "On SIGTERM/SIGINT, how long in-flight requests may take.",
+             metavar="SECONDS"),
+    _setting("limit_request_line", 8190, _int_range(64, 65536),
+             "Longest request line in bytes (414 beyond).", metavar="BYTES"),
+    _setting("limit_request_fields", 100, _int_range(1, 256),
+             "Most header fields in a request (431 beyond).", metavar="N"),
+    _setting("limit_request_field_size", 8190, _int_range(64, 65536),
+             "Longest header field line in bytes (431 beyond).",
+             metavar="BYTES"),
+    _setting("limit_request_head", 65536, _int_range(1024, 1 << 20),
+             "Longest request head, line and fields, in bytes (431 beyond).",
+             metavar="BYTES"),
+    _setting("max_body_size", 1 << 30, _int_range(0, 1 << 50),
+             "Largest request body in bytes (413 beyond); K/M/G suffixes work.",
+             metavar="BYTES", default_text="1G"),
+    _setting("spool_threshold", 1 << 20, _int_range(0, 1 << 40),
+             "Request bodies larger than this are kept in a temporary file.",
+             metavar="BYTES", default_text="1M"),
+    _setting("spool_dir", "", _directory(),
+             "Directory for spooled request bodies.", metavar="DIR",
+             default_text="the system temporary directory"),
+    _setting("allow_underscore_headers", False, _boolean(),
+             "Keep header fields whose names contain '_' (dropped by default,"
+             " so X-Auth_User cannot pose as X-Auth-User).", flag=True),
+    _setting("server_header", "fastwsgi", _text(64),
+             "Value of the Server header when the app sets none.",
+             metavar="TEXT"),
+    _setting("log_level", "info", _choice(LOG_LEVELS),
+             "Level of the 'fastwsgi' logger.", metavar="LEVEL"),
+)
+
+BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Checked settings, ready to use."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def spool_directory(self) -> str:
+        return str(self.values["spool_dir"] or tempfile.gettempdir())
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        if self.values["bind"]:
+            return tuple(self.values["bind"])
+        host = self.values["host"]
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return (f"{host}:{self.values['port']}",)
+
+
+def make_config(settings: Mapping[str, Any]) -> Config:
+    """Check every given setting and fill in the defaults."""
+    values: dict[str, Any] = {}
+    for name, value in settings.items():
+        setting = BY_NAME.get(name)
+        if setting is None:
+            raise ConfigError(
+                f"{name}: no such setting; the settings are "
+                + ", ".join(s.name for s in SETTINGS)
+            )
+        values[name] = setting.convert(value)
+    for setting in SETTINGS:
+        values.setdefault(setting.name, setting.default)
+    return Config(values)
+
+
+def markdown_table() -> str:
+    """The settings as the Markdown table README.md carries."""
+    rows = ["| setting | option | default | allowed | meaning |",
+            "| --- | --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        default = s.default_text or repr(s.default).replace("'", "`")
+        if isinstance(s.default, str) and not s.default_text:
+            default = f"`{s.default}`"
+        rows.append(
+            f"| `{s.name}` | `{s.option}` | {default} | {s.allowed} | {s.help} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

@@ -1,0 +1,57 @@
+"""Listening sockets: "HOST:PORT", "[IPV6]:PORT" and "unix:/PATH".
+
+Python binds them (its socket module knows every address family), then hands
+the descriptors to the C loop, which owns them from then on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from dataclasses import dataclass
+
+
+@dataclass
+class Listener:
+    sock: socket.socket
+    url: str              # shown in the start line
+    server_name: str      # SERVER_NAME in the environ
+    server_port: str      # SERVER_PORT in the environ
+    unix_path: str | None = None
+
+
+def _unlink_stale_socket(path: str) -> None:
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def open_listener(address: str, backlog: int) -> Listener:
+    """Bind and listen; OSError (with the address in it) when that fails."""
+    try:
+        if address.startswith("unix:"):
+            path = address[5:]
+            _unlink_stale_socket(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(path)
+            sock.listen(backlog)
+            return Listener(sock, f"unix:{path}", "localhost", "", path)
+        host, _, port_text = address.rpartition(":")
+        host = host.strip("[]")
+        infos = socket.getaddrinfo(host, int(port_text), type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror or exc}") from None
+    port = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    return Listener(sock, f"http://{shown}:{port}", host, str(port))

@@ -1,0 +1,223 @@
+"""Glue between the C loop and the WSGI layer: owns the loop handle, the
+callbacks C makes, the listeners and the signal handling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from types import FrameType
+from typing import Any
+
+from ._fastwsgi import ffi, lib
+from ._version import __version__
+from .config import Config
+from .listeners import Listener, open_listener
+from .logs import ErrorStream, logger, setup
+from .wsgi import Environ, Exchange, FileWrapper, WSGIApp, make_input, parse_environ
+
+_unpack = ffi.unpack
+_from_handle = ffi.from_handle
+
+
+def _c_config(cfg: Config, keep: list[Any]) -> Any:
+    """The fw_config struct; `keep` holds the C strings alive."""
+    c = ffi.new("fw_config *")
+    lim = c.limits
+    lim.request_line = cfg.limit_request_line
+    lim.fields = cfg.limit_request_fields
+    lim.field_size = cfg.limit_request_field_size
+    lim.head = max(cfg.limit_request_head, cfg.limit_request_line + 2)
+    lim.allow_underscores = int(cfg.allow_underscore_headers)
+    c.max_body_size = cfg.max_body_size
+    c.spool_threshold = cfg.spool_threshold
+    c.keepalive_timeout_ms = int(cfg.keepalive_timeout * 1000)
+    c.header_timeout_ms = int(cfg.header_timeout * 1000)
+    c.body_timeout_ms = int(cfg.body_timeout * 1000)
+    c.write_timeout_ms = int(cfg.write_timeout * 1000)
+    c.graceful_timeout_ms = int(cfg.graceful_timeout * 1000)
+    spool = ffi.new("char[]", cfg.spool_directory.encode())
+    name = ffi.new("char[]", cfg.server_header.encode())
+    keep += [spool, name]
+    c.spool_dir = spool
+    c.server_name = name
+    return c
+
+
+class Server:
+    """One C loop serving one app on one or more listeners."""
+
+    def __init__(self, app: WSGIApp, cfg: Config) -> None:
+        self.app = app
+        self.cfg = cfg
+        self.listeners: list[Listener] = []
+        self.templates: list[Environ] = []
+        self.streams: dict[int, Exchange] = {}
+        self.errors = ErrorStream()
+        self.signals = 0
+        self._keep: list[Any] = []
+        self._handle = ffi.new_handle(self)
+        self.loop = ffi.NULL
+
+    # -- set-up --
+
+    def bind(self) -> None:
+        for address in self.cfg.addresses:
+            listener = open_listener(address, self.cfg.backlog)
+            self.listeners.append(listener)
+            self.templates.append(self._template(listener))
+
+    def _template(self, listener: Listener) -> Environ:
+        return {
+            "SCRIPT_NAME": "",
+            "SERVER_NAME": listener.server_name,
+            "SERVER_PORT": listener.server_port,
+            "SERVER_SOFTWARE": f"fastwsgi/{__version__}",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": self.errors,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
+        }
+
+    def serve(self) -> None:
+        """Run until a signal (or stop()) ends it; then clean up."""
+        self.loop = lib.fw_loop_new(_c_config(self.cfg, self._keep), self._handle)
+        if self.loop == ffi.NULL:
+            raise MemoryError("cannot create the event loop")
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        restore = self._install_signals(wake_w.fileno())
+        try:
+            for index, listener in enumerate(self.listeners):
+                if lib.fw_loop_listen(self.loop, listener.sock.fileno(), index) < 0:
+                    raise OSError(ffi.errno, os.strerror(ffi.errno))
+                listener.sock.detach()  # C owns the descriptor now
+            lib.fw_loop_wakeup_fd(self.loop, wake_r.fileno())
+            urls = ", ".join(listener.url for listener in self.listeners)
+            logger.info("fastwsgi %s listening on %s (pid %d)", __version__, urls,
+                        os.getpid())
+            if lib.fw_loop_run(self.loop) < 0:
+                raise OSError(ffi.errno, "event loop failed: " + os.strerror(ffi.errno))
+        finally:
+            restore()
+            for exchange in list(self.streams.values()):
+                exchange.finish()
+            lib.fw_loop_free(self.loop)
+            self.loop = ffi.NULL
+            wake_r.close()
+            wake_w.close()
+            for listener in self.listeners:
+                if listener.unix_path:
+                    try:
+                        os.unlink(listener.unix_path)
+                    except OSError:
+                        pass
+        logger.info("fastwsgi stopped")
+
+    def stop(self, graceful: bool = True) -> None:
+        if self.loop != ffi.NULL:
+            lib.fw_loop_stop(self.loop, int(graceful))
+
+    def _install_signals(self, wake_fd: int) -> Any:
+        """SIGINT/SIGTERM: first graceful, second immediate.  The wake-up fd
+        gets the C loop out of epoll_wait so the handler runs at once."""
+        try:
+            old_wake = signal.set_wakeup_fd(wake_fd, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread: no signal handling
+            return lambda: None
+        old = {sig: signal.signal(sig, self._on_signal)
+               for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(old_wake)
+
+        return restore
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals += 1
+        name = signal.Signals(signum).name
+        if self.signals == 1:
+            logger.info("%s: finishing in-flight requests (up to %gs)", name,
+                        self.cfg.graceful_timeout)
+            self.stop(graceful=True)
+        else:
+            logger.info("%s again: stopping now", name)
+            self.stop(graceful=False)
+
+    # -- what C calls --
+
+    def on_request(self, conn: Any, cid: int, env: Any, env_len: int, body: Any,
+                   body_len: int, body_fd: int, listener: int, flags: int) -> int:
+        stream = make_input(body, body_len, body_fd)
+        exchange = Exchange(cid, conn, stream, self.streams)
+        try:
+            environ = parse_environ(self.templates[listener], _unpack(env, env_len),
+                                    flags)
+            environ["wsgi.input"] = stream
+            result = self.app(environ, exchange.start_response)
+        except BaseException:  # noqa: B036 - an app's SystemExit must not end the server
+            exchange.fail(conn, "error in the WSGI app")
+            return 0
+        exchange.respond(conn, result)
+        exchange.conn = None
+        return 0
+
+
+@ffi.def_extern()
+def fw_py_request(ud: Any, conn: Any, cid: int, env: Any, env_len: int, body: Any,
+                  body_len: int, body_fd: int, listener: int, flags: int) -> int:
+    server: Server = _from_handle(ud)
+    return server.on_request(conn, cid, env, env_len, body, body_len, body_fd,
+                             listener, flags)
+
+
+@ffi.def_extern()
+def fw_py_writable(ud: Any, conn: Any, cid: int) -> None:
+    server: Server = _from_handle(ud)
+    exchange = server.streams.get(cid)
+    if exchange is None:
+        lib.fw_response_abort(conn)
+    else:
+        exchange.pump(conn)
+
+
+@ffi.def_extern()
+def fw_py_closed(ud: Any, cid: int) -> None:
+    server: Server = _from_handle(ud)
+    exchange = server.streams.pop(cid, None)
+    if exchange is not None:
+        logger.debug("client went away before the response was complete")
+        exchange.finish()
+
+
+@ffi.def_extern()
+def fw_py_wakeup(ud: Any) -> None:
+    # Nothing to do: reaching Python lets the interpreter run the pending
+    # signal handlers, which tell the loop to stop.
+    return None
+
+
+@ffi.def_extern()
+def fw_py_log(ud: Any, level: int, msg: Any) -> None:
+    logger.log(level, "%s", ffi.string(msg).decode("utf-8", "replace"))
+
+
+def serve(app: WSGIApp, cfg: Config) -> None:
+    """Bind, serve until stopped, exit cleanly."""
+    setup(cfg.log_level)
+    server = Server(app, cfg)
+    try:
+        server.bind()
+    except BaseException:
+        for listener in server.listeners:
+            listener.sock.close()
+        raise
+    server.serve()
+
