@@ -78,7 +78,7 @@ _HELLO = exact(apps.HELLO)
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario("hello", "13-byte body with Content-Length, 50 connections",
+        Scenario("hello", "13-byte body with Content-Length",
                  "hello", _HELLO),
         Scenario("hello-close", "same with Connection: close (accept + teardown cost)",
                  "hello", _HELLO, headers=(("Connection", "close"),), expect_close=True),

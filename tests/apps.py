@@ -1,0 +1,263 @@
+"""WSGI apps the tests serve.  `router` picks a behaviour by path so that one
+server process covers most tests; the others are for tests that need their
+own process (timeouts, shutdown, frameworks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+# What happened to response iterables, for tests to read back (/stats).
+STATS = {"closed": 0, "created": 0, "close_errors": 0}
+
+
+class Tracked:
+    """An iterable whose close() is counted."""
+
+    def __init__(self, chunks, fail_at=None, fail_in_close=False, forever=False):
+        self.chunks = list(chunks)
+        self.fail_at = fail_at
+        self.fail_in_close = fail_in_close
+        self.forever = forever
+        STATS["created"] += 1
+
+    def __iter__(self):
+        i = 0
+        while True:
+            if self.forever:
+                yield b"x" * 65536
+                continue
+            if i == self.fail_at:
+                raise RuntimeError("failing inside iteration")
+            if i >= len(self.chunks):
+                return
+            yield self.chunks[i]
+            i += 1
+
+    def close(self):
+        STATS["closed"] += 1
+        if self.fail_in_close:
+            STATS["close_errors"] += 1
+            raise RuntimeError("failing inside close()")
+
+
+def _qs(environ):
+    out = {}
+    for part in environ.get("QUERY_STRING", "").split("&"):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            out[k] = v
+    return out
+
+
+def router(environ, start_response):
+    path = environ["PATH_INFO"]
+    q = _qs(environ)
+    if path == "/hello":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"Hello, World!"]
+    if path == "/echo":
+        body = environ["wsgi.input"].read()
+        env = {k: v for k, v in environ.items() if isinstance(v, str)}
+        env["wsgi.input_terminated"] = environ.get("wsgi.input_terminated")
+        env["wsgi.version"] = list(environ["wsgi.version"])
+        env["body_len"] = len(body)
+        env["body_head"] = body[:64].decode("latin-1")
+        data = json.dumps(env).encode()
+        start_response("200 OK", [("Content-Type", "application/json"),
+                                  ("Content-Length", str(len(data)))])
+        return [data]
+    if path == "/body":
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [body]
+    if path == "/input-methods":
+        inp = environ["wsgi.input"]
+        first = inp.readline()
+        limited = inp.readline(3)
+        chunk = inp.read(4)
+        rest_lines = inp.readlines()
+        after = inp.read()
+        after_n = inp.read(10)
+        out = json.dumps({
+            "first": first.decode("latin-1"),
+            "limited": limited.decode("latin-1"),
+            "chunk": chunk.decode("latin-1"),
+            "rest": [x.decode("latin-1") for x in rest_lines],
+            "after": after.decode("latin-1"),
+            "after_n": after_n.decode("latin-1"),
+        }).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [out]
+    if path == "/iter-input":
+        lines = [line for line in environ["wsgi.input"]]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(len(lines)).encode()]
+    if path == "/stream":
+        n = int(q.get("n", "3"))
+        size = int(q.get("size", "5"))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Tracked([str(i % 10).encode() * size for i in range(n)])
+    if path == "/generator":
+        def gen():
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b"gen-"
+            yield b""
+            yield b"erated"
+        return gen()
+    if path == "/empty-generator":
+        def gen2():
+            start_response("204 No Content", [])
+            return
+            yield b""  # pragma: no cover
+        return gen2()
+    if path == "/stream-cl":
+        start_response("200 OK", [("Content-Length", "10")])
+        return Tracked([b"01234", b"56789"])
+    if path == "/short-cl":
+        start_response("200 OK", [("Content-Length", "100")])
+        return Tracked([b"only this"])
+    if path == "/long-cl":
+        start_response("200 OK", [("Content-Length", "4")])
+        return Tracked([b"0123", b"456789"])
+    if path == "/big":
+        size = int(q.get("size", str(1 << 20)))
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [bytes(range(256)) * (size // 256) + b"x" * (size % 256)]
+    if path == "/raise-before":
+        raise RuntimeError("failing before start_response")
+    if path == "/raise-after-start":
+        start_response("200 OK", [])
+        raise RuntimeError("failing after start_response")
+    if path == "/raise-in-iter":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Tracked([b"first", b"second", b"third"], fail_at=int(q.get("at", "1")))
+    if path == "/raise-in-close":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Tracked([b"fine"], fail_in_close=True)
+    if path == "/forever":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return Tracked([], forever=True)
+    if path == "/return-str":
+        start_response("200 OK", [])
+        return ["not bytes"]
+    if path == "/return-none":
+        start_response("200 OK", [])
+        return None
+    if path == "/return-int":
+        start_response("200 OK", [])
+        return 42
+    if path == "/twice":
+        start_response("200 OK", [])
+        start_response("500 Oops", [])
+        return [b"no"]
+    if path == "/no-start":
+        return [b"never started"]
+    if path == "/exc-info":
+        start_response("200 OK", [("X-First", "1")])
+        try:
+            raise ValueError("replaced")
+        except ValueError:
+            start_response("503 Service Unavailable", [("X-Second", "2")],
+                           sys.exc_info())
+        return [b"replaced"]
+    if path == "/exc-info-late":
+        write = start_response("200 OK", [])
+        write(b"sent already")
+        try:
+            raise ValueError("too late")
+        except ValueError:
+            start_response("500 Internal Server Error", [], sys.exc_info())
+        return [b"unreachable"]
+    if path == "/bad-header":
+        kind = q.get("kind", "crlf")
+        value = {"crlf": "a\r\nInjected: yes", "lf": "a\nInjected: yes",
+                 "nonlatin": "\u20ac", "nul": "a\x00b"}[kind]
+        start_response("200 OK", [("X-Bad", value)])
+        return [b"bad"]
+    if path == "/bad-header-name":
+        start_response("200 OK", [("Bad Name", "v")])
+        return [b"bad"]
+    if path == "/bad-status":
+        start_response(q.get("s", "abc").replace("+", " "), [])
+        return [b"bad"]
+    if path == "/header-tuple3":
+        start_response("200 OK", [("A", "b", "c")])
+        return [b"bad"]
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written-")
+        write(b"then-")
+        return [b"returned"]
+    if path == "/write-big":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        for _ in range(int(q.get("n", "64"))):
+            write(b"w" * 65536)
+        return []
+    if path == "/status":
+        code = q.get("code", "200")
+        start_response(f"{code} Whatever", [("X-Code", code)])
+        return [b"body-for-" + code.encode()]
+    if path == "/headers":
+        start_response("200 OK", [("X-One", "1"), ("X-Two", "two"),
+                                  ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")])
+        return [b"h"]
+    if path == "/own-date":
+        start_response("200 OK", [("Date", "Mon, 01 Jan 2001 00:00:00 GMT"),
+                                  ("Server", "custom")])
+        return [b"d"]
+    if path == "/conn-close":
+        start_response("200 OK", [("Connection", "close")])
+        return [b"closing"]
+    if path == "/hop":
+        start_response("200 OK", [("Transfer-Encoding", "chunked"),
+                                  ("Keep-Alive", "timeout=5")])
+        return [b"hop"]
+    if path == "/file":
+        name = os.environ.get("FASTWSGI_TEST_FILE", "")
+        f = open(name, "rb")
+        f.seek(int(q.get("offset", "0")))
+        headers = [("Content-Type", "application/octet-stream")]
+        if "cl" in q:
+            headers.append(("Content-Length", q["cl"]))
+        start_response("200 OK", headers)
+        return environ["wsgi.file_wrapper"](f, 8192)
+    if path == "/filelike":
+        import io
+        data = io.BytesIO(b"from a file-like object" * 1000)
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](data, 4096)
+    if path == "/errors":
+        environ["wsgi.errors"].write("message to wsgi.errors\n")
+        environ["wsgi.errors"].flush()
+        start_response("200 OK", [])
+        return [b"logged"]
+    if path == "/sleep":
+        time.sleep(float(q.get("s", "0.5")))
+        start_response("200 OK", [])
+        return [b"slept"]
+    if path == "/exit":
+        raise SystemExit(3)
+    if path == "/stats":
+        data = json.dumps(STATS).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [data]
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"not found: " + path.encode("latin-1")]
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"Hello, World!"]
+
+
+application = hello
+
+
+def factory():
+    return hello
+
+
+not_callable = 42

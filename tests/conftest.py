@@ -1,0 +1,249 @@
+"""Fixtures: real server processes and raw-socket helpers.
+
+Servers run as `python -m fastwsgi` subprocesses on port 0; the port is read
+from the start line.  Tests import the installed fastwsgi, never the source
+tree: this folder is the only one put on the path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+START_LINE = re.compile(r"fastwsgi \S+ listening on (\S+?)(?:,| \(pid (\d+)\))")
+
+
+class ServerProcess:
+    """One fastwsgi process serving an app from tests/apps.py (or elsewhere)."""
+
+    def __init__(self, app: str, *args: str, env: dict | None = None,
+                 cwd: Path = TESTS, python: str = sys.executable):
+        self.log = tempfile.NamedTemporaryFile(prefix="fastwsgi-log-", delete=False)
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = str(cwd)
+        full_env.update(env or {})
+        argv = [python, "-m", "fastwsgi", *args]
+        if not any(a.startswith(("--port", "--bind", "-b", "-p")) for a in args):
+            argv += ["--port", "0"]
+        argv.append(app)
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=full_env,
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.url = self._wait_ready()
+        self.host = "127.0.0.1"
+        self.port = int(self.url.rsplit(":", 1)[1]) if self.url.startswith("http") else 0
+
+    def _wait_ready(self, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.output()
+            m = START_LINE.search(text)
+            if m:
+                return m.group(1)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{text}")
+            time.sleep(0.02)
+        self.kill()
+        raise RuntimeError(f"server did not start:\n{self.output()}")
+
+    def output(self) -> str:
+        with open(self.log.name, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def connect(self, timeout: float = 5.0) -> socket.socket:
+        s = socket.create_connection((self.host, self.port), timeout=timeout)
+        return s
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def pid_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def rss_kib(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def cleanup(self) -> None:
+        self.kill()
+        try:
+            os.unlink(self.log.name)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def start_server():
+    """Start servers; at teardown each must still be alive (no crash)."""
+    servers: list[ServerProcess] = []
+
+    def start(app: str = "apps:router", *args: str, **kw) -> ServerProcess:
+        s = ServerProcess(app, *args, **kw)
+        servers.append(s)
+        return s
+
+    yield start
+    crashed = [s for s in servers if s.proc.poll() is not None and
+               s.proc.returncode not in (0, 2)]
+    for s in servers:
+        s.stop()
+    try:
+        assert not crashed, "server died: " + "\n".join(s.output() for s in crashed)
+    finally:
+        for s in servers:
+            s.cleanup()
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A shared router server for a test module."""
+    s = ServerProcess("apps:router")
+    yield s
+    alive = s.alive()
+    out = s.output()
+    s.stop()
+    s.cleanup()
+    assert alive, "server died during the module:\n" + out
+
+
+def recv_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Read until the peer closes (or the timeout passes)."""
+    sock.settimeout(timeout)
+    chunks = []
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    except socket.timeout:
+        pass
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
+def raw(server: ServerProcess, data: bytes, timeout: float = 5.0,
+        shut: bool = False) -> bytes:
+    """Send bytes on a fresh connection; return all that comes back until
+    the server closes."""
+    with server.connect(timeout) as s:
+        s.sendall(data)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
+        return recv_all(s, timeout)
+
+
+def read_response(sock: socket.socket, timeout: float = 5.0, head: bool = False):
+    """Read exactly one response from a keep-alive connection.
+    Returns (status, headers dict lower-cased, body)."""
+    sock.settimeout(timeout)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError(f"closed before a full head: {buf!r}")
+        buf += data
+    head_bytes, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head_bytes.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        key = k.strip().lower()
+        headers[key] = headers[key] + ", " + v.strip() if key in headers else v.strip()
+    if head or status in (204, 304) or 100 <= status < 200:
+        return status, headers, b"", rest
+    if "content-length" in headers:
+        n = int(headers["content-length"])
+        while len(rest) < n:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed inside the body")
+            rest += data
+        return status, headers, rest[:n], rest[n:]
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            while b"\r\n" not in rest:
+                rest += sock.recv(65536)
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            while len(rest) < size + 2:
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("closed inside a chunk")
+                rest += data
+            if size == 0:
+                # no trailers are sent by fastwsgi
+                return status, headers, body, rest[2:]
+            body += rest[:size]
+            rest = rest[size + 2:]
+    # close-delimited
+    body = rest + recv_all(sock, timeout)
+    return status, headers, body, b""
+
+
+def parse_responses(data: bytes) -> list[tuple[int, dict, bytes]]:
+    """Split a byte stream of content-length/chunked responses."""
+    out = []
+    while data:
+        head_bytes, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            break
+        lines = head_bytes.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        if "content-length" in headers:
+            n = int(headers["content-length"])
+            out.append((status, headers, rest[:n]))
+            data = rest[n:]
+        elif headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                size_line, _, rest = rest.partition(b"\r\n")
+                size = int(size_line, 16)
+                if size == 0:
+                    rest = rest[2:]
+                    break
+                body += rest[:size]
+                rest = rest[size + 2:]
+            out.append((status, headers, body))
+            data = rest
+        else:
+            out.append((status, headers, rest))
+            data = b""
+    return out
