@@ -2,7 +2,7 @@
 
 ``run()``, the command line and the settings table in README.md are all
 derived from ``SETTINGS``: a setting is added here and nowhere else.
-Run ``python -m fastwsgi.config`` to print the Markdown table.
+``scripts/settings-table`` prints the Markdown table.
 """
 
 from __future__ import annotations
@@ -273,6 +273,3 @@ def markdown_table() -> str:
         )
     return "\n".join(rows) + "\n"
 
-
-if __name__ == "__main__":
-    print(markdown_table(), end="")

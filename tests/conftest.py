@@ -23,6 +23,16 @@ TESTS = Path(__file__).resolve().parent
 START_LINE = re.compile(r"fastwsgi \S+ listening on (\S+?)(?:,| \(pid (\d+)\))")
 
 
+def server_command(python: str = sys.executable) -> list[str]:
+    """The installed console script.  `python -m fastwsgi` would put the
+    working directory first on the path, and from the repository root that
+    is the source tree, which has no compiled core."""
+    script = Path(python).parent / "fastwsgi"
+    if script.exists():
+        return [str(script)]
+    return [python, "-m", "fastwsgi"]
+
+
 class ServerProcess:
     """One fastwsgi process serving an app from tests/apps.py (or elsewhere)."""
 
@@ -30,9 +40,8 @@ class ServerProcess:
                  cwd: Path = TESTS, python: str = sys.executable):
         self.log = tempfile.NamedTemporaryFile(prefix="fastwsgi-log-", delete=False)
         full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = str(cwd)
         full_env.update(env or {})
-        argv = [python, "-m", "fastwsgi", *args]
+        argv = [*server_command(python), *args]
         if not any(a.startswith(("--port", "--bind", "-b", "-p")) for a in args):
             argv += ["--port", "0"]
         argv.append(app)

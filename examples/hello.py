@@ -1,0 +1,13 @@
+"""The smallest WSGI app: serve it with `fastwsgi examples.hello:app`."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+
+def app(environ: dict[str, object],
+        start_response: Callable[..., object]) -> Iterable[bytes]:
+    body = b"Hello, World!\n"
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
