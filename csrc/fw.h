@@ -126,11 +126,15 @@ int fw_loop_connections(fw_loop *loop);
 
 /*
  * The response side, called by Python while it handles a request.
- * `head` is "STATUS\nname\nvalue\nname\nvalue..." in latin-1, with exactly
- * 2 * nfields + 1 pieces; C validates every piece.
+ * `head` is "STATUS\nname\0value\nname\0value..." in latin-1: nfields
+ * lines after the status, each one name, one NUL, one value (a NUL is never
+ * valid inside a value, so a header tuple of the wrong size is caught).
+ * C validates every byte.
  * Return values: 1 = more output may be produced now, 0 = the output buffer is
- * full (wait for fw_py_writable), -1 = the connection is gone, -2 = the head
- * was invalid (nothing was sent; answer 500 instead).
+ * full (wait for fw_py_writable), 2 = the response needs no more body (HEAD,
+ * 204/304, or the app's Content-Length is used up: stop iterating and end),
+ * -1 = the connection is gone, -2 = the head was invalid (nothing was sent;
+ * answer 500 instead).
  */
 int fw_response_simple(fw_conn *c, const char *head, size_t hlen, int nfields,
                        const char *body, size_t blen);

@@ -70,6 +70,8 @@ static long find_head_end(const char *buf, size_t len, size_t from)
         size_t i = (size_t)(nl - buf);
         if (i == 0 || buf[i - 1] != '\r')
             return -400;
+        if (i >= 2 && buf[i - 2] == '\r')
+            return -400;        /* "\r\r\n": the first CR is bare */
         if (i >= 3 && buf[i - 2] == '\n' && buf[i - 3] == '\r')
             return (long)(i + 1);
         p = nl + 1;
@@ -95,14 +97,13 @@ static int check_partial(const char *buf, size_t len, size_t start,
     if (window > (size_t)lim->request_line + 3)
         window = (size_t)lim->request_line + 3;
     const char *nl = memchr(buf + start, '\n', window);
-    /* The method must be a token followed by one space. */
+    /* The method must be a token followed by one space.  Only its first
+     * bytes are looked at here; the full parse judges the rest. */
     size_t i = start, mend = start + (window < 64 ? window : 64);
     while (i < mend && tchar[(unsigned char)buf[i]])
         i++;
     if (i < mend && buf[i] != ' ' && !(buf[i] == '\r' && i + 1 == len))
         return -400;
-    if (i == start + 64)
-        return -400;            /* no method is that long */
     if (nl == NULL && len - start > (size_t)lim->request_line + 2)
         return -414;
     if (len > (size_t)lim->head)

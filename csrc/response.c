@@ -2,7 +2,7 @@
  * response.c - response heads, body framing and the canned error replies.
  *
  * Python hands over the status and headers as one latin-1 block,
- * "STATUS\nname\nvalue\n...", and C checks every byte of it before anything
+ * "STATUS\nname\0value\nname\0value...", and C checks every byte of it before anything
  * is queued: a header value can never smuggle a CR or LF onto the wire.
  */
 #define _GNU_SOURCE
@@ -166,15 +166,16 @@ static int check_head(fw_loop *loop, const char *h, size_t hlen, int nfields,
     while (p < end) {
         p++;                    /* the '\n' */
         const char *n = p;
-        const char *ne = memchr(n, '\n', (size_t)(end - n));
+        const char *pe = memchr(n, '\n', (size_t)(end - n));
+        if (pe == NULL)
+            pe = end;
+        const char *ne = memchr(n, '\0', (size_t)(pe - n));
         if (ne == NULL) {
-            loop_log(loop, FW_LOG_ERROR, "header without a value");
+            loop_log(loop, FW_LOG_ERROR,
+                     "a header is not a (name, value) pair of str");
             return -2;
         }
-        const char *v = ne + 1;
-        const char *ve = memchr(v, '\n', (size_t)(end - v));
-        if (ve == NULL)
-            ve = end;
+        const char *v = ne + 1, *ve = pe;
         if (n == ne) {
             loop_log(loop, FW_LOG_ERROR, "empty header name");
             return -2;
@@ -185,10 +186,12 @@ static int check_head(fw_loop *loop, const char *h, size_t hlen, int nfields,
                          (int)(ne - n), n);
                 return -2;
             }
+        /* A second NUL means a tuple of more than two items. */
         for (const char *q = v; q < ve; q++)
             if (!is_text((unsigned char)*q)) {
                 loop_log(loop, FW_LOG_ERROR,
-                         "control character in header %.*s", (int)(ne - n), n);
+                         "control character in header %.*s, or a header "
+                         "that is not a (name, value) pair", (int)(ne - n), n);
                 return -2;
             }
         switch (app_header_kind(n, (size_t)(ne - n))) {
@@ -250,15 +253,17 @@ static int write_head(fw_conn *c, const char *h, size_t hlen,
     w += 9;
     memcpy(w, h, (size_t)(p - h));
     w += p - h;
+    if (p - h == 3)
+        *w++ = ' ';             /* status-line needs the SP, reason or not */
     *w++ = '\r';
     *w++ = '\n';
     while (p < end) {
         const char *n = p + 1;
-        const char *ne = memchr(n, '\n', (size_t)(end - n));
-        const char *v = ne + 1;
-        const char *ve = memchr(v, '\n', (size_t)(end - v));
+        const char *ve = memchr(n, '\n', (size_t)(end - n));
         if (ve == NULL)
             ve = end;
+        const char *ne = memchr(n, '\0', (size_t)(ve - n));
+        const char *v = ne + 1;
         int kind = app_header_kind(n, (size_t)(ne - n));
         if (kind != AH_HOP && kind != AH_CONNECTION) {
             memcpy(w, n, (size_t)(ne - n));
@@ -384,10 +389,14 @@ int fw_response_write(fw_conn *c, const char *data, size_t len)
         return -1;
     if (c->resp != RS_STREAM)
         return -2;
-    if (len == 0 || c->out_mode == OUT_NOBODY)
+    if (c->out_mode == OUT_NOBODY)
+        return 2;
+    if (len == 0)
         return 1;
+    int complete = 0;
     if (c->out_mode == OUT_LENGTH) {
         if ((int64_t)len > c->resp_left) {
+            complete = 1;
             if (!(c->flags & C_CLOSE_AFTER) || c->resp_left)
                 loop_log(c->loop, FW_LOG_ERROR,
                          "the app sent more than its Content-Length; "
@@ -410,6 +419,8 @@ int fw_response_write(fw_conn *c, const char *data, size_t len)
     } else if (queue_body(c, data, len) < 0) {
         return -1;
     }
+    if (complete)
+        return 2;
     if (conn_out_pending(c) >= FW_OUT_HIGH) {
         conn_flush(c);
         if (c->flags & C_DEAD)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
-from typing import Any, NoReturn, Sequence
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from ._version import __version__
 from .config import SETTINGS, ConfigError, make_config
@@ -100,7 +102,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     from .server import serve
 
     try:
-        serve(app, cfg)
+        serve(app, cfg, restore_signals=False)
     except OSError as exc:
         fail(str(exc.strerror or exc))
+    # Stopped cleanly: further signals must not turn exit status 0 into a
+    # death by signal while the interpreter shuts down.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     sys.exit(0)

@@ -8,8 +8,9 @@ derived from ``SETTINGS``: a setting is added here and nowhere else.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 

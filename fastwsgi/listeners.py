@@ -38,7 +38,9 @@ def open_listener(address: str, backlog: int) -> Listener:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(path)
             sock.listen(backlog)
-            return Listener(sock, f"unix:{path}", "localhost", "", path)
+            # PEP 3333: SERVER_NAME and SERVER_PORT are never empty; a unix
+            # socket has no port, and clients name the host in Host anyway.
+            return Listener(sock, f"unix:{path}", "localhost", "0", path)
         host, _, port_text = address.rpartition(":")
         host = host.strip("[]")
         infos = socket.getaddrinfo(host, int(port_text), type=socket.SOCK_STREAM,

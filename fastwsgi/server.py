@@ -27,7 +27,7 @@ def _c_config(cfg: Config, keep: list[Any]) -> Any:
     lim.request_line = cfg.limit_request_line
     lim.fields = cfg.limit_request_fields
     lim.field_size = cfg.limit_request_field_size
-    lim.head = max(cfg.limit_request_head, cfg.limit_request_line + 2)
+    lim.head = cfg.limit_request_head
     lim.allow_underscores = int(cfg.allow_underscore_headers)
     c.max_body_size = cfg.max_body_size
     c.spool_threshold = cfg.spool_threshold
@@ -83,8 +83,11 @@ class Server:
             "wsgi.file_wrapper": FileWrapper,
         }
 
-    def serve(self) -> None:
-        """Run until a signal (or stop()) ends it; then clean up."""
+    def serve(self, restore_signals: bool = True) -> None:
+        """Run until a signal (or stop()) ends it; then clean up.
+
+        The command line passes restore_signals=False: the process is about
+        to exit 0, and a late signal must not kill it on the way out."""
         self.loop = lib.fw_loop_new(_c_config(self.cfg, self._keep), self._handle)
         if self.loop == ffi.NULL:
             raise MemoryError("cannot create the event loop")
@@ -104,11 +107,11 @@ class Server:
             if lib.fw_loop_run(self.loop) < 0:
                 raise OSError(ffi.errno, "event loop failed: " + os.strerror(ffi.errno))
         finally:
-            restore()
             for exchange in list(self.streams.values()):
                 exchange.finish()
-            lib.fw_loop_free(self.loop)
-            self.loop = ffi.NULL
+            loop, self.loop = self.loop, ffi.NULL
+            lib.fw_loop_free(loop)
+            restore(wakeup_only=True)
             wake_r.close()
             wake_w.close()
             for listener in self.listeners:
@@ -117,6 +120,10 @@ class Server:
                         os.unlink(listener.unix_path)
                     except OSError:
                         pass
+            # Last: a signal arriving during the clean-up must still find
+            # our handler, not the default one that would kill the process.
+            if restore_signals:
+                restore()
         logger.info("fastwsgi stopped")
 
     def stop(self, graceful: bool = True) -> None:
@@ -129,18 +136,21 @@ class Server:
         try:
             old_wake = signal.set_wakeup_fd(wake_fd, warn_on_full_buffer=False)
         except ValueError:  # not the main thread: no signal handling
-            return lambda: None
+            return lambda wakeup_only=False: None
         old = {sig: signal.signal(sig, self._on_signal)
                for sig in (signal.SIGINT, signal.SIGTERM)}
 
-        def restore() -> None:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
+        def restore(wakeup_only: bool = False) -> None:
             signal.set_wakeup_fd(old_wake)
+            if not wakeup_only:
+                for sig, handler in old.items():
+                    signal.signal(sig, handler)
 
         return restore
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.loop == ffi.NULL:
+            return  # already stopped, on the way out
         self.signals += 1
         name = signal.Signals(signum).name
         if self.signals == 1:
@@ -209,7 +219,7 @@ def fw_py_log(ud: Any, level: int, msg: Any) -> None:
     logger.log(level, "%s", ffi.string(msg).decode("utf-8", "replace"))
 
 
-def serve(app: WSGIApp, cfg: Config) -> None:
+def serve(app: WSGIApp, cfg: Config, restore_signals: bool = True) -> None:
     """Bind, serve until stopped, exit cleanly."""
     setup(cfg.log_level)
     server = Server(app, cfg)
@@ -219,5 +229,5 @@ def serve(app: WSGIApp, cfg: Config) -> None:
         for listener in server.listeners:
             listener.sock.close()
         raise
-    server.serve()
+    server.serve(restore_signals)
 

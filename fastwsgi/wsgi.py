@@ -12,16 +12,17 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from collections.abc import Iterable, Iterator
 from io import BytesIO
 from types import TracebackType
-from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Optional
 
 from ._fastwsgi import ffi, lib
 from .logs import logger
 
-ExcInfo = Tuple[type, BaseException, Optional[TracebackType]]
-Headers = List[Tuple[str, str]]
-Environ = Dict[str, Any]
+ExcInfo = tuple[type, BaseException, Optional[TracebackType]]
+Headers = list[tuple[str, str]]
+Environ = dict[str, Any]
 WSGIApp = Callable[[Environ, Callable[..., Any]], Iterable[bytes]]
 
 FW_IN_DUPS = lib.FW_IN_DUPS
@@ -154,13 +155,14 @@ class Exchange:
     # -- handing over to C --
 
     def head(self) -> bytes:
-        """Status and headers as the block C checks: "status\\nname\\nvalue..."."""
+        """Status and headers as the block C checks:
+        "status\\nname\\0value\\nname\\0value"."""
         status = self.status
         if status is None:
             raise ResponseError("the app returned without calling start_response()")
         headers = self.headers
         if headers:
-            status = status + "\n" + "\n".join(map("\n".join, headers))
+            status = status + "\n" + "\n".join(map("\0".join, headers))
         return status.encode("latin-1")
 
     def _start(self, conn: Any, length: int, data: bytes) -> int:
@@ -176,7 +178,8 @@ class Exchange:
         """Send the app's response; called right after the app returns."""
         self.result = result
         try:
-            if type(result) is list and len(result) == 1 and type(result[0]) is bytes:
+            if (type(result) is list and len(result) == 1
+                    and type(result[0]) is bytes and not self.head_sent):
                 body = result[0]
                 head = self.head()
                 if _simple(conn, head, len(head), len(self.headers), body,
@@ -243,12 +246,15 @@ class Exchange:
                     rc = _write(conn, chunk, len(chunk))
                 else:
                     rc = self._start(conn, self.length, chunk)
+                if rc == 1:
+                    continue
                 if rc == 0:
                     self.streams[self.cid] = self
                     return
                 if rc < 0:
                     self.finish()
                     return
+                break  # 2: no more body is wanted (HEAD, length used up)
             if not self.head_sent:
                 self._start(conn, 0 if self.length < 0 else self.length, b"")
             lib.fw_response_end(conn)

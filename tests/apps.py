@@ -244,6 +244,30 @@ def router(environ, start_response):
         data = json.dumps(STATS).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [data]
+    if path == "/environ" or path.startswith("/environ/"):
+        # every key with its type name, and the value when it is plain data
+        out = {}
+        for key, value in environ.items():
+            if isinstance(value, tuple):
+                value = list(value)
+            elif not isinstance(value, (str, bool, int)):
+                value = None
+            out[key] = [type(environ[key]).__name__, value]
+        inp, err = environ["wsgi.input"], environ["wsgi.errors"]
+        wanted = ("read", "readline", "readlines", "__iter__")
+        out["input methods"] = [m for m in wanted if callable(getattr(inp, m, None))]
+        wanted = ("write", "writelines", "flush")
+        out["errors methods"] = [m for m in wanted if callable(getattr(err, m, None))]
+        data = json.dumps(out).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [data]
+    if path == "/header-tuples":
+        # a 3-tuple followed by a 1-tuple: together they hold an even count
+        start_response("200 OK", [("X-A", "1", "X-Injected"), ("yes",)])
+        return [b"bad"]
+    if path == "/str-late":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Tracked([b"bytes first", "then str"])
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"not found: " + path.encode("latin-1")]
 

@@ -20,6 +20,10 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent
+# Under scripts/sanitize the sanitizer runtime is preloaded into this
+# process; only fastwsgi server processes get it from here on, not the
+# clients (curl) the tests run.
+SANITIZER_PRELOAD = os.environ.pop("LD_PRELOAD", "")
 START_LINE = re.compile(r"fastwsgi \S+ listening on (\S+?)(?:,| \(pid (\d+)\))")
 
 
@@ -40,6 +44,8 @@ class ServerProcess:
                  cwd: Path = TESTS, python: str = sys.executable):
         self.log = tempfile.NamedTemporaryFile(prefix="fastwsgi-log-", delete=False)
         full_env = dict(os.environ)
+        if SANITIZER_PRELOAD:
+            full_env["LD_PRELOAD"] = SANITIZER_PRELOAD
         full_env.update(env or {})
         argv = [*server_command(python), *args]
         if not any(a.startswith(("--port", "--bind", "-b", "-p")) for a in args):
