@@ -14,6 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from bench import paths, system
 
@@ -103,7 +104,8 @@ def _run(cmd: list[str], timeout: int) -> tuple[bool, str]:
 
 
 class EnvManager:
-    def __init__(self, log: list[str], reinstall: bool, skip_install: bool) -> None:
+    def __init__(self, log: Callable[[str], None], reinstall: bool,
+                 skip_install: bool) -> None:
         self.log = log
         self.reinstall = reinstall
         self.skip_install = skip_install
@@ -117,10 +119,11 @@ class EnvManager:
             return
         if "pypy" in Path(venv.base_python).name:
             # Debian ships PyPy's ensurepip in a separate package.
-            got = system.ensure_debs(["pypy3-venv"], self.log)
-            if got.get("pypy3-venv") != "ok":
-                self.log.append(f"pypy3-venv: {got.get('pypy3-venv')}")
-        self.log.append(f"creating {venv.path} with {venv.base_python}")
+            got = system.ensure_debs(["pypy3", "pypy3-venv"], self.log)
+            for deb, status in got.items():
+                if status != "ok":
+                    self.log(f"{deb}: {status}")
+        self.log(f"creating {venv.path} with {venv.base_python}")
         ok, out = _run([venv.base_python, "-m", "venv", str(venv.path)], VENV_TIMEOUT)
         if not ok:
             venv.error = f"venv creation failed: {_last_error(out)}"
@@ -135,7 +138,7 @@ class EnvManager:
     def _pip(self, venv: Venv, args: tuple[str, ...]) -> tuple[bool, str]:
         cmd = [str(venv.python), "-m", "pip", "install", "-q",
                "--disable-pip-version-check", *args]
-        self.log.append(f"[{venv.key}] pip install {' '.join(args)}")
+        self.log(f"  pip install {' '.join(args)}")
         return _run(cmd, PIP_TIMEOUT)
 
     def _install(self, venv: Venv, req: Requirement) -> str:

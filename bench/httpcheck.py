@@ -28,6 +28,11 @@ class Response:
     chunked: bool
 
 
+# A server that sends nothing for this long has stalled (bjoern on pipelined
+# requests); a slow but moving 10 MiB body only hits the overall deadline.
+STALL = 3.0
+
+
 class _Reader:
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
@@ -39,11 +44,11 @@ class _Reader:
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise HttpError("timed out waiting for the response")
-        self.sock.settimeout(left)
+        self.sock.settimeout(min(left, STALL))
         try:
             data = self.sock.recv(1 << 20)
         except socket.timeout:
-            raise HttpError("timed out waiting for the response") from None
+            raise HttpError(f"no data for {min(left, STALL):.0f} s") from None
         except ConnectionError as exc:
             raise HttpError(f"connection error: {exc}") from None
         if not data:
@@ -147,7 +152,7 @@ def _closes_soon(reader: _Reader, wait: float) -> bool:
 
 def validate(port: int, request: bytes, check: Callable[[bytes], str | None],
              pipeline: int = 1, expect_close: bool = False,
-             timeout: float = 10.0) -> str | None:
+             timeout: float = 30.0) -> str | None:
     """Send the scenario's request(s) and check every answer. Returns None
     when all is right, else the reason for FAIL.
 
@@ -172,6 +177,9 @@ def validate(port: int, request: bytes, check: Callable[[bytes], str | None],
                     problem = check(resp.body)
                     if problem:
                         return problem
+                    if i < pipeline - 1 and "close" in resp.headers.get("connection", "").lower():
+                        return (f"answers {i + 1} of {pipeline} pipelined requests, "
+                                "then closes (Connection: close)")
                 if expect_close:
                     if reader.buf or not _closes_soon(reader, 2.0):
                         return "connection not closed after a Connection: close request"
@@ -182,6 +190,8 @@ def validate(port: int, request: bytes, check: Callable[[bytes], str | None],
                     return None
     except OSError as exc:
         return f"connection failed: {exc}"
+    except (HttpError, ValueError) as exc:  # e.g. a non-numeric Content-Length
+        return f"malformed response: {exc}"
     return None
 
 

@@ -26,6 +26,10 @@ TOTAL_SECONDS = 180.0
 FRESH_TRIES = 5
 
 
+class _ClosesConnections(Exception):
+    """The server answers with Connection: close, so nothing can be held."""
+
+
 @dataclass
 class IdleResult:
     requested: int
@@ -50,6 +54,8 @@ def _response_done(buf: bytes) -> bool | None:
     head = buf[:head_end].lower()
     if not head.startswith(b"http/1.1 200") and not head.startswith(b"http/1.0 200"):
         return None
+    if b"\r\nconnection: close" in head:
+        raise _ClosesConnections
     for line in head.split(b"\r\n")[1:]:
         if line.startswith(b"content-length:"):
             return len(buf) - head_end - 4 >= int(line.split(b":")[1])
@@ -112,7 +118,13 @@ def hold(port: int, count: int) -> tuple[list[socket.socket], str | None]:
                     error = f"server closed idle keep-alive connection {len(held) + 1}"
                     break
                 bufs[fd] += data
-                done = _response_done(bufs[fd])
+                try:
+                    done = _response_done(bufs[fd])
+                except _ClosesConnections:
+                    error = ("closes every connection after its response (Connection: close)"
+                             if not held else
+                             f"answers Connection: close once {len(held)} connections are held")
+                    break
                 if done is None:
                     error = f"bad response: {bufs[fd][:40]!r}"
                     break

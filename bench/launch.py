@@ -10,6 +10,7 @@ Python 3.9 compatible: it also runs under PyPy.
 from __future__ import annotations
 
 import importlib
+import platform
 import sys
 from typing import Any, Callable
 
@@ -35,15 +36,21 @@ def run_meinheld(app: Any, host: str, port: int) -> None:
 def run_socketify(app: Any, host: str, port: int) -> None:
     from socketify import WSGI, AppListenOptions
 
-    options = AppListenOptions(port=port, host=host)
-    WSGI(app).listen(options, lambda config: None).run()
+    # socketify hands uSockets a host string whose buffer it does not keep
+    # alive; PyPy's GC frees it early and listening fails at random. Without
+    # a host (a bare port: all interfaces) there is no such buffer. Load still goes to
+    # 127.0.0.1 only.
+    if platform.python_implementation() == "PyPy":
+        WSGI(app).listen(port, lambda config: None).run()
+    else:
+        WSGI(app).listen(AppListenOptions(port=port, host=host), lambda config: None).run()
 
 
 def run_fastwsgi_009(app: Any, host: str, port: int) -> None:
     # The unrelated PyPI package of the same import name, in its own venv.
     import fastwsgi
 
-    fastwsgi.run(app, host=host, port=port)  # type: ignore[attr-defined]
+    fastwsgi.run(app, host=host, port=port)  # type: ignore[attr-defined,unused-ignore]
 
 
 RUNNERS: dict[str, Callable[[Any, str, int], None]] = {

@@ -16,8 +16,8 @@ class Round:
     rps: float
     requests: int
     cpu_s: float  # server tree CPU seconds during the run
-    p50_ms: float
-    p99_ms: float
+    p50_ms: float | None  # None where wrk's percentiles are not meaningful
+    p99_ms: float | None
     socket_errors: int
     non2xx: int
 
@@ -90,8 +90,10 @@ def summarise(scenario: ScenarioResult, reference: str, nginx: str) -> None:
         requests = sum(r.requests for r in res.rounds)
         if requests:
             res.cpu_us_per_req = sum(r.cpu_s for r in res.rounds) / requests * 1e6
-        res.p50_ms = statistics.median(r.p50_ms for r in res.rounds)
-        res.p99_ms = statistics.median(r.p99_ms for r in res.rounds)
+        p50 = [r.p50_ms for r in res.rounds if r.p50_ms is not None]
+        p99 = [r.p99_ms for r in res.rounds if r.p99_ms is not None]
+        res.p50_ms = statistics.median(p50) if p50 else None
+        res.p99_ms = statistics.median(p99) if p99 else None
         res.socket_errors = sum(r.socket_errors for r in res.rounds)
         res.non2xx = sum(r.non2xx for r in res.rounds)
         res.ratio_ref = _per_round_ratio(res.rounds, ref)

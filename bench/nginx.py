@@ -49,7 +49,9 @@ def write_conf(prefix: Path, port: int, scenario: Scenario, files_dir: Path,
                nofile: int) -> Path:
     assert scenario.nginx is not None
     prefix.mkdir(parents=True, exist_ok=True)
-    location = scenario.nginx.format(dir=files_dir, file=FILE_NAME, big=BIG_FILE_NAME)
+    # Plain replacement, not str.format: locations may contain JSON braces.
+    location = (scenario.nginx.replace("{dir}", str(files_dir))
+                .replace("{file}", FILE_NAME).replace("{big}", BIG_FILE_NAME))
     conf = CONF_TEMPLATE.format(
         prefix=prefix, port=port, location=location,
         nofile=nofile, conns=max(1024, min(nofile - 100, 20000)),

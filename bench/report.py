@@ -147,7 +147,7 @@ def _idle_table(scen: ScenarioResult) -> list[str]:
 
 
 def write(out_dir: Path, meta: dict[str, Any], scenarios: list[ScenarioResult],
-          chart_python: Path | None) -> list[str]:
+          chart_python: Path | None, no_chart_reason: str = "") -> list[str]:
     """Writes the files; returns notes (e.g. why there is no chart)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
@@ -168,7 +168,7 @@ def write(out_dir: Path, meta: dict[str, Any], scenarios: list[ScenarioResult],
         except (OSError, subprocess.TimeoutExpired) as exc:
             notes.append(f"chart failed: {exc}")
     else:
-        notes.append("no chart: matplotlib is not installed in the bench venv")
+        notes.append(no_chart_reason or "no chart")
     if not drawn and chart_path.exists():
         chart_path.unlink()  # never leave a chart from an earlier run beside new tables
     (out_dir / "results.md").write_text(markdown(meta, scenarios, drawn))

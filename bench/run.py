@@ -145,16 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     specs = pick_servers(args)
     chart = not args.smoke  # smoke skips matplotlib (the slowest install)
 
-    log: list[str] = []
     nofile = system.raise_nofile_limit()
     debs = {} if args.skip_install else system.ensure_debs(
-        ["wrk"] + (["nginx"] if any(s.is_nginx for s in specs) else []), log)
+        ["wrk"] + (["nginx"] if any(s.is_nginx for s in specs) else []), say)
     if shutil.which("wrk") is None:
         say(f"wrk is required: {debs.get('wrk', 'not found')}")
         return 2
 
     venvs = envs.make_venvs(args.venv, args.python)
-    manager = envs.EnvManager(log, args.reinstall, args.skip_install)
+    manager = envs.EnvManager(say, args.reinstall, args.skip_install)
     wanted = wanted_requirements(specs, scenario_names, chart)
     for key, reqs in wanted.items():
         say(f"preparing {venvs[key].path.name}: {', '.join(reqs)}")
@@ -176,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         suite = Suite(settings, specs, venvs, debs, RunDir(tmp))
         for name in scenario_names:
             say(f"scenario {name}")
+            t0 = time.monotonic()
             results.append(suite.run(SCENARIOS[name]))
+            say(f"  {name} took {time.monotonic() - t0:.0f} s")
     finally:
         if args.keep_tmp:
             say(f"run directory kept: {tmp}")
@@ -195,8 +196,13 @@ def main(argv: list[str] | None = None) -> int:
         "installs": installs,
     }
     main_venv = venvs["main"]
-    notes = report.write(args.out, meta, results,
-                         main_venv.python if chart and main_venv.ok("matplotlib") else None)
+    if not chart:
+        chart_python, why = None, "no chart in smoke mode"
+    elif main_venv.ok("matplotlib"):
+        chart_python, why = main_venv.python, ""
+    else:
+        chart_python, why = None, f"no chart: matplotlib {main_venv.why_not('matplotlib')}"
+    notes = report.write(args.out, meta, results, chart_python, why)
     for note in notes:
         say(note)
     say(f"results in {args.out} ({time.monotonic() - started:.0f} s in all)")

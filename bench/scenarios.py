@@ -103,8 +103,8 @@ SCENARIOS: dict[str, Scenario] = {
                  "flask_app", json_equal(apps.FLASK_PAYLOAD), needs=("flask",),
                  nginx="default_type application/json; "
                        "return 200 '" + json.dumps(apps.FLASK_PAYLOAD) + "';"),
-        Scenario("idle", "RSS growth per idle keep-alive connection at 10 000 "
-                 "connections; latency of one fresh request while they are held",
+        Scenario("idle", "RSS growth per idle keep-alive connection; latency of "
+                 "a fresh request while they are held",
                  "hello", _HELLO, kind="idle", connections=10000, bar=False),
         Scenario("sleep5ms", "blocking app sleeping 5 ms per request (recorded, "
                  "not charted: it measures the threading model, not HTTP)",

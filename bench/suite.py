@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +67,9 @@ class Suite:
         self.venvs = venvs
         self.debs = debs
         self.rundir = rundir
+        # Servers that never answered: later scenarios do not wait for them
+        # again, which keeps a run with a hanging server bounded.
+        self.hung: dict[str, str] = {}
 
     # -- availability ---------------------------------------------------
     def unavailable(self, spec: ServerSpec, scenario: Scenario) -> str | None:
@@ -101,25 +106,38 @@ class Suite:
     def _bring_up(self, spec: ServerSpec, scenario: Scenario,
                   result: ServerResult) -> Running | None:
         """Start and validate; on failure record FAIL and leave nothing running."""
+        if spec.label in self.hung:
+            result.fail(f"did not start in {self.hung[spec.label]}; not retried")
+            return None
         try:
             server = self._start(spec, scenario)
         except OSError as exc:
             result.fail(f"could not start: {exc}")
             return None
-        problem = servers.wait_ready(server)
-        if problem is None:
-            problem = httpcheck.validate(server.port, scenario.request(), scenario.check,
-                                         pipeline=scenario.pipeline,
-                                         expect_close=scenario.expect_close)
-            if problem is not None:
-                problem = f"wrong answer: {problem}"
-        else:
-            problem = f"did not start: {problem}"
+        try:
+            problem = servers.wait_ready(server)
+            if problem is not None and server.alive():
+                self.hung[spec.label] = f"{scenario.name} ({problem})"
+            if problem is None:
+                problem = self._validate(server, scenario)
+                if problem is not None:
+                    problem = f"validation: {problem}"
+            else:
+                problem = f"did not start: {problem}"
+        except BaseException:
+            servers.stop(server)
+            raise
         if problem is not None:
             result.fail(problem)
             servers.stop(server)
             return None
         return server
+
+    @staticmethod
+    def _validate(server: Running, scenario: Scenario) -> str | None:
+        return httpcheck.validate(server.port, scenario.request(), scenario.check,
+                                  pipeline=scenario.pipeline,
+                                  expect_close=scenario.expect_close)
 
     def _results(self, scenario: Scenario) -> tuple[list[ServerResult], list[ServerSpec]]:
         results, runnable = [], []
@@ -143,11 +161,21 @@ class Suite:
                              if scenario.kind == "idle" else scenario.connections)
         out.results, runnable = self._results(scenario)
         by_label = {r.label: r for r in out.results}
-        if scenario.kind == "idle":
+        try:
+            if scenario.kind == "idle":
+                for spec in runnable:
+                    self._idle(spec, scenario, by_label[spec.label])
+            else:
+                self._load(scenario, runnable, by_label)
+        except Exception as exc:
+            # A bug in the suite must not cost the other scenarios' results:
+            # report it, mark this scenario's unfinished entries, go on.
+            traceback.print_exc()
             for spec in runnable:
-                self._idle(spec, scenario, by_label[spec.label])
-        else:
-            self._load(scenario, runnable, by_label)
+                res = by_label[spec.label]
+                if res.ok:
+                    res.fail(f"benchmark error: {type(exc).__name__}: {exc}")
+                    res.rounds.clear()
         model.summarise(out, self.settings.reference, servers.NGINX)
         return out
 
@@ -178,11 +206,9 @@ class Suite:
                 res = by_label[server.spec.label]
                 res.peak_rss_kib = procstat.peak_rss_kib(server.pid)
                 # A last check that the server still answers correctly after load.
-                problem = httpcheck.validate(server.port, scenario.request(), scenario.check,
-                                             pipeline=scenario.pipeline,
-                                             expect_close=scenario.expect_close)
+                problem = self._validate(server, scenario)
                 if problem is not None:
-                    res.fail(f"wrong answer after load: {problem}")
+                    res.fail(f"validation after load: {problem}")
         finally:
             for server in running:
                 servers.stop(server)
@@ -213,6 +239,7 @@ class Suite:
         return True
 
     def _idle(self, spec: ServerSpec, scenario: Scenario, res: ServerResult) -> None:
+        t0 = time.monotonic()
         server = self._bring_up(spec, scenario, res)
         if server is None:
             return
@@ -232,5 +259,6 @@ class Suite:
         say(f"  idle: {spec.label}: held {got.held}/{got.requested}"
             + (f", {got.kib_per_conn:.2f} KiB/conn" if got.kib_per_conn is not None else "")
             + (f", fresh {got.fresh_ms:.2f} ms" if got.fresh_ms is not None else "")
-            + (f" [{got.error}]" if got.error else ""))
+            + (f" [{got.error}]" if got.error else "")
+            + f" ({time.monotonic() - t0:.0f} s)")
 

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
+from typing import Callable
 
 APT_TIMEOUT = 900  # seconds; apt on a slow mirror, still bounded
 
@@ -38,7 +39,7 @@ def _privileged_prefix() -> list[str] | None:
 _apt_updated = False
 
 
-def ensure_debs(packages: list[str], log: list[str]) -> dict[str, str]:
+def ensure_debs(packages: list[str], log: Callable[[str], None]) -> dict[str, str]:
     """Install the Debian packages that are missing. Returns package -> "ok"
     or the reason it is unavailable; never raises."""
     global _apt_updated
@@ -59,12 +60,12 @@ def ensure_debs(packages: list[str], log: list[str]) -> dict[str, str]:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     try:
         if not _apt_updated:
-            log.append("apt-get update")
+            log("apt-get update")
             subprocess.run([*prefix, "apt-get", "update", "-q"], env=env,
                            capture_output=True, timeout=APT_TIMEOUT, check=False)
             _apt_updated = True
         for pkg in missing:
-            log.append(f"apt-get install -y {pkg}")
+            log(f"apt-get install -y {pkg}")
             proc = subprocess.run(
                 [*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", pkg],
                 env=env, capture_output=True, text=True, timeout=APT_TIMEOUT, check=False,
