@@ -98,6 +98,7 @@ static void body_free(fw_body *b)
     if (b->fd >= 0)
         close(b->fd);
     free(b->env);
+    free(b->keys);
     free(b->mem);
     free(b);
 }
@@ -239,6 +240,11 @@ static void unborrow(fw_conn *c)
         free(c->out.data);
         memset(&c->out, 0, sizeof c->out);
     }
+}
+
+uint64_t fw_conn_id(fw_conn *c)
+{
+    return c->id;
 }
 
 /* ---- I/O ---- */
@@ -395,17 +401,22 @@ static char *put(char *w, const char *s, size_t n)
     return w + n;
 }
 
-static char *put_kv(char *w, const char *k, size_t kn, const char *v,
-                    size_t vn)
+/* The environ is written as two parallel blocks: keys and values. */
+typedef struct env_writer {
+    char *k;
+    char *v;
+} env_writer;
+
+static void put_kv(env_writer *e, const char *k, size_t kn, const char *v,
+                   size_t vn)
 {
-    w = put(w, k, kn);
-    *w++ = '\0';
-    w = put(w, v, vn);
-    *w++ = '\0';
-    return w;
+    e->k = put(e->k, k, kn);
+    *e->k++ = '\0';
+    e->v = put(e->v, v, vn);
+    *e->v++ = '\0';
 }
 
-#define PUT_KV(w, lit, v, vn) put_kv(w, lit, sizeof(lit) - 1, v, vn)
+#define PUT_KV(e, lit, v, vn) put_kv(e, lit, sizeof(lit) - 1, v, vn)
 
 static int unhex(unsigned char ch)
 {
@@ -439,77 +450,144 @@ static char *put_path(char *w, const char *p, size_t n)
 }
 
 /*
- * Write "KEY\0VALUE\0..." for everything request-specific in the environ.
- * Returns the length without the final NUL, or -400.
+ * Write the request-specific environ: keys to loop->keys, values to
+ * loop->env, each "A\0B\0...".  Returns the values' length without the
+ * final NUL (the keys' in *keys_len), or -400.
  */
 static long build_env(fw_conn *c, const char *buf, const fw_head *h,
-                      int *in_flags)
+                      int *in_flags, size_t *keys_len)
 {
     fw_loop *loop = c->loop;
-    char *w = loop->env, *start = w;
+    env_writer e = {loop->keys, loop->env};
     const int http11 = h->flags & FW_REQ_HTTP11;
-    w = PUT_KV(w, "REQUEST_METHOD", buf + h->method.off, h->method.len);
-    w = put(w, "PATH_INFO", 10);
+    PUT_KV(&e, "REQUEST_METHOD", buf + h->method.off, h->method.len);
+    e.k = put(e.k, "PATH_INFO", 10);
     if (h->path.len == 0)
-        *w++ = '/';             /* absolute-form with an empty path */
-    w = put_path(w, buf + h->path.off, h->path.len);
-    if (w == NULL)
+        *e.v++ = '/';           /* absolute-form with an empty path */
+    e.v = put_path(e.v, buf + h->path.off, h->path.len);
+    if (e.v == NULL)
         return -400;
-    *w++ = '\0';
-    w = PUT_KV(w, "QUERY_STRING", buf + h->query.off, h->query.len);
-    w = PUT_KV(w, "REQUEST_URI", buf + h->target.off, h->target.len);
-    w = PUT_KV(w, "SERVER_PROTOCOL", http11 ? "HTTP/1.1" : "HTTP/1.0", 8);
-    w = PUT_KV(w, "REMOTE_ADDR", c->raddr, strlen(c->raddr));
-    w = PUT_KV(w, "REMOTE_PORT", c->rport, strlen(c->rport));
+    *e.v++ = '\0';
+    PUT_KV(&e, "QUERY_STRING", buf + h->query.off, h->query.len);
+    PUT_KV(&e, "REQUEST_URI", buf + h->target.off, h->target.len);
+    PUT_KV(&e, "SERVER_PROTOCOL", http11 ? "HTTP/1.1" : "HTTP/1.0", 8);
+    PUT_KV(&e, "REMOTE_ADDR", c->raddr, strlen(c->raddr));
+    PUT_KV(&e, "REMOTE_PORT", c->rport, strlen(c->rport));
 
     uint64_t seen = 0;
     int dups = 0;
     for (uint32_t i = 0; i < h->nfields; i++) {
         const char *n = buf + h->fields[i].name.off;
         size_t nl = h->fields[i].name.len;
-        const char *v = buf + h->fields[i].value.off;
-        size_t vl = h->fields[i].value.len;
-        char *key = w;
+        char *key = e.k;
         if (nl == 12 && strncasecmp(n, "content-type", 12) == 0) {
-            w = put(w, "CONTENT_TYPE", 12);
+            e.k = put(e.k, "CONTENT_TYPE", 12);
         } else if (nl == 14 && strncasecmp(n, "content-length", 14) == 0) {
-            w = put(w, "CONTENT_LENGTH", 14);
+            e.k = put(e.k, "CONTENT_LENGTH", 14);
         } else {
-            w = put(w, "HTTP_", 5);
+            e.k = put(e.k, "HTTP_", 5);
             for (size_t j = 0; j < nl; j++)
-                *w++ = (char)cgi_char[(unsigned char)n[j]];
+                *e.k++ = (char)cgi_char[(unsigned char)n[j]];
         }
         /* A 64-bit filter over the names finds repeats in one pass. */
-        size_t kl = (size_t)(w - key);
+        size_t kl = (size_t)(e.k - key);
         uint64_t bit = 1ull << ((kl * 7 + (unsigned char)key[kl - 1] * 3 +
                                  (unsigned char)key[kl / 2]) & 63);
         if (seen & bit)
             dups = 1;
         seen |= bit;
-        *w++ = '\0';
-        w = put(w, v, vl);
-        *w++ = '\0';
+        *e.k++ = '\0';
+        e.v = put(e.v, buf + h->fields[i].value.off, h->fields[i].value.len);
+        *e.v++ = '\0';
+    }
+    if (h->flags & FW_REQ_CHUNKED) {
+        /* Its value, the decoded length, is added once the body is in. */
+        e.k = put(e.k, "CONTENT_LENGTH", 15);
     }
     if (dups)
         *in_flags |= FW_IN_DUPS;
-    return (long)(w - start) - 1;
+    *keys_len = (size_t)(e.k - loop->keys) - 1;
+    return (long)(e.v - loop->env) - 1;
+}
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+        p += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, p, n);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 29);
+}
+
+/*
+ * The number of this key sequence.  *fresh is set when Python has not seen
+ * the number with these keys (new, or its slot was taken over): then the
+ * keys cross over with the request.  Exact comparison, so no crafted
+ * collision can give a request another shape's keys.
+ */
+static int shape_of(fw_loop *loop, const char *keys, size_t len, int *fresh)
+{
+    uint64_t h = hash_bytes(keys, len);
+    int slot = (int)(h & (FW_SHAPES - 1));
+    for (int way = 0; way < 2; way++) {
+        fw_shape *s = &loop->shapes[slot ^ way];
+        if (s->hash == h && s->len == len && memcmp(s->keys, keys, len) == 0) {
+            *fresh = 0;
+            return slot ^ way;
+        }
+    }
+    /* Replace the emptier way, else alternate on the hash. */
+    int victim = loop->shapes[slot].keys == NULL ? slot
+               : loop->shapes[slot ^ 1].keys == NULL ? slot ^ 1
+               : slot ^ (int)((h >> 8) & 1);
+    fw_shape *s = &loop->shapes[victim];
+    char *copy = malloc(len ? len : 1);
+    if (copy == NULL)
+        return -1;
+    memcpy(copy, keys, len);
+    free(s->keys);
+    s->keys = copy;
+    s->len = len;
+    s->hash = h;
+    *fresh = 1;
+    return victim;
 }
 
 /* ---- request dispatch ---- */
 
+static void fail(fw_conn *c, int status);
+
 static void dispatch(fw_conn *c, const char *env, size_t env_len,
+                     const char *keys, size_t keys_len,
                      const char *body, size_t body_len, int body_fd,
                      int in_flags)
 {
     fw_loop *loop = c->loop;
+    int fresh;
+    int shape = shape_of(loop, keys, keys_len, &fresh);
+    if (shape < 0) {
+        if (body_fd >= 0)
+            close(body_fd);
+        fail(c, 500);
+        return;
+    }
     c->state = CS_APP;
     c->resp = RS_NONE;
     c->out_mode = 0;
     c->resp_left = -1;
     c->flags |= C_IN_APP;
     loop_timer_clear(loop, c);
-    fw_py_request(loop->userdata, c, c->id, env, env_len, body, body_len,
-                  body_fd, c->listener, in_flags);
+    fw_py_request(loop->userdata, c, env, env_len, fresh ? keys : NULL,
+                  fresh ? keys_len : 0, body, body_len, body_fd,
+                  in_flags | (c->listener << 8) | (shape << 16));
     c->flags &= ~C_IN_APP;
     if (c->resp == RS_NONE && !(c->flags & C_DEAD)) {
         /* Python produced no response at all: never leave a client
@@ -641,22 +719,22 @@ static void body_dispatch(fw_conn *c)
         /* Tell the app the decoded length: the body is all here. */
         char num[24];
         int nl = snprintf(num, sizeof num, "%lld", (long long)b->received);
-        char *ne = realloc(env, env_len + 16 + (size_t)nl + 2);
+        char *ne = realloc(env, env_len + (size_t)nl + 2);
         if (ne == NULL) {
             fail(c, 500);
             return;
         }
         env = b->env = ne;
-        char *w = env + env_len + 1;
-        w = PUT_KV(w, "CONTENT_LENGTH", num, (size_t)nl);
-        env_len = (size_t)(w - env) - 1;
+        memcpy(env + env_len + 1, num, (size_t)nl + 1);
+        env_len += 1 + (size_t)nl;
     }
     int fd = b->fd;
     if (fd >= 0) {
         lseek(fd, 0, SEEK_SET);
         b->fd = -1;             /* Python owns it from here */
     }
-    dispatch(c, env, env_len, b->mem, b->mem_len, fd, b->in_flags);
+    dispatch(c, env, env_len, b->keys, b->keys_len, b->mem, b->mem_len, fd,
+             b->in_flags);
     body_free(c->body);
     c->body = NULL;
 }
@@ -679,7 +757,8 @@ static int on_head(fw_conn *c, int hlen)
         c->flags |= C_REQ_HTTP10;
         in_flags |= FW_IN_HTTP10;
     }
-    long env_len = build_env(c, buf, h, &in_flags);
+    size_t keys_len;
+    long env_len = build_env(c, buf, h, &in_flags, &keys_len);
     if (env_len < 0) {
         fail(c, 400);
         return -1;
@@ -693,7 +772,8 @@ static int on_head(fw_conn *c, int hlen)
     }
     size_t avail = c->in.len - c->in.off;
     if (!chunked && cl <= 0) {
-        dispatch(c, loop->env, (size_t)env_len, NULL, 0, -1, in_flags);
+        dispatch(c, loop->env, (size_t)env_len, loop->keys, keys_len, NULL, 0,
+                 -1, in_flags);
         return 0;
     }
     if (!chunked && (int64_t)avail >= cl &&
@@ -701,21 +781,26 @@ static int on_head(fw_conn *c, int hlen)
         /* The whole body is already here: hand it over in place. */
         const char *body = c->in.data + c->in.off;
         c->in.off += (size_t)cl;
-        dispatch(c, loop->env, (size_t)env_len, body, (size_t)cl, -1,
-                 in_flags);
+        dispatch(c, loop->env, (size_t)env_len, loop->keys, keys_len, body,
+                 (size_t)cl, -1, in_flags);
         return 0;
     }
     fw_body *b = calloc(1, sizeof *b);
     char *env = malloc((size_t)env_len + 1);
-    if (b == NULL || env == NULL) {
+    char *keys = malloc(keys_len + 1);
+    if (b == NULL || env == NULL || keys == NULL) {
         free(b);
         free(env);
+        free(keys);
         fail(c, 500);
         return -1;
     }
     memcpy(env, loop->env, (size_t)env_len + 1);
+    memcpy(keys, loop->keys, keys_len + 1);
     b->env = env;
     b->env_len = (size_t)env_len;
+    b->keys = keys;
+    b->keys_len = keys_len;
     b->in_flags = in_flags;
     b->chunked = chunked != 0;
     b->expected = chunked ? -1 : cl;

@@ -78,10 +78,20 @@ enum { RS_NONE = 0, RS_STREAM, RS_DONE };
 /* Response body framing. */
 enum { OUT_LENGTH = 1, OUT_CHUNKED, OUT_CLOSE, OUT_NOBODY };
 
+/* A sequence of environ keys seen before: Python keeps a ready environ
+ * for each, so the keys of a request cross over only the first time. */
+typedef struct fw_shape {
+    uint64_t hash;
+    size_t len;
+    char *keys;                 /* "KEY\0KEY..." */
+} fw_shape;
+
 /* A request body being received (allocated only while it is). */
 typedef struct fw_body {
-    char *env;                  /* environ block saved from the head */
+    char *env;                  /* environ values saved from the head */
     size_t env_len;
+    char *keys;                 /* and their keys */
+    size_t keys_len;
     int in_flags;               /* FW_IN_* */
     int chunked;
     int64_t expected;           /* Content-Length, or -1 when chunked */
@@ -131,6 +141,8 @@ struct fw_loop {
     fw_config cfg;
     char *spool_dir;
     char *server_name;
+    char server_line[96];       /* "Server: name\r\n" */
+    size_t server_line_len;
     fw_io listeners[FW_MAX_LISTENERS];
     int nlisteners;
     int accept_paused;          /* out of fds: listeners are off epoll */
@@ -149,8 +161,10 @@ struct fw_loop {
     int rbuf_busy;
     char *wbuf;                 /* shared write buffer */
     int wbuf_busy;
-    char *env;                  /* environ block scratch */
-    size_t env_cap;
+    char *env;                  /* environ values scratch */
+    char *keys;                 /* environ keys scratch */
+    size_t env_cap;             /* size of each */
+    fw_shape shapes[FW_SHAPES];
     char date[64];              /* "Date: ...\r\n" */
     size_t date_len;
     int64_t date_sec;

@@ -119,7 +119,13 @@ int fw_loop_run(fw_loop *loop);
 void fw_loop_stop(fw_loop *loop, int graceful);
 int fw_loop_connections(fw_loop *loop);
 
-/* Flags passed to fw_py_request. */
+/*
+ * Flags passed to fw_py_request.  The listener's index is (flags >> 8) & 255
+ * and the shape is flags >> 16: the environ's keys come as values only, in
+ * the order of a key sequence ("shape") C has numbered.  `keys` is given
+ * (non-NULL) when a shape number is new or reused for other keys.
+ */
+#define FW_SHAPES 64            /* shapes numbered at once */
 #define FW_IN_HEAD   1          /* HEAD request */
 #define FW_IN_DUPS   2          /* repeated header names in the environ block */
 #define FW_IN_HTTP10 4          /* HTTP/1.0 request */
@@ -149,12 +155,15 @@ int fw_response_error(fw_conn *c, int status);
 void fw_response_abort(fw_conn *c);
 /* Block until the queued output drops below the high-water mark. */
 int fw_conn_drain(fw_conn *c);
+/* The connection's id, unique within its loop (names it in callbacks). */
+uint64_t fw_conn_id(fw_conn *c);
 
 /* python-callbacks-begin (cffi reads these; C sees a comment)
-extern "Python+C" int fw_py_request(void *userdata, fw_conn *c, uint64_t id,
+extern "Python+C" int fw_py_request(void *userdata, fw_conn *c,
                                     const char *env, size_t env_len,
+                                    const char *keys, size_t keys_len,
                                     const char *body, size_t body_len,
-                                    int body_fd, int listener, int flags);
+                                    int body_fd, int flags);
 extern "Python+C" void fw_py_writable(void *userdata, fw_conn *c, uint64_t id);
 extern "Python+C" void fw_py_closed(void *userdata, uint64_t id);
 extern "Python+C" void fw_py_wakeup(void *userdata);
@@ -164,10 +173,11 @@ python-callbacks-end */
 /* cdef-end */
 
 /* The same callbacks as C sees them (cffi generates their bodies). */
-int fw_py_request(void *userdata, fw_conn *c, uint64_t id,
+int fw_py_request(void *userdata, fw_conn *c,
                   const char *env, size_t env_len,
+                  const char *keys, size_t keys_len,
                   const char *body, size_t body_len,
-                  int body_fd, int listener, int flags);
+                  int body_fd, int flags);
 void fw_py_writable(void *userdata, fw_conn *c, uint64_t id);
 void fw_py_closed(void *userdata, uint64_t id);
 void fw_py_wakeup(void *userdata);

@@ -66,15 +66,19 @@ fw_loop *fw_loop_new(const fw_config *cfg, void *userdata)
      * REQUEST_URI) plus a prefix per field and the fixed keys. */
     loop->env_cap = 2 * (size_t)cfg->limits.head + 8 * FW_MAX_FIELDS + 1024;
     loop->env = malloc(loop->env_cap);
+    loop->keys = malloc(loop->env_cap);
     loop->rbuf = malloc(FW_RBUF_SIZE);
     loop->wbuf = malloc(FW_WBUF_SIZE);
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (loop->env == NULL || loop->rbuf == NULL || loop->wbuf == NULL ||
+    if (loop->env == NULL || loop->keys == NULL || loop->rbuf == NULL || loop->wbuf == NULL ||
         loop->spool_dir == NULL || loop->server_name == NULL ||
         loop->epfd < 0) {
         fw_loop_free(loop);
         return NULL;
     }
+    int sl = snprintf(loop->server_line, sizeof loop->server_line,
+                      "Server: %.64s\r\n", loop->server_name);
+    loop->server_line_len = sl > 0 ? (size_t)sl : 0;
     loop->now = monotonic_ms();
     response_date_refresh(loop, (int64_t)time(NULL));
     return loop;
@@ -102,6 +106,9 @@ void fw_loop_free(fw_loop *loop)
     if (loop->epfd >= 0)
         close(loop->epfd);
     free(loop->env);
+    free(loop->keys);
+    for (int i = 0; i < FW_SHAPES; i++)
+        free(loop->shapes[i].keys);
     free(loop->rbuf);
     free(loop->wbuf);
     free(loop->spool_dir);

@@ -14,7 +14,7 @@ from ._version import __version__
 from .config import Config
 from .listeners import Listener, open_listener
 from .logs import ErrorStream, logger, setup
-from .wsgi import Environ, Exchange, FileWrapper, WSGIApp, make_input, parse_environ
+from .wsgi import Dispatch, Environ, FileWrapper, WSGIApp, activate
 
 _unpack = ffi.unpack
 _from_handle = ffi.from_handle
@@ -52,7 +52,7 @@ class Server:
         self.cfg = cfg
         self.listeners: list[Listener] = []
         self.templates: list[Environ] = []
-        self.streams: dict[int, Exchange] = {}
+        self.dispatch: Dispatch | None = None
         self.errors = ErrorStream()
         self.signals = 0
         self._keep: list[Any] = []
@@ -81,6 +81,7 @@ class Server:
             "wsgi.run_once": False,
             "wsgi.input_terminated": True,
             "wsgi.file_wrapper": FileWrapper,
+            "wsgi.input": None,  # a placeholder: each request sets its own
         }
 
     def serve(self, restore_signals: bool = True) -> None:
@@ -101,16 +102,20 @@ class Server:
                     raise OSError(ffi.errno, os.strerror(ffi.errno))
                 listener.sock.detach()  # C owns the descriptor now
             lib.fw_loop_wakeup_fd(self.loop, wake_r.fileno())
+            self.dispatch = Dispatch(self.app, self.templates)
+            activate(self.dispatch)
             urls = ", ".join(listener.url for listener in self.listeners)
             logger.info("fastwsgi %s listening on %s (pid %d)", __version__, urls,
                         os.getpid())
             if lib.fw_loop_run(self.loop) < 0:
                 raise OSError(ffi.errno, "event loop failed: " + os.strerror(ffi.errno))
         finally:
-            for exchange in list(self.streams.values()):
-                exchange.finish()
+            if self.dispatch is not None:
+                for exchange in list(self.dispatch.streams.values()):
+                    exchange.finish()
             loop, self.loop = self.loop, ffi.NULL
             lib.fw_loop_free(loop)
+            activate(None)
             restore(wakeup_only=True)
             wake_r.close()
             wake_w.close()
@@ -160,51 +165,6 @@ class Server:
         else:
             logger.info("%s again: stopping now", name)
             self.stop(graceful=False)
-
-    # -- what C calls --
-
-    def on_request(self, conn: Any, cid: int, env: Any, env_len: int, body: Any,
-                   body_len: int, body_fd: int, listener: int, flags: int) -> int:
-        stream = make_input(body, body_len, body_fd)
-        exchange = Exchange(cid, conn, stream, self.streams)
-        try:
-            environ = parse_environ(self.templates[listener], _unpack(env, env_len),
-                                    flags)
-            environ["wsgi.input"] = stream
-            result = self.app(environ, exchange.start_response)
-        except BaseException:  # noqa: B036 - an app's SystemExit must not end the server
-            exchange.fail(conn, "error in the WSGI app")
-            return 0
-        exchange.respond(conn, result)
-        exchange.conn = None
-        return 0
-
-
-@ffi.def_extern()
-def fw_py_request(ud: Any, conn: Any, cid: int, env: Any, env_len: int, body: Any,
-                  body_len: int, body_fd: int, listener: int, flags: int) -> int:
-    server: Server = _from_handle(ud)
-    return server.on_request(conn, cid, env, env_len, body, body_len, body_fd,
-                             listener, flags)
-
-
-@ffi.def_extern()
-def fw_py_writable(ud: Any, conn: Any, cid: int) -> None:
-    server: Server = _from_handle(ud)
-    exchange = server.streams.get(cid)
-    if exchange is None:
-        lib.fw_response_abort(conn)
-    else:
-        exchange.pump(conn)
-
-
-@ffi.def_extern()
-def fw_py_closed(ud: Any, cid: int) -> None:
-    server: Server = _from_handle(ud)
-    exchange = server.streams.pop(cid, None)
-    if exchange is not None:
-        logger.debug("client went away before the response was complete")
-        exchange.finish()
 
 
 @ffi.def_extern()

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from io import BytesIO
 from types import TracebackType
-from typing import Any, BinaryIO, Callable, Optional
+from typing import Any, Callable, Optional
 
 from ._fastwsgi import ffi, lib
 from .logs import logger
@@ -51,24 +51,10 @@ class FileWrapper:
         raise StopIteration
 
 
-def parse_environ(template: Environ, block: bytes, flags: int) -> Environ:
-    """The environ for one request: the listener's constant keys plus the
-    request's own, decoded as latin-1 ("bytes as str", PEP 3333)."""
-    environ = template.copy()
-    parts = block.decode("latin-1").split("\0")
-    if flags & FW_IN_DUPS:
-        _merge_repeated(environ, parts)
-    else:
-        pairs = iter(parts)
-        environ.update(zip(pairs, pairs))
-    return environ
-
-
-def _merge_repeated(environ: Environ, parts: list[str]) -> None:
+def _merge_repeated(environ: Environ, keys: tuple[str, ...], values: list[str]) -> None:
     """Repeated header fields are joined with ", " (RFC 9110 5.3)."""
     seen: set[str] = set()
-    for i in range(0, len(parts) - 1, 2):
-        key, value = parts[i], parts[i + 1]
+    for key, value in zip(keys, values):
         if key in seen:
             environ[key] = environ[key] + ", " + value
         else:
@@ -76,14 +62,149 @@ def _merge_repeated(environ: Environ, parts: list[str]) -> None:
             environ[key] = value
 
 
-def make_input(body: Any, body_len: int, body_fd: int) -> BinaryIO:
+class EmptyInput:
+    """``wsgi.input`` of a request without a body.  It has no state, so one
+    instance serves every such request (most of them: GET, HEAD)."""
+
+    __slots__ = ()
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
+EMPTY_INPUT: Any = EmptyInput()
+
+
+def make_input(body: Any, body_len: int, body_fd: int) -> Any:
     """``wsgi.input``: the whole body is already here, so reads never block
     and end exactly at the end of the body."""
     if body_fd >= 0:
         return open(body_fd, "rb")  # noqa: SIM115 - closed by Exchange.finish
     if body_len:
         return BytesIO(_unpack(body, body_len))
-    return BytesIO()
+    return EMPTY_INPUT
+
+
+class Dispatch:
+    """What the request callback needs: the app, one environ template per
+    listener, the exchanges waiting for their connection to drain, and the
+    environ shapes.
+
+    A shape is a sequence of environ keys that C has numbered.  For each,
+    a skeleton environ holds the template's keys and the shape's keys (with
+    placeholder values) in a table already of the right size, so a request
+    costs one dict copy and one update with interned, pre-hashed keys."""
+
+    def __init__(self, app: WSGIApp, templates: list[Environ]) -> None:
+        self.app = app
+        self.templates = templates
+        self.streams: dict[int, Exchange] = {}
+        self.keys: list[tuple[str, ...]] = [()] * lib.FW_SHAPES
+        self.skeletons: list[list[Environ | None]] = [
+            [None] * lib.FW_SHAPES for _ in templates
+        ]
+
+    def learn(self, shape: int, block: bytes) -> None:
+        """C numbered a new key sequence (or gave a number new keys)."""
+        self.keys[shape] = tuple(sys.intern(k) for k in block.decode("latin-1").split("\0"))
+        for skeletons in self.skeletons:
+            skeletons[shape] = None
+
+    def skeleton(self, listener: int, shape: int) -> Environ:
+        environ = self.templates[listener].copy()
+        for key in self.keys[shape]:
+            environ[key] = None
+        self.skeletons[listener][shape] = environ
+        return environ
+
+
+_active: list[Dispatch] = []
+
+
+def activate(dispatch: Dispatch | None) -> None:
+    """Route requests to `dispatch` (one serving loop per process)."""
+    _active[:] = [dispatch] if dispatch else []
+
+
+@ffi.def_extern()
+def fw_py_request(ud: Any, conn: Any, env: Any, env_len: int, keys: Any,
+                  keys_len: int, body: Any, body_len: int, body_fd: int,
+                  flags: int) -> int:
+    """One request, from C.  The common case, a ``[bytes]`` body, is handled
+    inline with one call back into C; everything else goes to Exchange."""
+    d = _active[0]
+    shape = flags >> 16
+    listener = (flags >> 8) & 255
+    if keys_len:
+        d.learn(shape, _unpack(keys, keys_len))
+    values = _unpack(env, env_len).decode("latin-1").split("\0")
+    if flags & FW_IN_DUPS:
+        environ = d.templates[listener].copy()
+        _merge_repeated(environ, d.keys[shape], values)
+    else:
+        environ = d.skeletons[listener][shape] or d.skeleton(listener, shape)
+        environ = environ.copy()
+        environ.update(zip(d.keys[shape], values))
+    stream = make_input(body, body_len, body_fd) if body_len or body_fd >= 0 \
+        else EMPTY_INPUT
+    environ["wsgi.input"] = stream
+    ex = Exchange(conn, stream)
+    result = None
+    try:
+        result = d.app(environ, ex.start_response)
+        if type(result) is list and len(result) == 1 and not ex.head_sent:
+            data = result[0]
+            status = ex.status
+            if type(data) is bytes and status is not None:
+                headers = ex.headers
+                if headers:
+                    status = status + "\n" + "\n".join(map("\0".join, headers))
+                head = status.encode("latin-1")
+                if _simple(conn, head, len(head), len(headers), data, len(data)) != -2:
+                    if stream is not EMPTY_INPUT:
+                        stream.close()
+                    return 0
+                raise ResponseError(f"invalid status or headers: {ex.status!r}")
+    except BaseException:  # noqa: B036 - an app's SystemExit must not end the server
+        ex.cid = 0
+        ex.streams = d.streams
+        ex.result = result
+        ex.fail(conn, "error in the WSGI app")
+        return 0
+    ex.respond(conn, result, d.streams)
+    ex.conn = None
+    return 0
+
+
+@ffi.def_extern()
+def fw_py_writable(ud: Any, conn: Any, cid: int) -> None:
+    """A streamed response's connection drained: produce more."""
+    exchange = _active[0].streams.get(cid) if _active else None
+    if exchange is None:
+        lib.fw_response_abort(conn)
+    else:
+        exchange.pump(conn)
+
+
+@ffi.def_extern()
+def fw_py_closed(ud: Any, cid: int) -> None:
+    """The connection of a streamed response closed before it ended."""
+    exchange = _active[0].streams.pop(cid, None) if _active else None
+    if exchange is not None:
+        logger.debug("client went away before the response was complete")
+        exchange.finish()
 
 
 class ResponseError(Exception):
@@ -100,20 +221,15 @@ class Exchange:
     __slots__ = ("cid", "status", "headers", "head_sent", "result", "it",
                  "input", "conn", "length", "done", "streams", "file")
 
-    def __init__(self, cid: int, conn: Any, stream: BinaryIO,
-                 streams: dict[int, Exchange]) -> None:
-        self.cid = cid
+    def __init__(self, conn: Any, stream: Any) -> None:
+        # Only what the common path reads is set here; streamed responses
+        # set the rest in respond().
         self.conn = conn
         self.input = stream
-        self.streams = streams
         self.status: str | None = None
         self.headers: Headers = []
         self.head_sent = False
-        self.result: Any = None
-        self.it: Iterator[bytes] | None = None
-        self.length = -1
         self.done = False
-        self.file: Any = None
 
     # -- the app's side --
 
@@ -174,21 +290,16 @@ class Exchange:
         self.head_sent = True
         return rc
 
-    def respond(self, conn: Any, result: Any) -> None:
-        """Send the app's response; called right after the app returns."""
+    def respond(self, conn: Any, result: Any, streams: dict[int, Exchange]) -> None:
+        """Send any response the common path in fw_py_request did not."""
+        self.cid = lib.fw_conn_id(conn)
+        self.streams = streams
         self.result = result
+        self.it = None
+        self.length = -1
+        self.file = None
         try:
-            if (type(result) is list and len(result) == 1
-                    and type(result[0]) is bytes and not self.head_sent):
-                body = result[0]
-                head = self.head()
-                if _simple(conn, head, len(head), len(self.headers), body,
-                           len(body)) == -2:
-                    raise ResponseError(f"invalid status or headers: {self.status!r}")
-                self.head_sent = True
-                self.finish()
-                return
-            if type(result) in (list, tuple):
+            if type(result) in (list, tuple) and not self.head_sent:
                 self.length = sum(map(len, result))
             elif type(result) is FileWrapper and self._sendfile(conn, result):
                 return
@@ -289,7 +400,7 @@ class Exchange:
             except Exception:
                 logger.exception("error in the response iterable's close()")
         stream = self.input
-        if type(stream) is not BytesIO:
+        if stream is not EMPTY_INPUT and type(stream) is not BytesIO:
             try:
                 stream.close()
             except OSError:
