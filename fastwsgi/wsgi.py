@@ -111,6 +111,16 @@ class Dispatch:
         self.app = app
         self.templates = templates
         self.streams: dict[int, Exchange] = {}
+        # The request being handled.  One app call runs at a time, so the
+        # common path keeps its state here instead of in a new object per
+        # request; anything beyond one [bytes] body moves to an Exchange
+        # (`current`), which then receives the app's calls.
+        self.conn: Any = None
+        self.input: Any = None
+        self.status: str | None = None
+        self.headers: Headers = []
+        self.current: Exchange | None = None
+        self.start = self.start_response
         self.keys: list[tuple[str, ...]] = [()] * lib.FW_SHAPES
         self.skeletons: list[list[Environ | None]] = [
             [None] * lib.FW_SHAPES for _ in templates
@@ -121,6 +131,32 @@ class Dispatch:
         self.keys[shape] = tuple(sys.intern(k) for k in block.decode("latin-1").split("\0"))
         for skeletons in self.skeletons:
             skeletons[shape] = None
+
+    def start_response(self, status: str, headers: Headers,
+                       exc_info: ExcInfo | None = None) -> Callable[[bytes], None]:
+        current = self.current
+        if current is not None:
+            return current.start_response(status, headers, exc_info)
+        if exc_info is not None:
+            exc_info = None  # nothing is sent before an Exchange takes over
+        elif self.status is not None:
+            raise ResponseError("start_response() called a second time without exc_info")
+        if type(status) is not str:
+            raise ResponseError(f"status must be str, not {type(status).__name__}")
+        self.status = status
+        self.headers = headers
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        (self.current or self.exchange()).write(data)
+
+    def exchange(self) -> Exchange:
+        """Move the request to an Exchange, which can stream."""
+        ex = Exchange(self.conn, self.input, self)
+        ex.status = self.status
+        ex.headers = self.headers
+        self.current = ex
+        return ex
 
     def skeleton(self, listener: int, shape: int) -> Environ:
         environ = self.templates[listener].copy()
@@ -160,15 +196,18 @@ def fw_py_request(ud: Any, conn: Any, env: Any, env_len: int, keys: Any,
     stream = make_input(body, body_len, body_fd) if body_len or body_fd >= 0 \
         else EMPTY_INPUT
     environ["wsgi.input"] = stream
-    ex = Exchange(conn, stream)
+    d.conn = conn
+    d.input = stream
+    d.status = None
+    d.current = None
     result = None
     try:
-        result = d.app(environ, ex.start_response)
-        if type(result) is list and len(result) == 1 and not ex.head_sent:
+        result = d.app(environ, d.start)
+        if type(result) is list and len(result) == 1 and d.current is None:
             data = result[0]
-            status = ex.status
+            status = d.status
             if type(data) is bytes and status is not None:
-                headers = ex.headers
+                headers = d.headers
                 if headers:
                     status = status + "\n" + "\n".join(map("\0".join, headers))
                 head = status.encode("latin-1")
@@ -176,15 +215,19 @@ def fw_py_request(ud: Any, conn: Any, env: Any, env_len: int, keys: Any,
                     if stream is not EMPTY_INPUT:
                         stream.close()
                     return 0
-                raise ResponseError(f"invalid status or headers: {ex.status!r}")
+                raise ResponseError(f"invalid status or headers: {d.status!r}")
+        ex = d.current or d.exchange()
     except BaseException:  # noqa: B036 - an app's SystemExit must not end the server
+        ex = d.current or d.exchange()
         ex.cid = 0
         ex.streams = d.streams
         ex.result = result
         ex.fail(conn, "error in the WSGI app")
+        d.current = None
         return 0
     ex.respond(conn, result, d.streams)
     ex.conn = None
+    d.current = None
     return 0
 
 
@@ -219,13 +262,13 @@ class Exchange:
     """
 
     __slots__ = ("cid", "status", "headers", "head_sent", "result", "it",
-                 "input", "conn", "length", "done", "streams", "file")
+                 "input", "conn", "length", "done", "streams", "file", "dispatch")
 
-    def __init__(self, conn: Any, stream: Any) -> None:
-        # Only what the common path reads is set here; streamed responses
-        # set the rest in respond().
+    def __init__(self, conn: Any, stream: Any, dispatch: Dispatch) -> None:
+        # What respond() needs is set there.
         self.conn = conn
         self.input = stream
+        self.dispatch = dispatch
         self.status: str | None = None
         self.headers: Headers = []
         self.head_sent = False
@@ -338,6 +381,8 @@ class Exchange:
     def pump(self, conn: Any) -> None:
         """Pull the iterable while C's output buffer has room."""
         self.conn = conn
+        # A generator may call start_response while it is iterated.
+        self.dispatch.current = self
         try:
             if self.file is not None:
                 # sendfile finished: C called back because output drained
@@ -374,6 +419,7 @@ class Exchange:
             self.fail(conn, "error in the WSGI app's response")
         finally:
             self.conn = None
+            self.dispatch.current = None
 
     def fail(self, conn: Any, what: str) -> None:
         """The app failed: a 500 if nothing was sent yet, else close."""
