@@ -247,6 +247,11 @@ uint64_t fw_conn_id(fw_conn *c)
     return c->id;
 }
 
+fw_extra *fw_request_extra(fw_conn *c)
+{
+    return &c->loop->extra;
+}
+
 /* ---- I/O ---- */
 
 /* Send queued output, then any file.  Returns -1 when the peer is gone. */
@@ -585,8 +590,16 @@ static void dispatch(fw_conn *c, const char *env, size_t env_len,
     c->resp_left = -1;
     c->flags |= C_IN_APP;
     loop_timer_clear(loop, c);
-    fw_py_request(loop->userdata, c, env, env_len, fresh ? keys : NULL,
-                  fresh ? keys_len : 0, body, body_len, body_fd,
+    loop->extra.keys = keys;
+    loop->extra.keys_len = keys_len;
+    loop->extra.body = body;
+    loop->extra.body_len = body_len;
+    loop->extra.body_fd = body_fd;
+    if (fresh)
+        in_flags |= FW_IN_FRESH;
+    if (body_len || body_fd >= 0)
+        in_flags |= FW_IN_BODY;
+    fw_py_request(loop->userdata, c, env, env_len,
                   in_flags | (c->listener << 8) | (shape << 16));
     c->flags &= ~C_IN_APP;
     if (c->resp == RS_NONE && !(c->flags & C_DEAD)) {

@@ -157,6 +157,7 @@ struct fw_loop {
     int nconns;
     uint64_t next_id;
     fw_head head;               /* parser output, reused */
+    fw_extra extra;             /* what fw_request_extra() returns */
     char *rbuf;                 /* shared read buffer */
     int rbuf_busy;
     char *wbuf;                 /* shared write buffer */

@@ -122,9 +122,20 @@ int fw_loop_connections(fw_loop *loop);
 /*
  * Flags passed to fw_py_request.  The listener's index is (flags >> 8) & 255
  * and the shape is flags >> 16: the environ's keys come as values only, in
- * the order of a key sequence ("shape") C has numbered.  `keys` is given
- * (non-NULL) when a shape number is new or reused for other keys.
+ * the order of a key sequence ("shape") C has numbered.  With FW_IN_FRESH
+ * the shape number is new (or now stands for other keys), and with
+ * FW_IN_BODY the request has a body: fw_request_extra() has them.
  */
+typedef struct fw_extra {
+    const char *keys;           /* the shape's keys, "KEY\0KEY..." */
+    size_t keys_len;
+    const char *body;           /* in-memory body */
+    size_t body_len;
+    int body_fd;                /* or a spooled body, -1 if none */
+} fw_extra;
+
+#define FW_IN_FRESH  8
+#define FW_IN_BODY   16
 #define FW_SHAPES 64            /* shapes numbered at once */
 #define FW_IN_HEAD   1          /* HEAD request */
 #define FW_IN_DUPS   2          /* repeated header names in the environ block */
@@ -157,13 +168,13 @@ void fw_response_abort(fw_conn *c);
 int fw_conn_drain(fw_conn *c);
 /* The connection's id, unique within its loop (names it in callbacks). */
 uint64_t fw_conn_id(fw_conn *c);
+/* Keys and body of the request being handed over (valid during the call). */
+fw_extra *fw_request_extra(fw_conn *c);
 
 /* python-callbacks-begin (cffi reads these; C sees a comment)
 extern "Python+C" int fw_py_request(void *userdata, fw_conn *c,
                                     const char *env, size_t env_len,
-                                    const char *keys, size_t keys_len,
-                                    const char *body, size_t body_len,
-                                    int body_fd, int flags);
+                                    int flags);
 extern "Python+C" void fw_py_writable(void *userdata, fw_conn *c, uint64_t id);
 extern "Python+C" void fw_py_closed(void *userdata, uint64_t id);
 extern "Python+C" void fw_py_wakeup(void *userdata);
@@ -173,11 +184,8 @@ python-callbacks-end */
 /* cdef-end */
 
 /* The same callbacks as C sees them (cffi generates their bodies). */
-int fw_py_request(void *userdata, fw_conn *c,
-                  const char *env, size_t env_len,
-                  const char *keys, size_t keys_len,
-                  const char *body, size_t body_len,
-                  int body_fd, int flags);
+int fw_py_request(void *userdata, fw_conn *c, const char *env,
+                  size_t env_len, int flags);
 void fw_py_writable(void *userdata, fw_conn *c, uint64_t id);
 void fw_py_closed(void *userdata, uint64_t id);
 void fw_py_wakeup(void *userdata);

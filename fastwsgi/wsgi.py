@@ -26,6 +26,9 @@ Environ = dict[str, Any]
 WSGIApp = Callable[[Environ, Callable[..., Any]], Iterable[bytes]]
 
 FW_IN_DUPS = lib.FW_IN_DUPS
+FW_IN_FRESH = lib.FW_IN_FRESH
+FW_IN_BODY = lib.FW_IN_BODY
+FW_IN_EXTRA = FW_IN_FRESH | FW_IN_BODY
 _unpack = ffi.unpack
 _simple = lib.fw_response_simple
 _write = lib.fw_response_write
@@ -121,6 +124,8 @@ class Dispatch:
         self.headers: Headers = []
         self.current: Exchange | None = None
         self.start = self.start_response
+        # Response heads by (status, headers): apps mostly send the same few.
+        self.heads: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
         self.keys: list[tuple[str, ...]] = [()] * lib.FW_SHAPES
         self.skeletons: list[list[Environ | None]] = [
             [None] * lib.FW_SHAPES for _ in templates
@@ -150,6 +155,21 @@ class Dispatch:
     def write(self, data: bytes) -> None:
         (self.current or self.exchange()).write(data)
 
+    def head(self, status: str, headers: tuple[tuple[str, str], ...]) -> bytes:
+        """The block C checks, "status\\nname\\0value\\n...", remembered
+        when the headers can be (bounded: a varying header would fill it)."""
+        text = status
+        if headers:
+            text = status + "\n" + "\n".join(map("\0".join, headers))
+        head = text.encode("latin-1")
+        try:
+            if len(self.heads) >= 256:
+                self.heads.clear()
+            self.heads[status, headers] = head
+        except TypeError:
+            pass  # unhashable (lists for tuples): fine, just not remembered
+        return head
+
     def exchange(self) -> Exchange:
         """Move the request to an Exchange, which can stream."""
         ex = Exchange(self.conn, self.input, self)
@@ -175,16 +195,19 @@ def activate(dispatch: Dispatch | None) -> None:
 
 
 @ffi.def_extern()
-def fw_py_request(ud: Any, conn: Any, env: Any, env_len: int, keys: Any,
-                  keys_len: int, body: Any, body_len: int, body_fd: int,
-                  flags: int) -> int:
+def fw_py_request(ud: Any, conn: Any, env: Any, env_len: int, flags: int) -> int:
     """One request, from C.  The common case, a ``[bytes]`` body, is handled
     inline with one call back into C; everything else goes to Exchange."""
     d = _active[0]
     shape = flags >> 16
     listener = (flags >> 8) & 255
-    if keys_len:
-        d.learn(shape, _unpack(keys, keys_len))
+    stream = EMPTY_INPUT
+    if flags & FW_IN_EXTRA:
+        extra = lib.fw_request_extra(conn)
+        if flags & FW_IN_FRESH:
+            d.learn(shape, _unpack(extra.keys, extra.keys_len))
+        if flags & FW_IN_BODY:
+            stream = make_input(extra.body, extra.body_len, extra.body_fd)
     values = _unpack(env, env_len).decode("latin-1").split("\0")
     if flags & FW_IN_DUPS:
         environ = d.templates[listener].copy()
@@ -193,8 +216,6 @@ def fw_py_request(ud: Any, conn: Any, env: Any, env_len: int, keys: Any,
         environ = d.skeletons[listener][shape] or d.skeleton(listener, shape)
         environ = environ.copy()
         environ.update(zip(d.keys[shape], values))
-    stream = make_input(body, body_len, body_fd) if body_len or body_fd >= 0 \
-        else EMPTY_INPUT
     environ["wsgi.input"] = stream
     d.conn = conn
     d.input = stream
@@ -207,10 +228,11 @@ def fw_py_request(ud: Any, conn: Any, env: Any, env_len: int, keys: Any,
             data = result[0]
             status = d.status
             if type(data) is bytes and status is not None:
-                headers = d.headers
-                if headers:
-                    status = status + "\n" + "\n".join(map("\0".join, headers))
-                head = status.encode("latin-1")
+                headers = tuple(d.headers)
+                try:
+                    head = d.heads[status, headers]
+                except (KeyError, TypeError):
+                    head = d.head(status, headers)
                 if _simple(conn, head, len(head), len(headers), data, len(data)) != -2:
                     if stream is not EMPTY_INPUT:
                         stream.close()
