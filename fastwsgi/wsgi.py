@@ -29,6 +29,7 @@ FW_IN_DUPS = lib.FW_IN_DUPS
 FW_IN_FRESH = lib.FW_IN_FRESH
 FW_IN_BODY = lib.FW_IN_BODY
 FW_IN_EXTRA = FW_IN_FRESH | FW_IN_BODY
+FW_IN_RARE = FW_IN_EXTRA | FW_IN_DUPS
 _unpack = ffi.unpack
 _simple = lib.fw_response_simple
 _write = lib.fw_response_write
@@ -105,37 +106,71 @@ class Dispatch:
     listener, the exchanges waiting for their connection to drain, and the
     environ shapes.
 
-    A shape is a sequence of environ keys that C has numbered.  For each,
-    a skeleton environ holds the template's keys and the shape's keys (with
-    placeholder values) in a table already of the right size, so a request
-    costs one dict copy and one update with interned, pre-hashed keys."""
+    A shape is a sequence of environ keys that C has numbered.  For each
+    (listener, shape), a skeleton environ holds the template's keys and the
+    shape's keys (with placeholder values) in a table already of the right
+    size, so a request costs one dict copy and one update with interned,
+    pre-hashed keys."""
 
     def __init__(self, app: WSGIApp, templates: list[Environ]) -> None:
         self.app = app
         self.templates = templates
         self.streams: dict[int, Exchange] = {}
+        self.keys: list[tuple[str, ...]] = [()] * lib.FW_SHAPES
+        # (listener | shape << 8) -> (skeleton, keys), i.e. by flags >> 8
+        self.shapes: dict[int, tuple[Environ, tuple[str, ...]]] = {}
         # The request being handled.  One app call runs at a time, so the
         # common path keeps its state here instead of in a new object per
         # request; anything beyond one [bytes] body moves to an Exchange
         # (`current`), which then receives the app's calls.
         self.conn: Any = None
-        self.input: Any = None
+        self.input: Any = EMPTY_INPUT
         self.status: str | None = None
         self.headers: Headers = []
         self.current: Exchange | None = None
         self.start = self.start_response
+        self._write = self.write
         # Response heads by (status, headers): apps mostly send the same few.
         self.heads: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
-        self.keys: list[tuple[str, ...]] = [()] * lib.FW_SHAPES
-        self.skeletons: list[list[Environ | None]] = [
-            [None] * lib.FW_SHAPES for _ in templates
-        ]
 
     def learn(self, shape: int, block: bytes) -> None:
         """C numbered a new key sequence (or gave a number new keys)."""
         self.keys[shape] = tuple(sys.intern(k) for k in block.decode("latin-1").split("\0"))
-        for skeletons in self.skeletons:
-            skeletons[shape] = None
+        for listener in range(len(self.templates)):
+            self.shapes.pop(listener | shape << 8, None)
+
+    def environ(self, conn: Any, env: Any, env_len: int, flags: int) -> Environ:
+        """The environ when the request is not of the commonest kind: its
+        shape is new, it has a body, or it repeats a header."""
+        shape = flags >> 16
+        listener = (flags >> 8) & 255
+        stream = EMPTY_INPUT
+        if flags & FW_IN_EXTRA:
+            extra = lib.fw_request_extra(conn)
+            if flags & FW_IN_FRESH:
+                self.learn(shape, _unpack(extra.keys, extra.keys_len))
+            if flags & FW_IN_BODY:
+                stream = make_input(extra.body, extra.body_len, extra.body_fd)
+        self.input = stream
+        values = _unpack(env, env_len).decode("latin-1").split("\0")
+        if flags & FW_IN_DUPS:
+            environ = self.templates[listener].copy()
+            _merge_repeated(environ, self.keys[shape], values)
+        else:
+            entry = self.shapes.get(flags >> 8) or self.skeleton(listener, shape)
+            environ = entry[0].copy()
+            environ.update(zip(entry[1], values))
+        environ["wsgi.input"] = stream
+        return environ
+
+    def skeleton(self, listener: int, shape: int) -> tuple[Environ, tuple[str, ...]]:
+        environ = self.templates[listener].copy()
+        keys = self.keys[shape]
+        for key in keys:
+            environ[key] = None
+        environ["wsgi.input"] = EMPTY_INPUT
+        entry = self.shapes[listener | shape << 8] = (environ, keys)
+        return entry
 
     def start_response(self, status: str, headers: Headers,
                        exc_info: ExcInfo | None = None) -> Callable[[bytes], None]:
@@ -150,7 +185,7 @@ class Dispatch:
             raise ResponseError(f"status must be str, not {type(status).__name__}")
         self.status = status
         self.headers = headers
-        return self.write
+        return self._write
 
     def write(self, data: bytes) -> None:
         (self.current or self.exchange()).write(data)
@@ -178,13 +213,6 @@ class Dispatch:
         self.current = ex
         return ex
 
-    def skeleton(self, listener: int, shape: int) -> Environ:
-        environ = self.templates[listener].copy()
-        for key in self.keys[shape]:
-            environ[key] = None
-        self.skeletons[listener][shape] = environ
-        return environ
-
 
 _active: list[Dispatch] = []
 
@@ -196,31 +224,19 @@ def activate(dispatch: Dispatch | None) -> None:
 
 @ffi.def_extern()
 def fw_py_request(ud: Any, conn: Any, env: Any, env_len: int, flags: int) -> int:
-    """One request, from C.  The common case, a ``[bytes]`` body, is handled
-    inline with one call back into C; everything else goes to Exchange."""
+    """One request, from C.  The common case, a GET-like request of a known
+    shape answered with a ``[bytes]`` body, is handled inline with one call
+    back into C; everything else goes to Dispatch.environ and Exchange."""
     d = _active[0]
-    shape = flags >> 16
-    listener = (flags >> 8) & 255
-    stream = EMPTY_INPUT
-    if flags & FW_IN_EXTRA:
-        extra = lib.fw_request_extra(conn)
-        if flags & FW_IN_FRESH:
-            d.learn(shape, _unpack(extra.keys, extra.keys_len))
-        if flags & FW_IN_BODY:
-            stream = make_input(extra.body, extra.body_len, extra.body_fd)
-    values = _unpack(env, env_len).decode("latin-1").split("\0")
-    if flags & FW_IN_DUPS:
-        environ = d.templates[listener].copy()
-        _merge_repeated(environ, d.keys[shape], values)
+    if flags & FW_IN_RARE:
+        environ = d.environ(conn, env, env_len, flags)
     else:
-        environ = d.skeletons[listener][shape] or d.skeleton(listener, shape)
-        environ = environ.copy()
-        environ.update(zip(d.keys[shape], values))
-    environ["wsgi.input"] = stream
+        skeleton, keys = d.shapes.get(flags >> 8) or d.skeleton(
+            (flags >> 8) & 255, flags >> 16)
+        environ = skeleton.copy()
+        environ.update(zip(keys, _unpack(env, env_len).decode("latin-1").split("\0")))
     d.conn = conn
-    d.input = stream
     d.status = None
-    d.current = None
     result = None
     try:
         result = d.app(environ, d.start)
@@ -234,8 +250,9 @@ def fw_py_request(ud: Any, conn: Any, env: Any, env_len: int, flags: int) -> int
                 except (KeyError, TypeError):
                     head = d.head(status, headers)
                 if _simple(conn, head, len(head), len(headers), data, len(data)) != -2:
-                    if stream is not EMPTY_INPUT:
-                        stream.close()
+                    if flags & FW_IN_BODY:
+                        d.input.close()
+                        d.input = EMPTY_INPUT
                     return 0
                 raise ResponseError(f"invalid status or headers: {d.status!r}")
         ex = d.current or d.exchange()
@@ -245,11 +262,11 @@ def fw_py_request(ud: Any, conn: Any, env: Any, env_len: int, flags: int) -> int
         ex.streams = d.streams
         ex.result = result
         ex.fail(conn, "error in the WSGI app")
-        d.current = None
-        return 0
-    ex.respond(conn, result, d.streams)
-    ex.conn = None
+    else:
+        ex.respond(conn, result, d.streams)
+        ex.conn = None
     d.current = None
+    d.input = EMPTY_INPUT
     return 0
 
 
