@@ -148,8 +148,10 @@ typedef struct fw_extra {
  * valid inside a value, so a header tuple of the wrong size is caught).
  * C validates every byte.
  * Return values: 1 = more output may be produced now, 0 = the output buffer is
- * full (wait for fw_py_writable), 2 = the response needs no more body (HEAD,
- * 204/304, or the app's Content-Length is used up: stop iterating and end),
+ * full (wait for fw_py_writable), 2 = the app's Content-Length is used up
+ * and C has ended the response (do not call fw_response_end; any further
+ * body is an error), 3 = the response carries no body (HEAD, 204, 304) and
+ * C has ended it: stop iterating,
  * -1 = the connection is gone, -2 = the head was invalid (nothing was sent;
  * answer 500 instead).
  */

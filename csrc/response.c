@@ -360,6 +360,14 @@ int fw_response_start(fw_conn *c, const char *head, size_t hlen, int nfields,
     c->resp = RS_STREAM;
     if (dlen)
         return fw_response_write(c, data, dlen);
+    if (c->out_mode == OUT_NOBODY) {
+        c->resp = RS_DONE;      /* nothing more can follow */
+        return 3;
+    }
+    if (c->out_mode == OUT_LENGTH && c->resp_left == 0) {
+        c->resp = RS_DONE;
+        return 2;
+    }
     return 1;
 }
 
@@ -409,8 +417,10 @@ int fw_response_write(fw_conn *c, const char *data, size_t len)
         return -1;
     if (c->resp != RS_STREAM)
         return -2;
-    if (c->out_mode == OUT_NOBODY)
-        return 2;
+    if (c->out_mode == OUT_NOBODY) {
+        c->resp = RS_DONE;
+        return 3;
+    }
     if (len == 0)
         return 1;
     int complete = 0;
@@ -427,6 +437,7 @@ int fw_response_write(fw_conn *c, const char *data, size_t len)
         c->resp_left -= (int64_t)len;
         if (len && queue_body(c, data, len) < 0)
             return -1;
+        complete |= c->resp_left == 0;
     } else if (c->out_mode == OUT_CHUNKED) {
         char size[24];
         int n = snprintf(size, sizeof size, "%zx\r\n", len);
@@ -439,8 +450,10 @@ int fw_response_write(fw_conn *c, const char *data, size_t len)
     } else if (queue_body(c, data, len) < 0) {
         return -1;
     }
-    if (complete)
+    if (complete) {
+        c->resp = RS_DONE;      /* the declared length is used up */
         return 2;
+    }
     if (conn_out_pending(c) >= FW_OUT_HIGH) {
         conn_flush(c);
         if (c->flags & C_DEAD)
@@ -500,7 +513,8 @@ int fw_response_simple(fw_conn *c, const char *head, size_t hlen, int nfields,
                               blen);
     if (r == -2)
         return r;
-    fw_response_end(c);
+    if (c->resp == RS_STREAM)
+        fw_response_end(c);
     return (c->flags & C_DEAD) ? -1 : 1;
 }
 

@@ -301,13 +301,15 @@ class Exchange:
     """
 
     __slots__ = ("cid", "status", "headers", "head_sent", "result", "it",
-                 "input", "conn", "length", "done", "streams", "file", "dispatch")
+                 "input", "conn", "length", "done", "streams", "file", "dispatch",
+                 "ended")
 
     def __init__(self, conn: Any, stream: Any, dispatch: Dispatch) -> None:
         # What respond() needs is set there.
         self.conn = conn
         self.input = stream
         self.dispatch = dispatch
+        self.ended = 0  # 2 or 3 once C ended the response (see fw.h)
         self.status: str | None = None
         self.headers: Headers = []
         self.head_sent = False
@@ -341,10 +343,17 @@ class Exchange:
             raise ResponseError("write() called after the response ended")
         if type(data) is not bytes:
             raise TypeError(f"write() takes bytes, not {type(data).__name__}")
+        if self.ended:
+            if data and self.ended == 2:
+                self._excess(conn)
+            return
         if not self.head_sent:
             rc = self._start(conn, -1, data)
         else:
             rc = _write(conn, data, len(data))
+        if rc >= 2:
+            self.ended = rc
+            return
         if rc == 0:
             rc = lib.fw_conn_drain(conn)
         if rc < 0:
@@ -371,6 +380,14 @@ class Exchange:
             raise ResponseError(f"invalid status or headers: {self.status!r}")
         self.head_sent = True
         return rc
+
+    def _excess(self, conn: Any) -> None:
+        """Body beyond the app's Content-Length: dropped, connection closed."""
+        if self.ended == 2:
+            logger.error("the app sent more than its Content-Length; "
+                         "the rest is dropped and the connection closed")
+            lib.fw_response_abort(conn)
+            self.ended = 4
 
     def respond(self, conn: Any, result: Any, streams: dict[int, Exchange]) -> None:
         """Send any response the common path in fw_py_request did not."""
@@ -404,16 +421,14 @@ class Exchange:
             return False
         count = max(st.st_size - offset, 0)
         rc = self._start(conn, count, b"")
-        if rc >= 0:
+        if rc == 1:
             rc = lib.fw_response_sendfile(conn, fd, offset, count)
-        if rc == 0:
-            self.file = filelike
-            self.streams[self.cid] = self
-            return True
-        if rc < 0:
-            self.finish()
-            return True
-        lib.fw_response_end(conn)
+            if rc == 0:
+                self.file = filelike
+                self.streams[self.cid] = self
+                return True
+            if rc == 1:
+                lib.fw_response_end(conn)
         self.finish()
         return True
 
@@ -446,13 +461,22 @@ class Exchange:
                 if rc == 0:
                     self.streams[self.cid] = self
                     return
-                if rc < 0:
-                    self.finish()
-                    return
-                break  # 2: no more body is wanted (HEAD, length used up)
+                if rc == 2:
+                    # The Content-Length is used up: more would be an error.
+                    self.ended = 2
+                    for extra in it:
+                        if extra:
+                            self._excess(conn)
+                            break
+                # -1: the client is gone; 3: no body goes with this response.
+                self.finish()
+                return
             if not self.head_sent:
-                self._start(conn, 0 if self.length < 0 else self.length, b"")
-            lib.fw_response_end(conn)
+                rc = self._start(conn, 0 if self.length < 0 else self.length, b"")
+            else:
+                rc = 1
+            if rc == 1 and not self.ended:
+                lib.fw_response_end(conn)
             self.finish()
         except BaseException:  # noqa: B036 - an app's SystemExit must not end the server
             self.fail(conn, "error in the WSGI app's response")
