@@ -174,6 +174,8 @@ static int next_element(const char **pp, const char *end, const char **e,
 static int parse_transfer_encoding(const char *p, size_t n, int *chunked_seen,
                                    int *other_seen, int *last_chunked)
 {
+    if (n == 0 || p[n - 1] == ',')
+        return -400;            /* an empty list element: refuse, not guess */
     const char *end = p + n, *e;
     size_t en;
     int r;
@@ -285,19 +287,29 @@ int fw_parse_head(const char *buf, size_t len, const fw_limits *lim,
         return version;
     p += 2;
 
-    /* path and query: origin-form, absolute-form, asterisk or authority */
+    /* The target must be one of the forms RFC 9112 3.2 allows: origin
+     * ("/..."), absolute ("scheme://authority/..."), or asterisk ("*").
+     * Authority-form belongs to CONNECT, which a WSGI app cannot serve.
+     * Anything else is refused rather than cut into a path. */
     const char *tp = buf + out->target.off, *tend = tp + out->target.len;
     const char *path = tp;
-    if (*tp != '/' && *tp != '*') {
-        const char *scheme_end = memchr(tp, ':', (size_t)(tend - tp));
-        if (scheme_end && tend - scheme_end > 2 && scheme_end[1] == '/' &&
-            scheme_end[2] == '/') {
-            /* absolute-form: the path starts after the authority */
-            const char *a = scheme_end + 3;
-            while (a < tend && *a != '/' && *a != '?')
-                a++;
-            path = a;
-        }
+    if (*tp == '*') {
+        if (tend - tp != 1)
+            return -400;
+    } else if (*tp != '/') {
+        const char *a = tp;
+        if (!((*a | 0x20) >= 'a' && (*a | 0x20) <= 'z'))
+            return -400;        /* a scheme starts with a letter */
+        while (a < tend && (((*a | 0x20) >= 'a' && (*a | 0x20) <= 'z') ||
+                            (*a >= '0' && *a <= '9') || *a == '+' ||
+                            *a == '-' || *a == '.'))
+            a++;
+        if (tend - a < 3 || a[0] != ':' || a[1] != '/' || a[2] != '/')
+            return -400;
+        a += 3;
+        while (a < tend && *a != '/' && *a != '?')
+            a++;
+        path = a;           /* absolute-form: the path follows the authority */
     }
     const char *q = memchr(path, '?', (size_t)(tend - path));
     out->path.off = (uint32_t)(path - buf);
@@ -426,7 +438,8 @@ enum {
     CK_DATA_CR,
     CK_DATA_LF,
     CK_TRAILER_START,           /* start of a trailer line or the end */
-    CK_TRAILER,
+    CK_TRAILER_NAME,            /* a trailer field's name */
+    CK_TRAILER,                 /* its value */
     CK_TRAILER_LF,
     CK_END_LF,
     CK_DONE
@@ -522,9 +535,17 @@ int fw_chunked_decode(fw_chunked *st, char *buf, size_t len, size_t max_line,
             if (ch == '\r')
                 st->state = CK_END_LF;
             else if (tchar[ch])
-                st->state = CK_TRAILER;
+                st->state = CK_TRAILER_NAME;
             else
                 goto bad;       /* obs-fold or junk */
+            break;
+        case CK_TRAILER_NAME:
+            /* Trailers are checked as strictly as header fields, then
+             * dropped: none reaches the app. */
+            if (ch == ':')
+                st->state = CK_TRAILER;
+            else if (!tchar[ch])
+                goto bad;
             break;
         case CK_TRAILER:
             if (ch == '\r')
