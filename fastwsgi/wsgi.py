@@ -361,20 +361,16 @@ class Exchange:
 
     # -- handing over to C --
 
-    def head(self) -> bytes:
-        """Status and headers as the block C checks:
-        "status\\nname\\0value\\nname\\0value"."""
+    def _start(self, conn: Any, length: int, data: bytes) -> int:
         status = self.status
         if status is None:
             raise ResponseError("the app returned without calling start_response()")
-        headers = self.headers
-        if headers:
-            status = status + "\n" + "\n".join(map("\0".join, headers))
-        return status.encode("latin-1")
-
-    def _start(self, conn: Any, length: int, data: bytes) -> int:
-        head = self.head()
-        rc: int = lib.fw_response_start(conn, head, len(head), len(self.headers),
+        headers = tuple(self.headers)
+        try:
+            head = self.dispatch.heads[status, headers]
+        except (KeyError, TypeError):
+            head = self.dispatch.head(status, headers)
+        rc: int = lib.fw_response_start(conn, head, len(head), len(headers),
                                         length, data, len(data))
         if rc == -2:
             raise ResponseError(f"invalid status or headers: {self.status!r}")
