@@ -361,8 +361,10 @@ static ssize_t conn_read(fw_conn *c)
         if (n > 0) {
             b->len += (size_t)n;
             /* A short read drained the socket: with edge triggering the
-             * next bytes bring a new event, so no EAGAIN round trip. */
-            if ((size_t)n < room)
+             * next bytes bring a new event, so no EAGAIN round trip.  Not
+             * after a hang-up: that edge has come already, and only reading
+             * on to EOF or the error finds it. */
+            if ((size_t)n < room && !(c->flags & C_HUP))
                 c->flags &= ~C_READABLE;
             return n;
         }
@@ -720,6 +722,9 @@ static int body_feed(fw_conn *c)
         return r;
     if (s < 0)
         return s;
+    /* A chunk declared past the limit is refused now, not once it came. */
+    if (b->received + (int64_t)b->ck.remaining > c->loop->cfg.max_body_size)
+        return -413;
     return r;
 }
 
@@ -1010,6 +1015,8 @@ void conn_event(fw_conn *c, uint32_t events)
         return;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->flags |= C_READABLE;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->flags |= C_HUP;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->flags |= C_WRITABLE;
     conn_run(c);

@@ -468,8 +468,8 @@ int fw_chunked_decode(fw_chunked *st, char *buf, size_t len, size_t max_line,
         case CK_SIZE: {
             int h = hexval(ch);
             if (h >= 0) {
-                if (st->remaining > (UINT64_MAX >> 4) >> 4)
-                    goto bad;   /* chunk-size overflow */
+                if (st->remaining >> 56)
+                    goto bad;   /* chunk-size over 2^60: overflow, refused */
                 st->remaining = (st->remaining << 4) | (uint64_t)h;
                 st->state = CK_SIZE;
             } else if (st->state == CK_SIZE_FIRST) {

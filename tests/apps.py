@@ -268,6 +268,23 @@ def router(environ, start_response):
     if path == "/str-late":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return Tracked([b"bytes first", "then str"])
+    if path == "/smuggled":
+        # the hidden request of tests/test_hostile.py: it must never get here
+        STATS["smuggled"] = STATS.get("smuggled", 0) + 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"smuggled request executed"]
+    if path == "/trim":
+        # give freed heap memory back to the system, so that RSS shows what
+        # is in use (scripts/soak compares it before and after a long run)
+        import ctypes
+        import gc
+        gc.collect()
+        try:
+            trimmed = ctypes.CDLL(None).malloc_trim(0)
+        except (OSError, AttributeError):
+            trimmed = -1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(trimmed).encode()]
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"not found: " + path.encode("latin-1")]
 
