@@ -59,19 +59,11 @@ fw_conn *conn_new(fw_loop *loop, int fd, int listener, const void *sa,
     c->id = ++loop->next_id;
     c->state = CS_HEAD;
     c->flags = C_READABLE | C_WRITABLE;
+    /* TCP_NODELAY comes from the listening socket.  epoll hears of the
+     * connection only if it outlives its first turn (conn_run), so a
+     * request answered on a closing connection costs no epoll_ctl. */
+    c->flags |= C_UNWATCHED;
     format_peer(c, sa, salen);
-    if (c->flags & C_TCP) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    struct epoll_event ev = {
-        .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-        .data.ptr = c,
-    };
-    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-        free(c);
-        return NULL;
-    }
     c->next = loop->conns;
     if (loop->conns)
         loop->conns->prev = c;
@@ -1007,6 +999,19 @@ void conn_run(fw_conn *c)
     }
     set_rest_timer(c);
     unborrow(c);
+    if (c->flags & C_UNWATCHED) {
+        /* Edge-triggered, registered once for good: adding reports what
+         * is ready already, so nothing that came meanwhile is missed. */
+        struct epoll_event ev = {
+            .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+            .data.ptr = c,
+        };
+        c->flags &= ~C_UNWATCHED;
+        if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, c->io.fd, &ev) < 0) {
+            loop_log(loop, FW_LOG_ERROR, "epoll_ctl: %s", strerror(errno));
+            conn_close(c);
+        }
+    }
 }
 
 void conn_event(fw_conn *c, uint32_t events)

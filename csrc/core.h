@@ -72,6 +72,7 @@ enum {
 #define C_SERVED      0x1000    /* at least one request was answered */
 #define C_ERROR_CLOSE 0x2000    /* closing after an error: linger */
 #define C_HUP         0x4000    /* an event said the peer hung up or erred */
+#define C_UNWATCHED   0x8000    /* not registered with epoll yet */
 
 /* Response states. */
 enum { RS_NONE = 0, RS_STREAM, RS_DONE };

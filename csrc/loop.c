@@ -129,6 +129,9 @@ int fw_loop_listen(fw_loop *loop, int fd, int index)
      * is then followed by a read that finds data, saving a loop turn. */
     int secs = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs);
+    /* Accepted sockets inherit it: one setsockopt here, none per client. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     fw_io *io = &loop->listeners[loop->nlisteners];
     io->kind = IO_LISTENER;
     io->fd = fd;
