@@ -48,7 +48,7 @@ def test_example_app_serves_as_the_readme_says():
 
 
 def test_help_lists_every_setting():
-    out = subprocess.run(["python3", "-c", "import sys; from fastwsgi.cli import main;"
+    out = subprocess.run([sys.executable, "-c", "import sys; from fastwsgi.cli import main;"
                           " sys.argv=['fastwsgi','--help']; main()"],
                          capture_output=True, text=True, cwd="/")
     for row in markdown_table().splitlines()[2:]:
