@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
