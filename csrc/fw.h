@@ -185,6 +185,9 @@ python-callbacks-end */
 
 /* cdef-end */
 
+/* RFC 9110 token characters, shared by the parser and the response side. */
+extern const unsigned char fw_tchar[256];
+
 /* The same callbacks as C sees them (cffi generates their bodies). */
 int fw_py_request(void *userdata, fw_conn *c, const char *env,
                   size_t env_len, int flags);

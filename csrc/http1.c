@@ -13,8 +13,9 @@
 
 #include "fw.h"
 
-/* RFC 9110 tchar: the characters of a token (method, field name). */
-static const unsigned char tchar[256] = {
+/* RFC 9110 tchar: the characters of a token (method, field name); also
+ * used by response.c to check the app's header names. */
+const unsigned char fw_tchar[256] = {
     ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1,
     ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1,
     ['`'] = 1, ['|'] = 1, ['~'] = 1,
@@ -100,7 +101,7 @@ static int check_partial(const char *buf, size_t len, size_t start,
     /* The method must be a token followed by one space.  Only its first
      * bytes are looked at here; the full parse judges the rest. */
     size_t i = start, mend = start + (window < 64 ? window : 64);
-    while (i < mend && tchar[(unsigned char)buf[i]])
+    while (i < mend && fw_tchar[(unsigned char)buf[i]])
         i++;
     if (i < mend && buf[i] != ' ' && !(buf[i] == '\r' && i + 1 == len))
         return -400;
@@ -183,7 +184,7 @@ static int parse_transfer_encoding(const char *p, size_t n, int *chunked_seen,
         if (r < 0)
             return -400;
         for (size_t i = 0; i < en; i++)
-            if (!tchar[(unsigned char)e[i]])
+            if (!fw_tchar[(unsigned char)e[i]])
                 return -400;
         if (slice_is(e, en, "chunked", 7)) {
             if (*chunked_seen)
@@ -260,7 +261,7 @@ int fw_parse_head(const char *buf, size_t len, const fw_limits *lim,
     /* request-line = method SP request-target SP HTTP-version CRLF */
     const char *line = p;
     const char *m = p;
-    while (tchar[(unsigned char)*p])
+    while (fw_tchar[(unsigned char)*p])
         p++;
     if (p == m || *p != ' ')
         return -400;
@@ -333,7 +334,7 @@ int fw_parse_head(const char *buf, size_t len, const fw_limits *lim,
             return -400;        /* obs-fold or whitespace before a name */
         const char *n = p;
         int underscore = 0;
-        while (tchar[(unsigned char)*p]) {
+        while (fw_tchar[(unsigned char)*p]) {
             underscore |= *p == '_';
             p++;
         }
@@ -534,7 +535,7 @@ int fw_chunked_decode(fw_chunked *st, char *buf, size_t len, size_t max_line,
         case CK_TRAILER_START:
             if (ch == '\r')
                 st->state = CK_END_LF;
-            else if (tchar[ch])
+            else if (fw_tchar[ch])
                 st->state = CK_TRAILER_NAME;
             else
                 goto bad;       /* obs-fold or junk */
@@ -544,7 +545,7 @@ int fw_chunked_decode(fw_chunked *st, char *buf, size_t len, size_t max_line,
              * dropped: none reaches the app. */
             if (ch == ':')
                 st->state = CK_TRAILER;
-            else if (!tchar[ch])
+            else if (!fw_tchar[ch])
                 goto bad;
             break;
         case CK_TRAILER:

@@ -262,3 +262,26 @@ def parse_responses(data: bytes) -> list[tuple[int, dict, bytes]]:
             out.append((status, headers, rest))
             data = b""
     return out
+
+def read_until_close(sock: socket.socket, timeout: float = 3.0) -> tuple[bytes, bool]:
+    """Read until the peer closes; also say whether it did within the timeout."""
+    sock.settimeout(timeout)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            return b"".join(chunks), True
+        if not data:
+            return b"".join(chunks), True
+        chunks.append(data)
+    return b"".join(chunks), False
+
+def exchange(server, data: bytes, timeout: float = 3.0) -> tuple[bytes, bool]:
+    """Send bytes on a fresh connection: (all that came back, closed?)."""
+    with server.connect() as s:
+        s.sendall(data)
+        return read_until_close(s, timeout)

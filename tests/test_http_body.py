@@ -9,26 +9,10 @@ import socket
 import time
 
 import pytest
-from conftest import parse_responses, read_response
+from conftest import parse_responses, read_response, read_until_close
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
-
-def read_until_close(sock: socket.socket, timeout: float = 3.0) -> tuple[bytes, bool]:
-    sock.settimeout(timeout)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            data = sock.recv(65536)
-        except socket.timeout:
-            break
-        except ConnectionResetError:
-            return b"".join(chunks), True
-        if not data:
-            return b"".join(chunks), True
-        chunks.append(data)
-    return b"".join(chunks), False
 
 
 def quiet_for(sock: socket.socket, wait: float) -> bytes:

@@ -4,11 +4,10 @@ Content-Length, chunked or close, HEAD and bodiless statuses."""
 from __future__ import annotations
 
 import re
-import socket
 import time
 
 import pytest
-from conftest import ServerProcess, parse_responses, read_response
+from conftest import ServerProcess, exchange, parse_responses, read_response, read_until_close
 
 IMF_DATE = re.compile(
     r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|"
@@ -17,27 +16,6 @@ HELLO = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
 CLOSE = b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
 
 
-def read_until_close(sock: socket.socket, timeout: float = 3.0) -> tuple[bytes, bool]:
-    sock.settimeout(timeout)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            data = sock.recv(65536)
-        except socket.timeout:
-            break
-        except ConnectionResetError:
-            return b"".join(chunks), True
-        if not data:
-            return b"".join(chunks), True
-        chunks.append(data)
-    return b"".join(chunks), False
-
-
-def exchange(server, data: bytes, timeout: float = 3.0) -> tuple[bytes, bool]:
-    with server.connect() as s:
-        s.sendall(data)
-        return read_until_close(s, timeout)
 
 
 def split_head(out: bytes) -> tuple[str, list[tuple[str, str]], bytes]:

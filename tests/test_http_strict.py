@@ -12,7 +12,7 @@ import socket
 import time
 
 import pytest
-from conftest import ServerProcess, parse_responses
+from conftest import ServerProcess, exchange, parse_responses, read_until_close
 
 NEXT = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
 REQ = b"GET /hello HTTP/1.1\r\nHost: t\r\n"
@@ -20,27 +20,6 @@ POST = b"POST /body HTTP/1.1\r\nHost: t\r\n"
 CHUNKED = POST + b"Transfer-Encoding: chunked\r\n\r\n"
 
 
-def read_until_close(sock: socket.socket, timeout: float = 3.0) -> tuple[bytes, bool]:
-    sock.settimeout(timeout)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            data = sock.recv(65536)
-        except socket.timeout:
-            break
-        except ConnectionResetError:
-            return b"".join(chunks), True
-        if not data:
-            return b"".join(chunks), True
-        chunks.append(data)
-    return b"".join(chunks), False
-
-
-def exchange(server, data: bytes, timeout: float = 3.0) -> tuple[bytes, bool]:
-    with server.connect() as s:
-        s.sendall(data)
-        return read_until_close(s, timeout)
 
 
 def assert_rejected(server, bad: bytes, status: int, follow: bytes = NEXT) -> None:
