@@ -436,13 +436,12 @@ int fw_response_write(fw_conn *c, const char *data, size_t len)
         c->resp = RS_DONE;      /* the declared length is used up */
         return 2;
     }
-    if (conn_out_pending(c) >= FW_OUT_HIGH) {
-        conn_flush(c);
-        if (c->flags & C_DEAD)
-            return -1;
-        return conn_out_pending(c) >= FW_OUT_HIGH ? 0 : 1;
-    }
-    return 1;
+    /* PEP 3333: a block is on its way before the app is asked for the
+     * next one, which may take long (the app runs on this thread). */
+    conn_flush(c);
+    if (c->flags & C_DEAD)
+        return -1;
+    return conn_out_pending(c) >= FW_OUT_HIGH ? 0 : 1;
 }
 
 int fw_response_sendfile(fw_conn *c, int fd, int64_t offset, int64_t count)

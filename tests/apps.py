@@ -113,6 +113,13 @@ def router(environ, start_response):
             return
             yield b""  # pragma: no cover
         return gen2()
+    if path == "/slow-stream":
+        def slow():
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b"first;"
+            time.sleep(float(q.get("s", "1")))
+            yield b"second"
+        return slow()
     if path == "/stream-cl":
         start_response("200 OK", [("Content-Length", "10")])
         return Tracked([b"01234", b"56789"])

@@ -332,3 +332,25 @@ def test_keepalive_response_has_no_connection_close(server):
         assert "connection" not in headers
         s.sendall(HELLO)
         assert read_response(s)[2] == b"Hello, World!"
+
+
+def test_a_block_is_sent_before_the_next_is_asked_for(server):
+    # PEP 3333: the server must not hold a block back while the app
+    # produces the next one (here: a generator that sleeps between blocks).
+    with server.connect() as s:
+        s.sendall(b"GET /slow-stream?s=1.5 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        s.settimeout(5)
+        start = time.monotonic()
+        seen = b""
+        while b"first;" not in seen:
+            data = s.recv(65536)
+            assert data, "closed before the first block"
+            seen += data
+        assert time.monotonic() - start < 1.0, "the first block waited for the second"
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            seen += data
+    body = seen.partition(b"\r\n\r\n")[2]
+    assert b"first;" in body and b"second" in body and body.endswith(b"0\r\n\r\n")
