@@ -73,13 +73,14 @@ fw_conn *conn_new(fw_loop *loop, int fd, int listener, const void *sa,
     return c;
 }
 
-static void buf_release(fw_loop *loop, fw_buf *b, int borrowed, int *busy)
+/* Give a buffer back: the loop's shared one is marked free, an own one
+ * is freed. */
+static void buf_release(fw_buf *b, int borrowed, int *busy)
 {
     if (borrowed)
         *busy = 0;
     else
         free(b->data);
-    (void)loop;
     memset(b, 0, sizeof *b);
 }
 
@@ -106,8 +107,8 @@ void conn_close(fw_conn *c)
     if (c->io.fd >= 0)
         close(c->io.fd);
     c->io.fd = -1;
-    buf_release(loop, &c->in, c->flags & C_IN_BORROWED, &loop->rbuf_busy);
-    buf_release(loop, &c->out, c->flags & C_OUT_BORROWED, &loop->wbuf_busy);
+    buf_release(&c->in, c->flags & C_IN_BORROWED, &loop->rbuf_busy);
+    buf_release(&c->out, c->flags & C_OUT_BORROWED, &loop->wbuf_busy);
     c->flags &= ~(C_IN_BORROWED | C_OUT_BORROWED);
     body_free(c->body);
     c->body = NULL;

@@ -109,7 +109,8 @@ typedef struct fw_config {
 
 fw_loop *fw_loop_new(const fw_config *cfg, void *userdata);
 void fw_loop_free(fw_loop *loop);
-/* Take ownership of a bound, listening socket. */
+/* Take ownership of a bound, listening socket; `index` is its number,
+ * 0, 1, ... in the order listeners are added. */
 int fw_loop_listen(fw_loop *loop, int fd, int index);
 /* Watch the read end of the signal wake-up pipe; readable -> fw_py_wakeup. */
 int fw_loop_wakeup_fd(fw_loop *loop, int fd);

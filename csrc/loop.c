@@ -118,7 +118,9 @@ void fw_loop_free(fw_loop *loop)
 
 int fw_loop_listen(fw_loop *loop, int fd, int index)
 {
-    if (loop->nlisteners >= FW_MAX_LISTENERS || index < 0) {
+    /* Listeners are numbered in the order they are added: the number is
+     * what fw_py_request reports and Python's environ templates follow. */
+    if (loop->nlisteners >= FW_MAX_LISTENERS || index != loop->nlisteners) {
         errno = EINVAL;
         return -1;
     }
@@ -138,8 +140,6 @@ int fw_loop_listen(fw_loop *loop, int fd, int index)
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = io};
     if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
         return -1;
-    /* the index is kept in a parallel slot: listeners[i] answers to i */
-    (void)index;
     loop->nlisteners++;
     return 0;
 }
