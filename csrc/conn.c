@@ -835,13 +835,16 @@ static int process_input(fw_conn *c)
         if (c->state == CS_HEAD) {
             if (avail == 0)
                 break;
-            if (c->timer != T_HEAD && c->scanned == 0)
-                loop_timer_set(loop, c, T_HEAD);
             int r = fw_parse_head(c->in.data + c->in.off, avail,
                                   &loop->cfg.limits, &loop->head,
                                   &c->scanned);
-            if (r == 0)
+            if (r == 0) {
+                /* A partial head: its deadline runs from its first bytes.
+                 * (A complete one never needs the timer: no list churn.) */
+                if (c->timer != T_HEAD)
+                    loop_timer_set(loop, c, T_HEAD);
                 break;
+            }
             progress = 1;
             if (r < 0) {
                 fail(c, -r);

@@ -189,6 +189,12 @@ python-callbacks-end */
 /* RFC 9110 token characters, shared by the parser and the response side. */
 extern const unsigned char fw_tchar[256];
 
+/* Bytes allowed inside a field value: VCHAR, SP, HTAB and obs-text. */
+static inline int fw_is_field_byte(unsigned char ch)
+{
+    return ch == '\t' || (ch >= 0x20 && ch != 0x7f);
+}
+
 /* The same callbacks as C sees them (cffi generates their bodies). */
 int fw_py_request(void *userdata, fw_conn *c, const char *env,
                   size_t env_len, int flags);

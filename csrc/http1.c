@@ -33,11 +33,6 @@ const unsigned char fw_tchar[256] = {
     ['y'] = 1, ['z'] = 1,
 };
 
-/* Bytes allowed inside a field value: VCHAR, SP, HTAB and obs-text. */
-static inline int is_field_byte(unsigned char ch)
-{
-    return ch == '\t' || (ch >= 0x20 && ch != 0x7f);
-}
 
 /* Bytes allowed in a request-target: visible ASCII only. */
 static inline int is_target_byte(unsigned char ch)
@@ -345,7 +340,7 @@ int fw_parse_head(const char *buf, size_t len, const fw_limits *lim,
         while (is_ows((unsigned char)*p))
             p++;
         const char *val = p;
-        while (is_field_byte((unsigned char)*p))
+        while (fw_is_field_byte((unsigned char)*p))
             p++;
         if (p[0] != '\r' || p[1] != '\n')
             return -400;        /* NUL, CTL or a bare CR in the value */
@@ -497,7 +492,7 @@ int fw_chunked_decode(fw_chunked *st, char *buf, size_t len, size_t max_line,
         case CK_EXT:
             if (ch == '\r')
                 st->state = CK_SIZE_LF;
-            else if (!is_field_byte(ch))
+            else if (!fw_is_field_byte(ch))
                 goto bad;
             break;
         case CK_SIZE_LF:
@@ -551,7 +546,7 @@ int fw_chunked_decode(fw_chunked *st, char *buf, size_t len, size_t max_line,
         case CK_TRAILER:
             if (ch == '\r')
                 st->state = CK_TRAILER_LF;
-            else if (!is_field_byte(ch))
+            else if (!fw_is_field_byte(ch))
                 goto bad;
             break;
         case CK_TRAILER_LF:

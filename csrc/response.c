@@ -86,11 +86,6 @@ int response_error(fw_conn *c, int status)
 
 /* ---- checking the head block from Python ---- */
 
-static int is_text(unsigned char ch)
-{
-    return ch == '\t' || (ch >= 0x20 && ch != 0x7f);
-}
-
 enum { AH_OTHER, AH_LENGTH, AH_DATE, AH_SERVER, AH_CONNECTION, AH_HOP };
 
 static int app_header_kind(const char *n, size_t len)
@@ -149,7 +144,7 @@ static int check_head(fw_loop *loop, const char *h, size_t hlen, int nfields,
         return -2;
     }
     for (const char *q = p + 3; q < se; q++)
-        if (!is_text((unsigned char)*q)) {
+        if (!fw_is_field_byte((unsigned char)*q)) {
             loop_log(loop, FW_LOG_ERROR, "control character in the status");
             return -2;
         }
@@ -185,7 +180,7 @@ static int check_head(fw_loop *loop, const char *h, size_t hlen, int nfields,
             }
         /* A second NUL means a tuple of more than two items. */
         for (const char *q = v; q < ve; q++)
-            if (!is_text((unsigned char)*q)) {
+            if (!fw_is_field_byte((unsigned char)*q)) {
                 loop_log(loop, FW_LOG_ERROR,
                          "control character in header %.*s, or a header "
                          "that is not a (name, value) pair", (int)(ne - n), n);
