@@ -109,16 +109,17 @@ class Dispatch:
     A shape is a sequence of environ keys that C has numbered.  For each
     (listener, shape), a skeleton environ holds the template's keys and the
     shape's keys (with placeholder values) in a table already of the right
-    size, so a request costs one dict copy and one update with interned,
-    pre-hashed keys."""
+    size, and a builder made for that shape copies it and stores the values
+    under interned, pre-hashed keys: one dict copy and one subscript store
+    per value, with no per-request iterator or tuple."""
 
     def __init__(self, app: WSGIApp, templates: list[Environ]) -> None:
         self.app = app
         self.templates = templates
         self.streams: dict[int, Exchange] = {}
         self.keys: list[tuple[str, ...]] = [()] * lib.FW_SHAPES
-        # (listener | shape << 8) -> (skeleton, keys), i.e. by flags >> 8
-        self.shapes: dict[int, tuple[Environ, tuple[str, ...]]] = {}
+        # (listener | shape << 8) -> builder, i.e. by flags >> 8
+        self.shapes: dict[int, Callable[[list[str]], Environ]] = {}
         # The request being handled.  One app call runs at a time, so the
         # common path keeps its state here instead of in a new object per
         # request; anything beyond one [bytes] body moves to an Exchange
@@ -130,8 +131,12 @@ class Dispatch:
         self.current: Exchange | None = None
         self.start = self.start_response
         self._write = self.write
-        # Response heads by (status, headers): apps mostly send the same few.
-        self.heads: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
+        # The last response head, by value: an app mostly sends the same
+        # status and headers again, and comparing two short lists of tuples
+        # costs far less than hashing them as a dict key would.
+        self.last_status = ""
+        self.last_headers: list[tuple[str, str]] = []
+        self.last_head = b""
 
     def learn(self, shape: int, block: bytes) -> None:
         """C numbered a new key sequence (or gave a number new keys)."""
@@ -157,20 +162,35 @@ class Dispatch:
             environ = self.templates[listener].copy()
             _merge_repeated(environ, self.keys[shape], values)
         else:
-            entry = self.shapes.get(flags >> 8) or self.skeleton(listener, shape)
-            environ = entry[0].copy()
-            environ.update(zip(entry[1], values))
+            build = self.shapes.get(flags >> 8) or self.builder(listener, shape)
+            environ = build(values)
         environ["wsgi.input"] = stream
         return environ
 
-    def skeleton(self, listener: int, shape: int) -> tuple[Environ, tuple[str, ...]]:
+    def builder(self, listener: int, shape: int) -> Callable[[list[str]], Environ]:
+        """Make the function that builds an environ of this shape.
+
+        Its source names only positional parameters, never a key, so no
+        request data ever reaches compile(); the keys arrive as default
+        values, which makes each store a local load and a dict store."""
         environ = self.templates[listener].copy()
         keys = self.keys[shape]
         for key in keys:
             environ[key] = None
         environ["wsgi.input"] = EMPTY_INPUT
-        entry = self.shapes[listener | shape << 8] = (environ, keys)
-        return entry
+        names = [f"k{i}" for i in range(len(keys))]
+        targets = "".join(f"e[{name}], " for name in names)
+        source = (f"def build(v, copy, {''.join(n + ', ' for n in names)}):\n"
+                  f"    e = copy()\n"
+                  + (f"    {targets}= v\n" if names else "")
+                  + "    return e\n")
+        scope: dict[str, Any] = {}
+        exec(compile(source, f"<environ shape {shape}>", "exec"), scope)  # noqa: S102
+        build = scope["build"]
+        build.__defaults__ = (environ.copy, *keys)
+        built: Callable[[list[str]], Environ] = build
+        self.shapes[listener | shape << 8] = built
+        return built
 
     def start_response(self, status: str, headers: Headers,
                        exc_info: ExcInfo | None = None) -> Callable[[bytes], None]:
@@ -190,19 +210,18 @@ class Dispatch:
     def write(self, data: bytes) -> None:
         (self.current or self.exchange()).write(data)
 
-    def head(self, status: str, headers: tuple[tuple[str, str], ...]) -> bytes:
+    def head(self, status: str, headers: Headers) -> bytes:
         """The block C checks, "status\\nname\\0value\\n...", remembered
-        when the headers can be (bounded: a varying header would fill it)."""
+        as the last head when the headers are tuples (immutable, so the copy
+        kept for the next comparison cannot change under it)."""
         text = status
         if headers:
             text = status + "\n" + "\n".join(map("\0".join, headers))
         head = text.encode("latin-1")
-        try:
-            if len(self.heads) >= 256:
-                self.heads.clear()
-            self.heads[status, headers] = head
-        except TypeError:
-            pass  # unhashable (lists for tuples): fine, just not remembered
+        if type(status) is str and all(type(h) is tuple for h in headers):
+            self.last_status = status
+            self.last_headers = list(headers)
+            self.last_head = head
         return head
 
     def exchange(self) -> Exchange:
@@ -231,10 +250,8 @@ def fw_py_request(ud: Any, conn: Any, env: Any, env_len: int, flags: int) -> int
     if flags & FW_IN_RARE:
         environ = d.environ(conn, env, env_len, flags)
     else:
-        skeleton, keys = d.shapes.get(flags >> 8) or d.skeleton(
-            (flags >> 8) & 255, flags >> 16)
-        environ = skeleton.copy()
-        environ.update(zip(keys, _unpack(env, env_len).decode("latin-1").split("\0")))
+        build = d.shapes.get(flags >> 8) or d.builder((flags >> 8) & 255, flags >> 16)
+        environ = build(_unpack(env, env_len).decode("latin-1").split("\0"))
     d.conn = conn
     d.status = None
     result = None
@@ -244,10 +261,10 @@ def fw_py_request(ud: Any, conn: Any, env: Any, env_len: int, flags: int) -> int
             data = result[0]
             status = d.status
             if type(data) is bytes and status is not None:
-                headers = tuple(d.headers)
-                try:
-                    head = d.heads[status, headers]
-                except (KeyError, TypeError):
+                headers = d.headers
+                if status == d.last_status and headers == d.last_headers:
+                    head = d.last_head
+                else:
                     head = d.head(status, headers)
                 if _simple(conn, head, len(head), len(headers), data, len(data)) != -2:
                     if flags & FW_IN_BODY:
@@ -365,11 +382,12 @@ class Exchange:
         status = self.status
         if status is None:
             raise ResponseError("the app returned without calling start_response()")
-        headers = tuple(self.headers)
-        try:
-            head = self.dispatch.heads[status, headers]
-        except (KeyError, TypeError):
-            head = self.dispatch.head(status, headers)
+        headers = self.headers
+        d = self.dispatch
+        if status == d.last_status and headers == d.last_headers:
+            head = d.last_head
+        else:
+            head = d.head(status, headers)
         rc: int = lib.fw_response_start(conn, head, len(head), len(headers),
                                         length, data, len(data))
         if rc == -2:
