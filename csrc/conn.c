@@ -214,6 +214,14 @@ static void unborrow(fw_conn *c)
         free(c->in.data);
         memset(&c->in, 0, sizeof c->in);
     }
+    conn_out_settle(c);
+}
+
+/* Output left in the shared buffer moves to an own one; an idle own one
+ * is freed. */
+void conn_out_settle(fw_conn *c)
+{
+    fw_loop *loop = c->loop;
     if (c->flags & C_OUT_BORROWED) {
         size_t left = conn_out_pending(c);
         char *own = NULL;
@@ -556,6 +564,9 @@ static int shape_of(fw_loop *loop, const char *keys, size_t len, int *fresh)
     free(s->keys);
     s->keys = copy;
     s->len = len;
+    s->nkeys = 1;
+    for (size_t i = 0; i < len; i++)
+        s->nkeys += copy[i] == '\0';
     s->hash = h;
     *fresh = 1;
     return victim;
@@ -565,14 +576,29 @@ static int shape_of(fw_loop *loop, const char *keys, size_t len, int *fresh)
 
 static void fail(fw_conn *c, int status);
 
+static void dispatch_shaped(fw_conn *c, const char *env, size_t env_len,
+                            const char *keys, size_t keys_len,
+                            const char *body, size_t body_len, int body_fd,
+                            int in_flags, int shape, int fresh);
+
 static void dispatch(fw_conn *c, const char *env, size_t env_len,
                      const char *keys, size_t keys_len,
                      const char *body, size_t body_len, int body_fd,
                      int in_flags)
 {
-    fw_loop *loop = c->loop;
     int fresh;
-    int shape = shape_of(loop, keys, keys_len, &fresh);
+    int shape = shape_of(c->loop, keys, keys_len, &fresh);
+    dispatch_shaped(c, env, env_len, keys, keys_len, body, body_len, body_fd,
+                    in_flags, shape, fresh);
+}
+
+/* Call Python for one request whose keys are shape number `shape`. */
+static void dispatch_shaped(fw_conn *c, const char *env, size_t env_len,
+                            const char *keys, size_t keys_len,
+                            const char *body, size_t body_len, int body_fd,
+                            int in_flags, int shape, int fresh)
+{
+    fw_loop *loop = c->loop;
     if (shape < 0) {
         if (body_fd >= 0)
             close(body_fd);
@@ -604,6 +630,72 @@ static void dispatch(fw_conn *c, const char *env, size_t env_len,
         response_error(c, 500);
         c->resp = RS_DONE;
     }
+}
+
+/*
+ * Gather a request without a body for the batch handed to Python once the
+ * epoll events are handled: one crossing, one lock of the interpreter and
+ * one split of the values for them all.  Only the last request the
+ * connection has buffered is gathered (a pipelined one before it is
+ * answered at once, in order), and only of a known shape.  Returns -1 when
+ * the request must be dispatched now.
+ */
+static int enqueue(fw_conn *c, long env_len, int in_flags, int shape,
+                   int fresh)
+{
+    fw_loop *loop = c->loop;
+    int n = loop->batch_n;
+    size_t at = loop->batch_env_len + (n > 0);
+    if (shape < 0 || fresh || loop->batch_closed || n == FW_BATCH ||
+        (size_t)env_len > FW_BATCH_ENV - at)
+        return -1;
+    if (n > 0)
+        loop->batch_env[at - 1] = '\0';
+    memcpy(loop->batch_env + at, loop->env, (size_t)env_len);
+    loop->batch_env_len = at + (size_t)env_len;
+    loop->batch_conns[n] = c;
+    loop->batch_flags[n] = in_flags | (c->listener << 8) | (shape << 16);
+    loop->batch_counts[n] = loop->shapes[shape].nkeys;
+    loop->batch_n = n + 1;
+    c->state = CS_QUEUED;
+    c->resp = RS_NONE;
+    c->out_mode = 0;
+    c->resp_left = -1;
+    loop_timer_clear(loop, c);
+    return 0;
+}
+
+/* Answer the gathered requests, then carry on with each connection. */
+void conn_batch_flush(fw_loop *loop)
+{
+    int n = loop->batch_n;
+    if (n == 0)
+        return;
+    for (int i = 0; i < n; i++) {
+        fw_conn *c = loop->batch_conns[i];
+        c->state = CS_APP;
+        c->flags |= C_IN_APP | C_BATCHED;
+    }
+    /* What the connections do next is dispatched at once, so the arrays
+     * stay as Python saw them until this is over. */
+    loop->batch_closed = 1;
+    fw_py_batch(loop->userdata, loop->batch_conns, loop->batch_flags,
+                loop->batch_counts, loop->batch_env, loop->batch_env_len, n);
+    for (int i = 0; i < n; i++) {
+        fw_conn *c = loop->batch_conns[i];
+        c->flags &= ~(C_IN_APP | C_BATCHED);
+        if (c->state == CS_CLOSED)
+            continue;
+        if (c->resp == RS_NONE && !(c->flags & C_DEAD)) {
+            loop_log(loop, FW_LOG_ERROR, "no response was produced");
+            response_error(c, 500);
+            c->resp = RS_DONE;
+        }
+        conn_run(c);
+    }
+    loop->batch_n = 0;
+    loop->batch_env_len = 0;
+    loop->batch_closed = 0;
 }
 
 /* The response is finished: back to reading, or on to closing. */
@@ -783,8 +875,12 @@ static int on_head(fw_conn *c, int hlen)
     }
     size_t avail = c->in.len - c->in.off;
     if (!chunked && cl <= 0) {
-        dispatch(c, loop->env, (size_t)env_len, loop->keys, keys_len, NULL, 0,
-                 -1, in_flags);
+        int fresh;
+        int shape = shape_of(loop, loop->keys, keys_len, &fresh);
+        if (avail == 0 && enqueue(c, env_len, in_flags, shape, fresh) == 0)
+            return 0;
+        dispatch_shaped(c, loop->env, (size_t)env_len, loop->keys, keys_len,
+                        NULL, 0, -1, in_flags, shape, fresh);
         return 0;
     }
     if (!chunked && (int64_t)avail >= cl &&
@@ -1003,7 +1099,7 @@ void conn_run(fw_conn *c)
     }
     set_rest_timer(c);
     unborrow(c);
-    if (c->flags & C_UNWATCHED) {
+    if ((c->flags & C_UNWATCHED) && c->state != CS_QUEUED) {
         /* Edge-triggered, registered once for good: adding reports what
          * is ready already, so nothing that came meanwhile is missed. */
         struct epoll_event ev = {

@@ -19,6 +19,8 @@
 #define FW_DIRECT_WRITE (64 * 1024)  /* bodies this large skip the copy */
 #define FW_LINGER_MS 2000            /* discard input this long before close */
 #define FW_MAX_EVENTS 256
+#define FW_BATCH 64                 /* requests handed to Python at once */
+#define FW_BATCH_ENV (32 * 1024)    /* their environ values, together */
 #define FW_MAX_LISTENERS 16
 
 /* Log levels passed to fw_py_log (the values of Python's logging module). */
@@ -51,6 +53,7 @@ enum { T_NONE = 0, T_HEAD, T_IDLE, T_BODY, T_WRITE, T_LINGER, T_KINDS };
 enum {
     CS_HEAD,                    /* waiting for, or reading, a request head */
     CS_BODY,                    /* reading a request body */
+    CS_QUEUED,                  /* a request waits in the loop's batch */
     CS_APP,                     /* a response is being produced */
     CS_LINGER,                  /* output done, discarding input until close */
     CS_CLOSED                   /* waiting to be freed */
@@ -73,6 +76,8 @@ enum {
 #define C_ERROR_CLOSE 0x2000    /* closing after an error: linger */
 #define C_HUP         0x4000    /* an event said the peer hung up or erred */
 #define C_UNWATCHED   0x8000    /* not registered with epoll yet */
+#define C_BATCHED     0x10000   /* answered within a batch: give the shared
+                                   write buffer back after each call */
 
 /* Response states. */
 enum { RS_NONE = 0, RS_STREAM, RS_DONE };
@@ -85,6 +90,7 @@ enum { OUT_LENGTH = 1, OUT_CHUNKED, OUT_CLOSE, OUT_NOBODY };
 typedef struct fw_shape {
     uint64_t hash;
     size_t len;
+    int nkeys;
     char *keys;                 /* "KEY\0KEY..." */
 } fw_shape;
 
@@ -168,6 +174,14 @@ struct fw_loop {
     char *keys;                 /* environ keys scratch */
     size_t env_cap;             /* size of each */
     fw_shape shapes[FW_SHAPES];
+    /* Requests gathered for one fw_py_batch call (see fw.h). */
+    fw_conn *batch_conns[FW_BATCH];
+    int batch_flags[FW_BATCH];
+    int batch_counts[FW_BATCH];
+    int batch_n;
+    int batch_closed;           /* set while a batch is answered */
+    char *batch_env;            /* FW_BATCH_ENV bytes */
+    size_t batch_env_len;
     char date[64];              /* "Date: ...\r\n" */
     size_t date_len;
     int64_t date_sec;
@@ -190,6 +204,8 @@ int conn_out_reserve(fw_conn *c, size_t extra);
 int conn_out_append(fw_conn *c, const char *data, size_t len);
 int conn_flush(fw_conn *c);
 size_t conn_out_pending(const fw_conn *c);
+void conn_out_settle(fw_conn *c);
+void conn_batch_flush(struct fw_loop *loop);
 
 /* response.c */
 int response_error(fw_conn *c, int status);

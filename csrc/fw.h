@@ -126,6 +126,11 @@ int fw_loop_connections(fw_loop *loop);
  * the order of a key sequence ("shape") C has numbered.  With FW_IN_FRESH
  * the shape number is new (or now stands for other keys), and with
  * FW_IN_BODY the request has a body: fw_request_extra() has them.
+ *
+ * Requests that need neither (the common keep-alive GET) are gathered
+ * while one epoll batch is handled and cross over together through
+ * fw_py_batch: n connections, their flags, the number of values of each,
+ * and all their values in one block, one request after the other.
  */
 typedef struct fw_extra {
     const char *keys;           /* the shape's keys, "KEY\0KEY..." */
@@ -178,6 +183,9 @@ fw_extra *fw_request_extra(fw_conn *c);
 extern "Python+C" int fw_py_request(void *userdata, fw_conn *c,
                                     const char *env, size_t env_len,
                                     int flags);
+extern "Python+C" void fw_py_batch(void *userdata, fw_conn **conns,
+                                   int *flags, int *counts, const char *env,
+                                   size_t env_len, int n);
 extern "Python+C" void fw_py_writable(void *userdata, fw_conn *c, uint64_t id);
 extern "Python+C" void fw_py_closed(void *userdata, uint64_t id);
 extern "Python+C" void fw_py_wakeup(void *userdata);
@@ -198,6 +206,8 @@ static inline int fw_is_field_byte(unsigned char ch)
 /* The same callbacks as C sees them (cffi generates their bodies). */
 int fw_py_request(void *userdata, fw_conn *c, const char *env,
                   size_t env_len, int flags);
+void fw_py_batch(void *userdata, fw_conn **conns, int *flags, int *counts,
+                 const char *env, size_t env_len, int n);
 void fw_py_writable(void *userdata, fw_conn *c, uint64_t id);
 void fw_py_closed(void *userdata, uint64_t id);
 void fw_py_wakeup(void *userdata);

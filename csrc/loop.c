@@ -69,9 +69,10 @@ fw_loop *fw_loop_new(const fw_config *cfg, void *userdata)
     loop->keys = malloc(loop->env_cap);
     loop->rbuf = malloc(FW_RBUF_SIZE);
     loop->wbuf = malloc(FW_WBUF_SIZE);
+    loop->batch_env = malloc(FW_BATCH_ENV);
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->env == NULL || loop->keys == NULL || loop->rbuf == NULL || loop->wbuf == NULL ||
-        loop->spool_dir == NULL || loop->server_name == NULL ||
+        loop->batch_env == NULL || loop->spool_dir == NULL || loop->server_name == NULL ||
         loop->epfd < 0) {
         fw_loop_free(loop);
         return NULL;
@@ -111,6 +112,7 @@ void fw_loop_free(fw_loop *loop)
         free(loop->shapes[i].keys);
     free(loop->rbuf);
     free(loop->wbuf);
+    free(loop->batch_env);
     free(loop->spool_dir);
     free(loop->server_name);
     free(loop);
@@ -355,6 +357,9 @@ int fw_loop_run(fw_loop *loop)
                 drain_wakeup(loop);
             }
         }
+        /* Answer what the events gathered before anything else runs:
+         * timers, and freeing the connections closed meanwhile. */
+        conn_batch_flush(loop);
         expire_timers(loop);
         if (loop->accept_paused && loop->now >= loop->accept_resume) {
             loop->accept_paused = 0;

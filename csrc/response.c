@@ -320,7 +320,9 @@ static int write_head(fw_conn *c, const char *h, size_t hlen,
 
 /* ---- the calls Python makes ---- */
 
-int fw_response_start(fw_conn *c, const char *head, size_t hlen, int nfields,
+static int response_write(fw_conn *c, const char *data, size_t len);
+
+static int response_start(fw_conn *c, const char *head, size_t hlen, int nfields,
                       int64_t length, const char *data, size_t dlen)
 {
     if (c->flags & C_DEAD)
@@ -336,7 +338,7 @@ int fw_response_start(fw_conn *c, const char *head, size_t hlen, int nfields,
     }
     c->resp = RS_STREAM;
     if (dlen)
-        return fw_response_write(c, data, dlen);
+        return response_write(c, data, dlen);
     if (c->out_mode == OUT_NOBODY) {
         c->resp = RS_DONE;      /* nothing more can follow */
         return 3;
@@ -388,7 +390,7 @@ static int queue_body(fw_conn *c, const char *data, size_t len)
     return 0;
 }
 
-int fw_response_write(fw_conn *c, const char *data, size_t len)
+static int response_write(fw_conn *c, const char *data, size_t len)
 {
     if (c->flags & C_DEAD)
         return -1;
@@ -439,7 +441,7 @@ int fw_response_write(fw_conn *c, const char *data, size_t len)
     return conn_out_pending(c) >= FW_OUT_HIGH ? 0 : 1;
 }
 
-int fw_response_sendfile(fw_conn *c, int fd, int64_t offset, int64_t count)
+static int response_sendfile(fw_conn *c, int fd, int64_t offset, int64_t count)
 {
     if (c->flags & C_DEAD)
         return -1;
@@ -465,7 +467,7 @@ int fw_response_sendfile(fw_conn *c, int fd, int64_t offset, int64_t count)
     return c->file ? 0 : 1;
 }
 
-int fw_response_end(fw_conn *c)
+static int response_end(fw_conn *c)
 {
     if (c->resp != RS_STREAM)
         return -2;
@@ -482,19 +484,19 @@ int fw_response_end(fw_conn *c)
     return (c->flags & C_DEAD) ? -1 : 1;
 }
 
-int fw_response_simple(fw_conn *c, const char *head, size_t hlen, int nfields,
+static int response_simple(fw_conn *c, const char *head, size_t hlen, int nfields,
                        const char *body, size_t blen)
 {
-    int r = fw_response_start(c, head, hlen, nfields, (int64_t)blen, body,
-                              blen);
+    int r = response_start(c, head, hlen, nfields, (int64_t)blen, body,
+                           blen);
     if (r == -2)
         return r;
     if (c->resp == RS_STREAM)
-        fw_response_end(c);
+        response_end(c);
     return (c->flags & C_DEAD) ? -1 : 1;
 }
 
-int fw_response_error(fw_conn *c, int status)
+static int response_error_call(fw_conn *c, int status)
 {
     if (c->resp != RS_NONE)
         return -2;
@@ -509,6 +511,50 @@ void fw_response_abort(fw_conn *c)
 {
     c->flags |= C_CLOSE_AFTER;
     c->resp = RS_DONE;
+}
+
+/* Within a batch, what a call queued is sent before Python moves on to
+ * the next connection, which needs the shared write buffer free. */
+static int settle(fw_conn *c, int rc)
+{
+    if (c->flags & C_BATCHED) {
+        conn_flush(c);
+        conn_out_settle(c);
+    }
+    return rc;
+}
+
+int fw_response_start(fw_conn *c, const char *head, size_t hlen, int nfields,
+                      int64_t length, const char *data, size_t dlen)
+{
+    return settle(c, response_start(c, head, hlen, nfields, length, data,
+                                    dlen));
+}
+
+int fw_response_write(fw_conn *c, const char *data, size_t len)
+{
+    return settle(c, response_write(c, data, len));
+}
+
+int fw_response_sendfile(fw_conn *c, int fd, int64_t offset, int64_t count)
+{
+    return settle(c, response_sendfile(c, fd, offset, count));
+}
+
+int fw_response_end(fw_conn *c)
+{
+    return settle(c, response_end(c));
+}
+
+int fw_response_simple(fw_conn *c, const char *head, size_t hlen, int nfields,
+                       const char *body, size_t blen)
+{
+    return settle(c, response_simple(c, head, hlen, nfields, body, blen));
+}
+
+int fw_response_error(fw_conn *c, int status)
+{
+    return settle(c, response_error_call(c, status));
 }
 
 int fw_conn_drain(fw_conn *c)

@@ -243,15 +243,44 @@ def activate(dispatch: Dispatch | None) -> None:
 
 @ffi.def_extern()
 def fw_py_request(ud: Any, conn: Any, env: Any, env_len: int, flags: int) -> int:
-    """One request, from C.  The common case, a GET-like request of a known
-    shape answered with a ``[bytes]`` body, is handled inline with one call
-    back into C; everything else goes to Dispatch.environ and Exchange."""
+    """One request, from C: one with a body, of a new shape, or pipelined
+    behind another."""
     d = _active[0]
     if flags & FW_IN_RARE:
         environ = d.environ(conn, env, env_len, flags)
     else:
         build = d.shapes.get(flags >> 8) or d.builder((flags >> 8) & 255, flags >> 16)
         environ = build(_unpack(env, env_len).decode("latin-1").split("\0"))
+    _serve(d, conn, environ, flags)
+    return 0
+
+
+@ffi.def_extern()
+def fw_py_batch(ud: Any, conns: Any, flags: Any, counts: Any, env: Any,
+                env_len: int, n: int) -> None:
+    """The requests without a body that one epoll batch gathered: their
+    values come as one block, split once."""
+    d = _active[0]
+    values = _unpack(env, env_len).decode("latin-1").split("\0")
+    shapes = d.shapes
+    start = 0
+    for conn, f, count in zip(_unpack(conns, n), _unpack(flags, n), _unpack(counts, n)):
+        end = start + count
+        if f & FW_IN_DUPS:
+            environ = d.templates[(f >> 8) & 255].copy()
+            _merge_repeated(environ, d.keys[f >> 16], values[start:end])
+            environ["wsgi.input"] = EMPTY_INPUT
+        else:
+            build = shapes.get(f >> 8) or d.builder((f >> 8) & 255, f >> 16)
+            environ = build(values[start:end])
+        start = end
+        _serve(d, conn, environ, f)
+
+
+def _serve(d: Dispatch, conn: Any, environ: Environ, flags: int) -> None:
+    """Call the app and answer.  The common case, a ``[bytes]`` body, is
+    handled here with one call into C; everything else goes to an
+    Exchange."""
     d.conn = conn
     d.status = None
     result = None
@@ -270,7 +299,7 @@ def fw_py_request(ud: Any, conn: Any, env: Any, env_len: int, flags: int) -> int
                     if flags & FW_IN_BODY:
                         d.input.close()
                         d.input = EMPTY_INPUT
-                    return 0
+                    return
                 raise ResponseError(f"invalid status or headers: {d.status!r}")
         ex = d.current or d.exchange()
     except BaseException:  # noqa: B036 - an app's SystemExit must not end the server
@@ -284,7 +313,6 @@ def fw_py_request(ud: Any, conn: Any, env: Any, env_len: int, flags: int) -> int
         ex.conn = None
     d.current = None
     d.input = EMPTY_INPUT
-    return 0
 
 
 @ffi.def_extern()
