@@ -117,9 +117,12 @@ class Dispatch:
         self.app = app
         self.templates = templates
         self.streams: dict[int, Exchange] = {}
+        # Per shape: the keys that take a value from the request, and the
+        # values C sent as part of the shape ("KEY=VALUE" keys).
         self.keys: list[tuple[str, ...]] = [()] * lib.FW_SHAPES
-        # (listener | shape << 8) -> builder, i.e. by flags >> 8
-        self.shapes: dict[int, Callable[[list[str]], Environ]] = {}
+        self.consts: list[dict[str, str]] = [{} for _ in range(lib.FW_SHAPES)]
+        # Builders by listener | shape << 8, i.e. by flags >> 8.
+        self.shapes: list[Callable[[list[str]], Environ] | None] = [None] * (lib.FW_SHAPES << 8)
         # The request being handled.  One app call runs at a time, so the
         # common path keeps its state here instead of in a new object per
         # request; anything beyond one [bytes] body moves to an Exchange
@@ -140,9 +143,18 @@ class Dispatch:
 
     def learn(self, shape: int, block: bytes) -> None:
         """C numbered a new key sequence (or gave a number new keys)."""
-        self.keys[shape] = tuple(sys.intern(k) for k in block.decode("latin-1").split("\0"))
+        keys: list[str] = []
+        consts: dict[str, str] = {}
+        for key in block.decode("latin-1").split("\0"):
+            name, eq, value = key.partition("=")
+            if eq:
+                consts[sys.intern(name)] = sys.intern(value)
+            else:
+                keys.append(sys.intern(key))
+        self.keys[shape] = tuple(keys)
+        self.consts[shape] = consts
         for listener in range(len(self.templates)):
-            self.shapes.pop(listener | shape << 8, None)
+            self.shapes[listener | shape << 8] = None
 
     def environ(self, conn: Any, env: Any, env_len: int, flags: int) -> Environ:
         """The environ when the request is not of the commonest kind: its
@@ -159,12 +171,19 @@ class Dispatch:
         self.input = stream
         values = _unpack(env, env_len).decode("latin-1").split("\0")
         if flags & FW_IN_DUPS:
-            environ = self.templates[listener].copy()
-            _merge_repeated(environ, self.keys[shape], values)
+            environ = self.merged(listener, shape, values)
         else:
-            build = self.shapes.get(flags >> 8) or self.builder(listener, shape)
+            build = self.shapes[flags >> 8] or self.builder(listener, shape)
             environ = build(values)
         environ["wsgi.input"] = stream
+        return environ
+
+    def merged(self, listener: int, shape: int, values: list[str]) -> Environ:
+        """The environ of a request that repeats a header name."""
+        environ = self.templates[listener].copy()
+        environ.update(self.consts[shape])
+        _merge_repeated(environ, self.keys[shape], values)
+        environ["wsgi.input"] = EMPTY_INPUT
         return environ
 
     def builder(self, listener: int, shape: int) -> Callable[[list[str]], Environ]:
@@ -174,6 +193,7 @@ class Dispatch:
         request data ever reaches compile(); the keys arrive as default
         values, which makes each store a local load and a dict store."""
         environ = self.templates[listener].copy()
+        environ.update(self.consts[shape])
         keys = self.keys[shape]
         for key in keys:
             environ[key] = None
@@ -249,7 +269,7 @@ def fw_py_request(ud: Any, conn: Any, env: Any, env_len: int, flags: int) -> int
     if flags & FW_IN_RARE:
         environ = d.environ(conn, env, env_len, flags)
     else:
-        build = d.shapes.get(flags >> 8) or d.builder((flags >> 8) & 255, flags >> 16)
+        build = d.shapes[flags >> 8] or d.builder((flags >> 8) & 255, flags >> 16)
         environ = build(_unpack(env, env_len).decode("latin-1").split("\0"))
     _serve(d, conn, environ, flags)
     return 0
@@ -267,11 +287,9 @@ def fw_py_batch(ud: Any, conns: Any, flags: Any, counts: Any, env: Any,
     for conn, f, count in zip(_unpack(conns, n), _unpack(flags, n), _unpack(counts, n)):
         end = start + count
         if f & FW_IN_DUPS:
-            environ = d.templates[(f >> 8) & 255].copy()
-            _merge_repeated(environ, d.keys[f >> 16], values[start:end])
-            environ["wsgi.input"] = EMPTY_INPUT
+            environ = d.merged((f >> 8) & 255, f >> 16, values[start:end])
         else:
-            build = shapes.get(f >> 8) or d.builder((f >> 8) & 255, f >> 16)
+            build = shapes[f >> 8] or d.builder((f >> 8) & 255, f >> 16)
             environ = build(values[start:end])
         start = end
         _serve(d, conn, environ, f)
