@@ -94,6 +94,24 @@ typedef struct fw_shape {
     char *keys;                 /* "KEY\0KEY..." */
 } fw_shape;
 
+/* What a checked response head says (response.c). */
+typedef struct head_info {
+    int status;
+    int has_date, has_server, close;
+    int64_t length;             /* the app's Content-Length, or -1 */
+} head_info;
+
+/* The last head block checked, with its wire form: status line and the
+ * app's headers, without what the server adds. */
+typedef struct head_memo {
+    size_t src_len;             /* 0: none (an empty block is invalid) */
+    int nfields;
+    head_info hi;
+    size_t wire_len;
+    char src[512];
+    char wire[2 * 512 + 16];
+} head_memo;
+
 /* A request body being received (allocated only while it is). */
 typedef struct fw_body {
     char *env;                  /* environ values saved from the head */
@@ -182,6 +200,7 @@ struct fw_loop {
     int batch_closed;           /* set while a batch is answered */
     char *batch_env;            /* FW_BATCH_ENV bytes */
     size_t batch_env_len;
+    head_memo memo;             /* the last response head checked */
     char date[64];              /* "Date: ...\r\n" */
     size_t date_len;
     int64_t date_sec;

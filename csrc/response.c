@@ -122,11 +122,6 @@ static char *put_u64(char *w, uint64_t v)
     return w;
 }
 
-typedef struct head_info {
-    int status;
-    int has_date, has_server, close;
-    int64_t length;             /* the app's Content-Length, or -1 */
-} head_info;
 
 /* Validate the whole block.  Returns 0, or -2 with a logged reason. */
 static int check_head(fw_loop *loop, const char *h, size_t hlen, int nfields,
@@ -229,14 +224,10 @@ static int check_head(fw_loop *loop, const char *h, size_t hlen, int nfields,
     return 0;
 }
 
-/* Queue the head.  Only called on a block check_head accepted. */
-static int write_head(fw_conn *c, const char *h, size_t hlen,
-                      const head_info *hi, int64_t length)
+/* The status line and the app's headers in wire form, at w; returns the
+ * end.  Needs at most 2 * hlen + 16 bytes. */
+static char *put_app_head(char *w, const char *h, size_t hlen)
 {
-    fw_loop *loop = c->loop;
-    if (conn_out_reserve(c, hlen * 2 + 256) < 0)
-        return -1;
-    char *w = c->out.data + c->out.len;
     const char *end = h + hlen;
     const char *p = memchr(h, '\n', hlen);
     if (p == NULL)
@@ -268,6 +259,47 @@ static int write_head(fw_conn *c, const char *h, size_t hlen,
             *w++ = '\n';
         }
         p = ve;
+    }
+    return w;
+}
+
+/*
+ * Queue the head.  The app mostly sends the same block again, so the last
+ * one checked is remembered with its wire form: then the check and the
+ * translation are one comparison and one copy.
+ */
+static int write_head(fw_conn *c, const char *h, size_t hlen, int nfields,
+                      int64_t length)
+{
+    fw_loop *loop = c->loop;
+    head_memo *m = &loop->memo;
+    head_info info;
+    const head_info *hi = &m->hi;
+    int known = hlen != 0 && hlen == m->src_len && nfields == m->nfields &&
+                memcmp(h, m->src, hlen) == 0;
+    if (!known) {
+        if (check_head(loop, h, hlen, nfields, &info) < 0)
+            return -2;
+        hi = &info;
+    }
+    if (conn_out_reserve(c, hlen * 2 + 256) < 0)
+        return -1;
+    char *w = c->out.data + c->out.len;
+    if (known) {
+        memcpy(w, m->wire, m->wire_len);
+        w += m->wire_len;
+    } else {
+        char *start = w;
+        w = put_app_head(w, h, hlen);
+        if (hlen <= sizeof m->src) {
+            memcpy(m->src, h, hlen);
+            m->src_len = hlen;
+            m->nfields = nfields;
+            m->hi = info;
+            m->wire_len = (size_t)(w - start);
+            memcpy(m->wire, start, m->wire_len);
+            hi = &m->hi;
+        }
     }
     if (!hi->has_date) {
         memcpy(w, loop->date, loop->date_len);
@@ -329,10 +361,10 @@ static int response_start(fw_conn *c, const char *head, size_t hlen, int nfields
         return -1;
     if (c->resp != RS_NONE)
         return -2;
-    head_info hi;
-    if (check_head(c->loop, head, hlen, nfields, &hi) < 0)
+    int r = write_head(c, head, hlen, nfields, length);
+    if (r == -2)
         return -2;
-    if (write_head(c, head, hlen, &hi, length) < 0) {
+    if (r < 0) {
         c->flags |= C_DEAD;
         return -1;
     }
