@@ -19,8 +19,8 @@
 #define FW_DIRECT_WRITE (64 * 1024)  /* bodies this large skip the copy */
 #define FW_LINGER_MS 2000            /* discard input this long before close */
 #define FW_MAX_EVENTS 256
-#define FW_BATCH 64                 /* requests handed to Python at once */
-#define FW_BATCH_ENV (32 * 1024)    /* their environ values, together */
+#define FW_BATCH FW_MAX_EVENTS      /* requests handed to Python at once */
+#define FW_BATCH_ENV (128 * 1024)   /* their environ values, together */
 #define FW_MAX_LISTENERS 16
 
 /* Log levels passed to fw_py_log (the values of Python's logging module). */

@@ -15,7 +15,7 @@ import socket
 
 from conftest import read_response
 
-CONNS = 150  # more than one batch holds: the rest are answered one by one
+CONNS = 300  # more than one batch holds: the rest are answered one by one
 
 
 def _open(server, n: int) -> list[socket.socket]:
