@@ -172,6 +172,7 @@ struct fw_loop {
     fw_io listeners[FW_MAX_LISTENERS];
     int nlisteners;
     int accept_paused;          /* out of fds: listeners are off epoll */
+    long accept_failures;       /* failed accepts in this episode */
     int64_t accept_resume;      /* when to try accepting again */
     fw_io wakeup;
     int64_t now;                /* ms, monotonic, per loop iteration */
@@ -207,6 +208,12 @@ struct fw_loop {
 };
 
 /* loop.c */
+int64_t loop_clock_ms(void);    /* monotonic ms (FW_EXTERNAL_CLOCK: the
+                                   build supplies it, e.g. a fuzz target) */
+int64_t loop_now(struct fw_loop *loop);
+int loop_turn(struct fw_loop *loop, int timeout_ms);
+void loop_timer_at(struct fw_loop *loop, fw_conn *c, int kind,
+                   int64_t deadline);
 void loop_timer_set(struct fw_loop *loop, fw_conn *c, int kind);
 void loop_timer_clear(struct fw_loop *loop, fw_conn *c);
 void loop_log(struct fw_loop *loop, int level, const char *fmt, ...)

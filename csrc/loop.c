@@ -21,11 +21,25 @@
 
 #include "core.h"
 
-static int64_t monotonic_ms(void)
+#ifndef FW_EXTERNAL_CLOCK
+/* The coarse clock is read through the vDSO without a syscall, cheap enough
+ * to read whenever a deadline is set.  (A test build may supply its own.) */
+int64_t loop_clock_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+#endif
+
+/* The time now, also kept as loop->now.  Every deadline is computed from a
+ * fresh reading: the app may have run for a long time since the last one. */
+int64_t loop_now(fw_loop *loop)
+{
+    int64_t t = loop_clock_ms();
+    if (t > loop->now)
+        loop->now = t;
+    return loop->now;
 }
 
 void loop_log(fw_loop *loop, int level, const char *fmt, ...)
@@ -80,7 +94,7 @@ fw_loop *fw_loop_new(const fw_config *cfg, void *userdata)
     int sl = snprintf(loop->server_line, sizeof loop->server_line,
                       "Server: %.64s\r\n", loop->server_name);
     loop->server_line_len = sl > 0 ? (size_t)sl : 0;
-    loop->now = monotonic_ms();
+    loop->now = loop_clock_ms();
     response_date_refresh(loop, (int64_t)time(NULL));
     return loop;
 }
@@ -177,20 +191,38 @@ void loop_timer_clear(fw_loop *loop, fw_conn *c)
     c->timer = T_NONE;
 }
 
-void loop_timer_set(fw_loop *loop, fw_conn *c, int kind)
+/*
+ * Put c on the list of `kind` with the given deadline.  A list is kept in
+ * deadline order: most deadlines are "now + the kind's duration" and go at
+ * the tail; one that runs from an earlier moment (a head that started
+ * before) walks back to its place.
+ */
+void loop_timer_at(fw_loop *loop, fw_conn *c, int kind, int64_t deadline)
 {
     loop_timer_clear(loop, c);
     if (kind == T_NONE || loop->timeout_ms[kind] <= 0)
         return;
     c->timer = (uint8_t)kind;
-    c->deadline = loop->now + loop->timeout_ms[kind];
-    c->tprev = loop->ttail[kind];
-    c->tnext = NULL;
-    if (loop->ttail[kind])
-        loop->ttail[kind]->tnext = c;
+    c->deadline = deadline;
+    fw_conn *after = loop->ttail[kind];
+    while (after && after->deadline > deadline)
+        after = after->tprev;
+    c->tprev = after;
+    c->tnext = after ? after->tnext : loop->thead[kind];
+    if (c->tnext)
+        c->tnext->tprev = c;
+    else
+        loop->ttail[kind] = c;
+    if (after)
+        after->tnext = c;
     else
         loop->thead[kind] = c;
-    loop->ttail[kind] = c;
+}
+
+/* The kind's full duration from now. */
+void loop_timer_set(fw_loop *loop, fw_conn *c, int kind)
+{
+    loop_timer_at(loop, c, kind, loop_now(loop) + loop->timeout_ms[kind]);
 }
 
 static int next_timeout(fw_loop *loop)
@@ -209,7 +241,7 @@ static int next_timeout(fw_loop *loop)
         soonest = loop->stop_deadline;
     if (soonest < 0)
         return -1;
-    int64_t wait = soonest - loop->now;
+    int64_t wait = soonest - loop_now(loop);
     /* the coarse clock ticks every few ms: round up, never spin */
     return wait <= 0 ? 1 : (int)(wait > 60000 ? 60000 : wait + 1);
 }
@@ -252,17 +284,25 @@ static void accept_all(fw_loop *loop, fw_io *lis)
                 continue;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
                 errno == ENOMEM) {
-                /* Level-triggered listeners would spin: step back. */
-                loop_log(loop, FW_LOG_ERROR,
-                         "accept: %s; pausing new connections for 100 ms",
-                         strerror(errno));
+                /* Level-triggered listeners would spin: step back.  One
+                 * line per episode, not one per retry. */
+                if (loop->accept_failures++ == 0)
+                    loop_log(loop, FW_LOG_ERROR,
+                             "accept: %s; pausing new connections, retrying "
+                             "every 100 ms", strerror(errno));
                 listeners_enable(loop, 0);
                 loop->accept_paused = 1;
-                loop->accept_resume = loop->now + 100;
+                loop->accept_resume = loop_now(loop) + 100;
             } else if (errno != EAGAIN) {
                 loop_log(loop, FW_LOG_ERROR, "accept: %s", strerror(errno));
             }
             return;
+        }
+        if (loop->accept_failures) {
+            loop_log(loop, FW_LOG_WARNING,
+                     "accepting connections again after %ld failed attempts",
+                     loop->accept_failures);
+            loop->accept_failures = 0;
         }
         fw_conn *c = conn_new(loop, fd, index, &sa, salen);
         if (c == NULL) {
@@ -292,7 +332,7 @@ void fw_loop_stop(fw_loop *loop, int graceful)
 {
     if (loop->stopping == 0 && graceful) {
         loop->stopping = 1;
-        loop->stop_deadline = loop->now + loop->cfg.graceful_timeout_ms;
+        loop->stop_deadline = loop_now(loop) + loop->cfg.graceful_timeout_ms;
     } else {
         loop->stopping = 2;
     }
@@ -318,54 +358,75 @@ static void drain_wakeup(fw_loop *loop)
     fw_py_wakeup(loop->userdata);
 }
 
-int fw_loop_run(fw_loop *loop)
+/* One turn: wait up to timeout_ms (-1: until the next deadline), handle
+ * what epoll reports, answer the batch, expire timers. */
+int loop_turn(fw_loop *loop, int timeout_ms)
 {
     struct epoll_event events[FW_MAX_EVENTS];
-    loop->running = 1;
-    while (loop->running) {
-        if (loop->stopping) {
-            close_listeners(loop);
-            if (loop->stopping == 1)
-                close_idle(loop);
-            if (loop->nconns == 0 || loop->stopping == 2 ||
-                loop->now >= loop->stop_deadline) {
-                while (loop->conns)
-                    conn_close(loop->conns);
-                free_zombies(loop);
-                break;
-            }
+    int wait = next_timeout(loop);
+    if (timeout_ms >= 0 && (wait < 0 || timeout_ms < wait))
+        wait = timeout_ms;
+    int n = epoll_wait(loop->epfd, events, FW_MAX_EVENTS, wait);
+    if (n < 0) {
+        if (errno != EINTR)
+            return -1;
+        n = 0;
+    }
+    loop_now(loop);
+    int64_t sec = (int64_t)time(NULL);
+    if (sec != loop->date_sec)
+        response_date_refresh(loop, sec);
+    for (int i = 0; i < n; i++) {
+        fw_io *io = events[i].data.ptr;
+        if (io->kind == IO_CONN) {
+            conn_event((fw_conn *)io, events[i].events);
+        } else if (io->kind == IO_LISTENER) {
+            if (io->fd >= 0 && !loop->stopping)
+                accept_all(loop, io);
+        } else {
+            drain_wakeup(loop);
         }
-        int n = epoll_wait(loop->epfd, events, FW_MAX_EVENTS,
-                           next_timeout(loop));
-        if (n < 0) {
-            if (errno != EINTR)
-                return -1;
-            n = 0;
-        }
-        loop->now = monotonic_ms();
-        int64_t sec = (int64_t)time(NULL);
-        if (sec != loop->date_sec)
-            response_date_refresh(loop, sec);
-        for (int i = 0; i < n; i++) {
-            fw_io *io = events[i].data.ptr;
-            if (io->kind == IO_CONN) {
-                conn_event((fw_conn *)io, events[i].events);
-            } else if (io->kind == IO_LISTENER) {
-                if (io->fd >= 0 && !loop->stopping)
-                    accept_all(loop, io);
-            } else {
-                drain_wakeup(loop);
-            }
-        }
-        /* Answer what the events gathered before anything else runs:
-         * timers, and freeing the connections closed meanwhile. */
-        conn_batch_flush(loop);
-        expire_timers(loop);
-        if (loop->accept_paused && loop->now >= loop->accept_resume) {
-            loop->accept_paused = 0;
-            listeners_enable(loop, 1);
-        }
+    }
+    /* Answer what the events gathered before anything else runs:
+     * timers, and freeing the connections closed meanwhile. */
+    conn_batch_flush(loop);
+    /* The app may have run meanwhile: expire against the time now. */
+    loop_now(loop);
+    expire_timers(loop);
+    if (loop->accept_paused && loop->now >= loop->accept_resume) {
+        loop->accept_paused = 0;
+        listeners_enable(loop, 1);
+    }
+    free_zombies(loop);
+    return 0;
+}
+
+/* Closes what is left once a stop is due; returns 1 when the loop ends. */
+static int stop_due(fw_loop *loop)
+{
+    if (!loop->stopping)
+        return 0;
+    close_listeners(loop);
+    if (loop->stopping == 1)
+        close_idle(loop);
+    if (loop->nconns == 0 || loop->stopping == 2 ||
+        loop_now(loop) >= loop->stop_deadline) {
+        while (loop->conns)
+            conn_close(loop->conns);
         free_zombies(loop);
+        return 1;
+    }
+    return 0;
+}
+
+int fw_loop_run(fw_loop *loop)
+{
+    loop->running = 1;
+    while (loop->running && !stop_due(loop)) {
+        if (loop_turn(loop, -1) < 0) {
+            loop->running = 0;
+            return -1;
+        }
     }
     loop->running = 0;
     return 0;
