@@ -63,6 +63,7 @@ fw_conn *conn_new(fw_loop *loop, int fd, int listener, const void *sa,
      * connection only if it outlives its first turn (conn_run), so a
      * request answered on a closing connection costs no epoll_ctl. */
     c->flags |= C_UNWATCHED;
+    c->head_since = loop_now(loop);
     format_peer(c, sa, salen);
     c->next = loop->conns;
     if (loop->conns)
@@ -104,6 +105,12 @@ void conn_close(fw_conn *c)
     int python_holds = c->resp == RS_STREAM;
     c->state = CS_CLOSED;
     loop_timer_clear(loop, c);
+    if (python_holds && c->out_mode == OUT_CLOSE)
+        c->flags |= C_RESET;    /* a FIN would look like the body's end */
+    if (c->io.fd >= 0 && (c->flags & C_RESET)) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(c->io.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
     if (c->io.fd >= 0)
         close(c->io.fd);
     c->io.fd = -1;
@@ -114,6 +121,8 @@ void conn_close(fw_conn *c)
     c->body = NULL;
     free(c->file);              /* the file descriptor is Python's */
     c->file = NULL;
+    free(c->ext);               /* and so is the memory it points to */
+    c->ext = NULL;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -154,7 +163,7 @@ int conn_out_reserve(fw_conn *c, size_t extra)
     if (b->cap - b->len >= extra)
         return 0;
     size_t pending = b->len - b->off;
-    if (pending + extra < pending)
+    if (!fw_fits(pending, SIZE_MAX / 2, extra))
         return -1;
     size_t cap = b->cap ? b->cap : 4096;
     while (cap < pending + extra)
@@ -255,31 +264,73 @@ fw_extra *fw_request_extra(fw_conn *c)
 
 /* ---- I/O ---- */
 
-/* Send queued output, then any file.  Returns -1 when the peer is gone. */
+/* Send progress moves the write deadline; nothing else does. */
+static void sent_some(fw_conn *c)
+{
+    if (c->timer == T_WRITE)
+        loop_timer_set(c->loop, c, T_WRITE);
+}
+
+/* Send from one buffer.  Returns bytes sent (0 on EAGAIN, which clears
+ * C_WRITABLE), or -1 when the peer is gone (C_DEAD). */
+static ssize_t send_some(fw_conn *c, const char *data, size_t len)
+{
+    for (;;) {
+        ssize_t n = send(c->io.fd, data, len, MSG_NOSIGNAL);
+        if (n > 0) {
+            sent_some(c);
+            return n;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            c->flags &= ~C_WRITABLE;
+            return 0;
+        }
+        c->flags |= C_DEAD;
+        return -1;
+    }
+}
+
+/* Send queued output, then the app's memory being sent in place, then any
+ * file, in that order.  Returns -1 when the peer is gone. */
 int conn_flush(fw_conn *c)
 {
     if (c->flags & C_DEAD)
         return -1;
-    while (conn_out_pending(c) && (c->flags & C_WRITABLE)) {
-        ssize_t n = send(c->io.fd, c->out.data + c->out.off,
-                         conn_out_pending(c), MSG_NOSIGNAL);
-        if (n > 0) {
+    while (c->flags & C_WRITABLE) {
+        if (conn_out_pending(c)) {
+            ssize_t n = send_some(c, c->out.data + c->out.off,
+                                  conn_out_pending(c));
+            if (n < 0)
+                return -1;
             c->out.off += (size_t)n;
-            if (c->timer == T_WRITE)
-                loop_timer_set(c->loop, c, T_WRITE);
-        } else if (n < 0 && errno == EINTR) {
             continue;
-        } else if (n < 0 && errno == EAGAIN) {
-            c->flags &= ~C_WRITABLE;
-        } else {
-            c->flags |= C_DEAD;
-            return -1;
         }
-    }
-    if (conn_out_pending(c) == 0)
         c->out.off = c->out.len = 0;
-    while (c->file && conn_out_pending(c) == 0 && (c->flags & C_WRITABLE)) {
+        fw_ext *x = c->ext;
+        if (x != NULL) {
+            if (x->left) {
+                ssize_t n = send_some(c, x->data, x->left);
+                if (n < 0)
+                    return -1;
+                x->data += n;
+                x->left -= (size_t)n;
+                continue;
+            }
+            c->ext = NULL;
+            int r = x->tail_len ? conn_out_append(c, x->tail, x->tail_len)
+                                : 0;
+            free(x);
+            if (r < 0) {
+                c->flags |= C_DEAD;
+                return -1;
+            }
+            continue;
+        }
         fw_file *f = c->file;
+        if (f == NULL)
+            break;
         if (f->left == 0) {
             free(f);
             c->file = NULL;
@@ -291,8 +342,7 @@ int conn_flush(fw_conn *c)
         if (n > 0) {
             f->off += n;
             f->left -= n;
-            if (c->timer == T_WRITE)
-                loop_timer_set(c->loop, c, T_WRITE);
+            sent_some(c);
         } else if (n == 0) {
             /* The file is shorter than promised: the body is short. */
             loop_log(c->loop, FW_LOG_ERROR,
@@ -309,7 +359,15 @@ int conn_flush(fw_conn *c)
             return -1;
         }
     }
+    if (conn_out_pending(c) == 0)
+        c->out.off = c->out.len = 0;
     return 0;
+}
+
+/* Output of any kind still to send. */
+static int output_waits(const fw_conn *c)
+{
+    return conn_out_pending(c) || c->ext || c->file;
 }
 
 /* Read what the socket has.  Returns bytes read, 0 when nothing new. */
@@ -466,8 +524,29 @@ static long build_env(fw_conn *c, const char *buf, const fw_head *h,
                       int *in_flags, size_t *keys_len)
 {
     fw_loop *loop = c->loop;
+    /* What is written is bounded by the head: PATH_INFO, REQUEST_URI and
+     * the Host of an absolute-form target are each at most the target,
+     * the field values at most the head, a key at most its name plus
+     * "HTTP_" and a NUL, and the fixed keys and peer address a few
+     * hundred bytes.  Checked here, not assumed from the limits. */
+    size_t most = 3 * (size_t)h->head_len + 8 * (size_t)h->nfields + 512;
+    if (h->nfields > FW_MAX_FIELDS || most > loop->env_cap)
+        return -431;
     env_writer e = {loop->keys, loop->env};
     const int http11 = h->flags & FW_REQ_HTTP11;
+    /* RFC 9112 3.2.2: with an absolute-form target, the Host field is
+     * replaced by the target's authority. */
+    const char *t = buf + h->target.off;
+    const char *auth = NULL;
+    size_t auth_len = 0;
+    if (h->target.len > 0 && t[0] != '/' && t[0] != '*') {
+        auth = memmem(t, h->target.len, "://", 3);
+        if (auth == NULL)
+            return -400;
+        auth += 3;
+        auth_len = (size_t)(buf + h->path.off - auth);
+    }
+    int host_seen = 0;
     /* The commonest values go in the key block as KEY=VALUE (no field
      * name can hold '='): then they are part of the shape, and Python
      * finds them already in place instead of making a string each time. */
@@ -520,9 +599,17 @@ static long build_env(fw_conn *c, const char *buf, const fw_head *h,
             dups = 1;
         seen |= bit;
         *e.k++ = '\0';
-        e.v = put(e.v, buf + h->fields[i].value.off, h->fields[i].value.len);
+        if (auth && kl == 9 && memcmp(key, "HTTP_HOST", 9) == 0) {
+            e.v = put(e.v, auth, auth_len);
+            host_seen = 1;
+        } else {
+            e.v = put(e.v, buf + h->fields[i].value.off,
+                      h->fields[i].value.len);
+        }
         *e.v++ = '\0';
     }
+    if (auth && !host_seen)     /* HTTP/1.0 may come without Host */
+        PUT_KV(&e, "HTTP_HOST", auth, auth_len);
     if (h->flags & FW_REQ_CHUNKED) {
         /* Its value, the decoded length, is added once the body is in. */
         e.k = put(e.k, "CONTENT_LENGTH", 15);
@@ -533,9 +620,9 @@ static long build_env(fw_conn *c, const char *buf, const fw_head *h,
     return (long)(e.v - loop->env) - 1;
 }
 
-static uint64_t hash_bytes(const char *p, size_t n)
+static uint64_t hash_bytes(uint64_t seed, const char *p, size_t n)
 {
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
+    uint64_t h = seed ^ n;
     while (n >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
@@ -550,27 +637,60 @@ static uint64_t hash_bytes(const char *p, size_t n)
     return h ^ (h >> 29);
 }
 
+/* Count the keys that take a value (not the KEY=VALUE ones). */
+static int count_valued_keys(const char *keys, size_t len)
+{
+    int n = 0;
+    for (size_t i = 0; i <= len; i++) {
+        size_t j = i;
+        while (j < len && keys[j] != '\0')
+            j++;
+        n += memchr(keys + i, '=', j - i) == NULL;
+        i = j;
+    }
+    return n;
+}
+
 /*
  * The number of this key sequence.  *fresh is set when Python has not seen
  * the number with these keys (new, or its slot was taken over): then the
- * keys cross over with the request.  Exact comparison, so no crafted
- * collision can give a request another shape's keys.
+ * keys cross over with the request.
+ *
+ * Nothing here depends on the hash being good: a match is an exact
+ * comparison, and a slot a batched request still refers to is never taken
+ * over, so a collision costs speed only.  When both of a sequence's slots
+ * are in use that way it gets FW_SHAPE_ONCE: its keys go with the request
+ * and name nothing afterwards.
  */
 static int shape_of(fw_loop *loop, const char *keys, size_t len, int *fresh)
 {
-    uint64_t h = hash_bytes(keys, len);
+    uint64_t h = hash_bytes(loop->hash_seed, keys, len);
     int slot = (int)(h & (FW_SHAPES - 1));
     for (int way = 0; way < 2; way++) {
         fw_shape *s = &loop->shapes[slot ^ way];
-        if (s->hash == h && s->len == len && memcmp(s->keys, keys, len) == 0) {
+        if (s->hash == h && s->keys && s->len == len &&
+            memcmp(s->keys, keys, len) == 0) {
             *fresh = 0;
             return slot ^ way;
         }
     }
-    /* Replace the emptier way, else alternate on the hash. */
-    int victim = loop->shapes[slot].keys == NULL ? slot
-               : loop->shapes[slot ^ 1].keys == NULL ? slot ^ 1
-               : slot ^ (int)((h >> 8) & 1);
+    *fresh = 1;
+    /* Replace an empty way, else one nobody refers to, alternating on the
+     * hash when both are free to go. */
+    fw_shape *a = &loop->shapes[slot], *b = &loop->shapes[slot ^ 1];
+    int victim;
+    if (a->keys == NULL)
+        victim = slot;
+    else if (b->keys == NULL)
+        victim = slot ^ 1;
+    else if (a->refs == 0 && b->refs == 0)
+        victim = slot ^ (int)((h >> 8) & 1);
+    else if (a->refs == 0)
+        victim = slot;
+    else if (b->refs == 0)
+        victim = slot ^ 1;
+    else
+        return FW_SHAPE_ONCE;
     fw_shape *s = &loop->shapes[victim];
     char *copy = malloc(len ? len : 1);
     if (copy == NULL)
@@ -579,17 +699,8 @@ static int shape_of(fw_loop *loop, const char *keys, size_t len, int *fresh)
     free(s->keys);
     s->keys = copy;
     s->len = len;
-    /* One value per key, except for the KEY=VALUE ones. */
-    s->nkeys = 0;
-    for (size_t i = 0; i <= len; i++) {
-        size_t j = i;
-        while (j < len && copy[j] != '\0')
-            j++;
-        s->nkeys += memchr(copy + i, '=', j - i) == NULL;
-        i = j;
-    }
+    s->nkeys = count_valued_keys(copy, len);
     s->hash = h;
-    *fresh = 1;
     return victim;
 }
 
@@ -631,7 +742,8 @@ static void dispatch_shaped(fw_conn *c, const char *env, size_t env_len,
     c->out_mode = 0;
     c->resp_left = -1;
     c->flags |= C_IN_APP;
-    loop_timer_clear(loop, c);
+    if (c->timer != T_WRITE)    /* output still waiting keeps its deadline */
+        loop_timer_clear(loop, c);
     loop->extra.keys = keys;
     loop->extra.keys_len = keys_len;
     loop->extra.body = body;
@@ -666,23 +778,29 @@ static int enqueue(fw_conn *c, long env_len, int in_flags, int shape,
 {
     fw_loop *loop = c->loop;
     int n = loop->batch_n;
-    size_t at = loop->batch_env_len + (n > 0);
-    if (shape < 0 || fresh || loop->batch_closed || n == FW_BATCH ||
-        (size_t)env_len > FW_BATCH_ENV - at)
+    /* The values follow the block so far after a NUL separator. */
+    size_t sep = n > 0;
+    if (shape < 0 || shape >= FW_SHAPES || fresh || loop->batch_closed ||
+        n == FW_BATCH ||
+        !fw_fits(loop->batch_env_len, FW_BATCH_ENV, sep + (size_t)env_len))
         return -1;
-    if (n > 0)
+    size_t at = loop->batch_env_len + sep;
+    if (sep)
         loop->batch_env[at - 1] = '\0';
     memcpy(loop->batch_env + at, loop->env, (size_t)env_len);
     loop->batch_env_len = at + (size_t)env_len;
     loop->batch_conns[n] = c;
     loop->batch_flags[n] = in_flags | (c->listener << 8) | (shape << 16);
     loop->batch_counts[n] = loop->shapes[shape].nkeys;
+    loop->shapes[shape].refs++;     /* the number must mean these keys
+                                       until Python has built the environ */
     loop->batch_n = n + 1;
     c->state = CS_QUEUED;
     c->resp = RS_NONE;
     c->out_mode = 0;
     c->resp_left = -1;
-    loop_timer_clear(loop, c);
+    if (c->timer != T_WRITE)
+        loop_timer_clear(loop, c);
     return 0;
 }
 
@@ -694,7 +812,8 @@ void conn_batch_flush(fw_loop *loop)
         return;
     for (int i = 0; i < n; i++) {
         fw_conn *c = loop->batch_conns[i];
-        c->state = CS_APP;
+        if (c->state != CS_CLOSED)
+            c->state = CS_APP;
         c->flags |= C_IN_APP | C_BATCHED;
     }
     /* What the connections do next is dispatched at once, so the arrays
@@ -702,6 +821,9 @@ void conn_batch_flush(fw_loop *loop)
     loop->batch_closed = 1;
     fw_py_batch(loop->userdata, loop->batch_conns, loop->batch_flags,
                 loop->batch_counts, loop->batch_env, loop->batch_env_len, n);
+    /* Every environ is built: the numbers may take new keys again. */
+    for (int i = 0; i < n; i++)
+        loop->shapes[loop->batch_flags[i] >> 16].refs--;
     for (int i = 0; i < n; i++) {
         fw_conn *c = loop->batch_conns[i];
         c->flags &= ~(C_IN_APP | C_BATCHED);
@@ -760,7 +882,8 @@ static int body_store(fw_conn *c, const char *data, size_t n)
     b->received += (int64_t)n;
     if (b->received > loop->cfg.max_body_size)
         return -413;
-    if (b->fd < 0 && b->mem_len + n > (size_t)loop->cfg.spool_threshold) {
+    if (b->fd < 0 &&
+        !fw_fits(b->mem_len, (size_t)loop->cfg.spool_threshold, n)) {
         b->fd = spool_open(loop);
         if (b->fd < 0) {
             loop_log(loop, FW_LOG_ERROR, "cannot spool a request body in %s: %s",
@@ -871,6 +994,7 @@ static int on_head(fw_conn *c, int hlen)
     const char *buf = c->in.data + c->in.off;
     int in_flags = 0;
     c->flags &= ~(C_KEEPALIVE | C_REQ_HEAD | C_REQ_HTTP10);
+    c->head_since = 0;          /* the head is complete: no more timing */
     if (h->flags & FW_REQ_KEEPALIVE)
         c->flags |= C_KEEPALIVE;
     if (h->flags & FW_REQ_HEAD) {
@@ -884,7 +1008,7 @@ static int on_head(fw_conn *c, int hlen)
     size_t keys_len;
     long env_len = build_env(c, buf, h, &in_flags, &keys_len);
     if (env_len < 0) {
-        fail(c, 400);
+        fail(c, (int)-env_len);
         return -1;
     }
     c->in.off += (size_t)hlen;
@@ -956,10 +1080,11 @@ static int process_input(fw_conn *c)
                                   &loop->cfg.limits, &loop->head,
                                   &c->scanned);
             if (r == 0) {
-                /* A partial head: its deadline runs from its first bytes.
-                 * (A complete one never needs the timer: no list churn.) */
-                if (c->timer != T_HEAD)
-                    loop_timer_set(loop, c, T_HEAD);
+                /* A partial head: its deadline runs from its first bytes
+                 * (set_rest_timer arms it; a complete head never needs
+                 * it, which saves the list churn). */
+                if (c->head_since == 0)
+                    c->head_since = loop_now(loop);
                 break;
             }
             progress = 1;
@@ -980,10 +1105,9 @@ static int process_input(fw_conn *c)
                 fail(c, -r);
                 break;
             }
-            if (r == 0) {
-                loop_timer_set(loop, c, T_BODY);
+            c->flags |= C_BODY_MOVED;
+            if (r == 0)
                 break;
-            }
             body_dispatch(c);
         } else {
             break;
@@ -999,27 +1123,38 @@ static int process_input(fw_conn *c)
 
 /* ---- the driver ---- */
 
+/*
+ * The deadline a connection waits on once it is left alone, decided here
+ * and nowhere else.  While output waits, the write deadline rules, and
+ * only output actually sent moves it (conn_flush): no input can.  A head
+ * is timed from its first bytes, however many more trickle in; a body
+ * from its last piece; an idle connection from the end of its response.
+ */
 static void set_rest_timer(fw_conn *c)
 {
     fw_loop *loop = c->loop;
-    if (conn_out_pending(c) || c->file) {
+    if (output_waits(c)) {
         if (c->timer != T_WRITE)
             loop_timer_set(loop, c, T_WRITE);
     } else if (c->state == CS_HEAD) {
-        if (c->in.len == c->in.off) {
-            int kind = (c->flags & C_SERVED) ? T_IDLE : T_HEAD;
-            if (c->timer != kind)
-                loop_timer_set(loop, c, kind);
-        } else if (c->timer != T_HEAD) {
-            loop_timer_set(loop, c, T_HEAD);
+        if (c->in.len == c->in.off && (c->flags & C_SERVED)) {
+            if (c->timer != T_IDLE)
+                loop_timer_set(loop, c, T_IDLE);
+        } else {
+            if (c->head_since == 0)
+                c->head_since = loop_now(loop);
+            int64_t due = c->head_since + loop->timeout_ms[T_HEAD];
+            if (c->timer != T_HEAD || c->deadline != due)
+                loop_timer_at(loop, c, T_HEAD, due);
         }
     } else if (c->state == CS_BODY) {
-        if (c->timer != T_BODY)
+        if (c->timer != T_BODY || (c->flags & C_BODY_MOVED))
             loop_timer_set(loop, c, T_BODY);
     } else if (c->state == CS_APP && c->timer != T_NONE &&
                c->timer != T_WRITE) {
         loop_timer_clear(loop, c);
     }
+    c->flags &= ~C_BODY_MOVED;
 }
 
 /* Start closing: linger after errors so the client sees the response. */
@@ -1030,6 +1165,7 @@ static void begin_close(fw_conn *c)
         shutdown(c->io.fd, SHUT_WR);
         c->state = CS_LINGER;
         c->in.off = c->in.len;
+        c->scanned = 0;
         loop_timer_set(c->loop, c, T_LINGER);
         return;
     }
@@ -1043,11 +1179,16 @@ void conn_run(fw_conn *c)
         if (c->state == CS_CLOSED)
             return;
         if (c->state == CS_LINGER) {
+            /* Discard what the client still sends, so that the response
+             * is not lost to a reset; but only so much, and only until
+             * the deadline, read afresh: a flood must not hold the loop. */
             c->in.off = c->in.len;
-            if (c->flags & C_READABLE)
-                conn_read(c);
+            ssize_t n = (c->flags & C_READABLE) ? conn_read(c) : 0;
+            if (n > 0)
+                c->scanned += (size_t)n;
             c->in.off = c->in.len;
-            if (c->flags & (C_PEER_EOF | C_DEAD)) {
+            if ((c->flags & (C_PEER_EOF | C_DEAD)) ||
+                c->scanned >= FW_LINGER_MAX || loop_now(loop) >= c->deadline) {
                 conn_close(c);
                 return;
             }
@@ -1061,7 +1202,7 @@ void conn_run(fw_conn *c)
             return;
         }
         if (c->state == CS_APP) {
-            if (c->resp == RS_STREAM && !c->file &&
+            if (c->resp == RS_STREAM && !c->file && !c->ext &&
                 conn_out_pending(c) < FW_OUT_LOW) {
                 c->flags |= C_IN_APP;
                 fw_py_writable(loop->userdata, c, c->id);
@@ -1070,7 +1211,7 @@ void conn_run(fw_conn *c)
                     return;
                 continue;       /* flush what it produced */
             }
-            if (c->resp == RS_DONE && !c->file) {
+            if (c->resp == RS_DONE && !c->file && !c->ext) {
                 if (c->flags & C_CLOSE_AFTER) {
                     if (conn_out_pending(c) == 0) {
                         begin_close(c);
@@ -1162,7 +1303,7 @@ void conn_timeout(fw_conn *c)
         conn_run(c);
         return;
     }
-    if (c->resp == RS_STREAM || conn_out_pending(c) || c->file)
+    if (c->resp == RS_STREAM || output_waits(c))
         loop_log(c->loop, FW_LOG_WARNING,
                  "closing a connection whose client stopped reading");
     conn_close(c);

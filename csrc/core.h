@@ -18,6 +18,7 @@
 #define FW_OUT_LOW (64 * 1024)       /* ask for more output below this */
 #define FW_DIRECT_WRITE (64 * 1024)  /* bodies this large skip the copy */
 #define FW_LINGER_MS 2000            /* discard input this long before close */
+#define FW_LINGER_MAX (1024 * 1024)  /* and at most this much of it */
 #define FW_MAX_EVENTS 256
 #define FW_BATCH FW_MAX_EVENTS      /* requests handed to Python at once */
 #define FW_BATCH_ENV (128 * 1024)   /* their environ values, together */
@@ -78,6 +79,9 @@ enum {
 #define C_UNWATCHED   0x8000    /* not registered with epoll yet */
 #define C_BATCHED     0x10000   /* answered within a batch: give the shared
                                    write buffer back after each call */
+#define C_RESET       0x20000   /* close with a reset: the body was cut short
+                                   and only the close would delimit it */
+#define C_BODY_MOVED  0x40000   /* request body bytes came: re-arm its timer */
 
 /* Response states. */
 enum { RS_NONE = 0, RS_STREAM, RS_DONE };
@@ -91,6 +95,8 @@ typedef struct fw_shape {
     uint64_t hash;
     size_t len;
     int nkeys;
+    int refs;                   /* batched requests that use this number:
+                                   while any does, the slot is not reused */
     char *keys;                 /* "KEY\0KEY..." */
 } fw_shape;
 
@@ -129,6 +135,16 @@ typedef struct fw_body {
     fw_chunked ck;
 } fw_body;
 
+/* Body bytes sent from the app's own memory instead of a copy (a large
+ * bytes object): Python keeps the object alive until fw_py_writable or
+ * fw_py_closed.  `tail` follows the bytes (a chunk's CRLF). */
+typedef struct fw_ext {
+    const char *data;
+    size_t left;
+    char tail[2];
+    size_t tail_len;
+} fw_ext;
+
 /* A file being sent with sendfile (allocated only while it is). */
 typedef struct fw_file {
     int fd;                     /* owned by Python */
@@ -149,12 +165,15 @@ struct fw_conn {
     fw_conn *tprev, *tnext;     /* timer list */
     fw_conn *prev, *next;       /* all connections (or the free list) */
     int64_t deadline;           /* ms, monotonic */
+    int64_t head_since;         /* when the pending head began, 0: none */
     int64_t resp_left;          /* body bytes still allowed, -1 unknown */
     fw_buf in;                  /* received, not yet consumed */
-    size_t scanned;             /* parser hint for a partial head */
+    size_t scanned;             /* parser hint for a partial head; while
+                                   lingering, the bytes discarded */
     fw_buf out;                 /* queued output */
     fw_body *body;
     fw_file *file;
+    fw_ext *ext;
     char raddr[46];             /* REMOTE_ADDR */
     char rport[6];              /* REMOTE_PORT */
 };
@@ -193,6 +212,7 @@ struct fw_loop {
     char *keys;                 /* environ keys scratch */
     size_t env_cap;             /* size of each */
     fw_shape shapes[FW_SHAPES];
+    uint64_t hash_seed;         /* per loop, so collisions cannot be chosen */
     /* Requests gathered for one fw_py_batch call (see fw.h). */
     fw_conn *batch_conns[FW_BATCH];
     int batch_flags[FW_BATCH];
@@ -206,6 +226,14 @@ struct fw_loop {
     size_t date_len;
     int64_t date_sec;
 };
+
+/* 1 when `want` more bytes fit in a buffer of `cap` bytes of which `used`
+ * are taken.  Every length a client controls meets a buffer through this:
+ * it cannot wrap around. */
+static inline int fw_fits(size_t used, size_t cap, size_t want)
+{
+    return used <= cap && want <= cap - used;
+}
 
 /* loop.c */
 int64_t loop_clock_ms(void);    /* monotonic ms (FW_EXTERNAL_CLOCK: the

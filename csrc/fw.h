@@ -143,6 +143,10 @@ typedef struct fw_extra {
 #define FW_IN_FRESH  8
 #define FW_IN_BODY   16
 #define FW_SHAPES 64            /* shapes numbered at once */
+/* The number of a key sequence that has no slot of its own (every slot it
+ * could take is in use by a batched request): its keys come with the
+ * request (FW_IN_FRESH) and are good for that request only. */
+#define FW_SHAPE_ONCE 64
 #define FW_IN_HEAD   1          /* HEAD request */
 #define FW_IN_DUPS   2          /* repeated header names in the environ block */
 #define FW_IN_HTTP10 4          /* HTTP/1.0 request */
@@ -154,7 +158,9 @@ typedef struct fw_extra {
  * valid inside a value, so a header tuple of the wrong size is caught).
  * C validates every byte.
  * Return values: 1 = more output may be produced now, 0 = the output buffer is
- * full (wait for fw_py_writable), 2 = the app's Content-Length is used up
+ * full (wait for fw_py_writable; C may still be sending from the memory
+ * of the data passed in this call, so it must stay alive until then or
+ * until fw_py_closed), 2 = the app's Content-Length is used up
  * and C has ended the response (do not call fw_response_end; any further
  * body is an error), 3 = the response carries no body (HEAD, 204, 304) and
  * C has ended it: stop iterating,

@@ -303,8 +303,14 @@ int fw_parse_head(const char *buf, size_t len, const fw_limits *lim,
         if (tend - a < 3 || a[0] != ':' || a[1] != '/' || a[2] != '/')
             return -400;
         a += 3;
-        while (a < tend && *a != '/' && *a != '?')
+        const char *auth = a;
+        while (a < tend && *a != '/' && *a != '?') {
+            if (*a == '@')
+                return -400;    /* userinfo is not for http(s) (RFC 9110 4.2.4) */
             a++;
+        }
+        if (a == auth)
+            return -400;        /* an empty host is invalid (RFC 9110 4.2.1) */
         path = a;           /* absolute-form: the path follows the authority */
     }
     const char *q = memchr(path, '?', (size_t)(tend - path));

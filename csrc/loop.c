@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,9 +77,10 @@ fw_loop *fw_loop_new(const fw_config *cfg, void *userdata)
     loop->timeout_ms[T_BODY] = cfg->body_timeout_ms;
     loop->timeout_ms[T_WRITE] = cfg->write_timeout_ms;
     loop->timeout_ms[T_LINGER] = FW_LINGER_MS;
-    /* The environ block holds the head's bytes at most twice (PATH_INFO and
-     * REQUEST_URI) plus a prefix per field and the fixed keys. */
-    loop->env_cap = 2 * (size_t)cfg->limits.head + 8 * FW_MAX_FIELDS + 1024;
+    /* The environ block holds the head's bytes at most three times
+     * (PATH_INFO, REQUEST_URI, an absolute target's Host) plus a prefix per
+     * field and the fixed keys; build_env checks it. */
+    loop->env_cap = 3 * (size_t)cfg->limits.head + 8 * FW_MAX_FIELDS + 1024;
     loop->env = malloc(loop->env_cap);
     loop->keys = malloc(loop->env_cap);
     loop->rbuf = malloc(FW_RBUF_SIZE);
@@ -95,6 +97,14 @@ fw_loop *fw_loop_new(const fw_config *cfg, void *userdata)
                       "Server: %.64s\r\n", loop->server_name);
     loop->server_line_len = sl > 0 ? (size_t)sl : 0;
     loop->now = loop_clock_ms();
+    if (getrandom(&loop->hash_seed, sizeof loop->hash_seed, GRND_NONBLOCK) !=
+        (ssize_t)sizeof loop->hash_seed) {
+        /* No entropy yet (early boot): still not guessable offline. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        loop->hash_seed = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^
+                          ((uint64_t)getpid() << 16) ^ (uint64_t)(uintptr_t)loop;
+    }
     response_date_refresh(loop, (int64_t)time(NULL));
     return loop;
 }

@@ -229,6 +229,8 @@ static int check_head(fw_loop *loop, const char *h, size_t hlen, int nfields,
 static char *put_app_head(char *w, const char *h, size_t hlen)
 {
     const char *end = h + hlen;
+    /* RFC 9110 8.6: no Content-Length in a 204, whatever the app says. */
+    int no_length = hlen >= 3 && memcmp(h, "204", 3) == 0;
     const char *p = memchr(h, '\n', hlen);
     if (p == NULL)
         p = end;
@@ -248,7 +250,8 @@ static char *put_app_head(char *w, const char *h, size_t hlen)
         const char *ne = memchr(n, '\0', (size_t)(ve - n));
         const char *v = ne + 1;
         int kind = app_header_kind(n, (size_t)(ne - n));
-        if (kind != AH_HOP && kind != AH_CONNECTION) {
+        if (kind != AH_HOP && kind != AH_CONNECTION &&
+            !(kind == AH_LENGTH && no_length)) {
             memcpy(w, n, (size_t)(ne - n));
             w += ne - n;
             *w++ = ':';
@@ -382,44 +385,60 @@ static int response_start(fw_conn *c, const char *head, size_t hlen, int nfields
     return 1;
 }
 
-/* Queue body bytes, sending a large piece straight from the caller's
- * memory when nothing is queued before it. */
+/*
+ * Queue body bytes.  A large piece is sent straight from the caller's
+ * memory, and what the socket does not take at once stays there (c->ext)
+ * instead of being copied: output memory stays bounded however large the
+ * app's bytes are.  Returns 1 when C goes on referring to `data` (the
+ * caller must keep it alive until fw_py_writable or fw_py_closed), 0 when
+ * it does not, -1 when the peer is gone.
+ */
 static int queue_body(fw_conn *c, const char *data, size_t len)
 {
-    if (len >= FW_DIRECT_WRITE && (c->flags & C_WRITABLE) && c->file == NULL) {
-        while (len) {
-            struct iovec iov[2];
-            size_t pend = conn_out_pending(c);
-            int k = 0;
-            if (pend) {
-                iov[k].iov_base = c->out.data + c->out.off;
-                iov[k++].iov_len = pend;
-            }
-            iov[k].iov_base = (void *)data;
-            iov[k++].iov_len = len;
-            struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)k};
-            ssize_t n = sendmsg(c->io.fd, &mh, MSG_NOSIGNAL);
-            if (n > 0) {
-                size_t from_out = (size_t)n < pend ? (size_t)n : pend;
-                c->out.off += from_out;
-                data += (size_t)n - from_out;
-                len -= (size_t)n - from_out;
-            } else if (n < 0 && errno == EINTR) {
-                continue;
-            } else if (n < 0 && errno == EAGAIN) {
-                c->flags &= ~C_WRITABLE;
-                break;
-            } else {
-                c->flags |= C_DEAD;
-                return -1;
-            }
+    if (len < FW_DIRECT_WRITE || c->file || c->ext) {
+        if (conn_out_append(c, data, len) < 0) {
+            c->flags |= C_DEAD;
+            return -1;
+        }
+        return 0;
+    }
+    while (len && (c->flags & C_WRITABLE)) {
+        struct iovec iov[2];
+        size_t pend = conn_out_pending(c);
+        int k = 0;
+        if (pend) {
+            iov[k].iov_base = c->out.data + c->out.off;
+            iov[k++].iov_len = pend;
+        }
+        iov[k].iov_base = (void *)data;
+        iov[k++].iov_len = len;
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)k};
+        ssize_t n = sendmsg(c->io.fd, &mh, MSG_NOSIGNAL);
+        if (n > 0) {
+            size_t from_out = (size_t)n < pend ? (size_t)n : pend;
+            c->out.off += from_out;
+            data += (size_t)n - from_out;
+            len -= (size_t)n - from_out;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && errno == EAGAIN) {
+            c->flags &= ~C_WRITABLE;
+        } else {
+            c->flags |= C_DEAD;
+            return -1;
         }
     }
-    if (len && conn_out_append(c, data, len) < 0) {
+    if (len == 0)
+        return 0;
+    fw_ext *x = calloc(1, sizeof *x);
+    if (x == NULL) {
         c->flags |= C_DEAD;
         return -1;
     }
-    return 0;
+    x->data = data;
+    x->left = len;
+    c->ext = x;
+    return 1;
 }
 
 static int response_write(fw_conn *c, const char *data, size_t len)
@@ -434,7 +453,7 @@ static int response_write(fw_conn *c, const char *data, size_t len)
     }
     if (len == 0)
         return 1;
-    int complete = 0;
+    int complete = 0, held;
     if (c->out_mode == OUT_LENGTH) {
         if ((int64_t)len > c->resp_left) {
             complete = 1;
@@ -446,20 +465,33 @@ static int response_write(fw_conn *c, const char *data, size_t len)
             len = (size_t)c->resp_left;
         }
         c->resp_left -= (int64_t)len;
-        if (len && queue_body(c, data, len) < 0)
-            return -1;
+        held = len ? queue_body(c, data, len) : 0;
         complete |= c->resp_left == 0;
     } else if (c->out_mode == OUT_CHUNKED) {
         char size[24];
         int n = snprintf(size, sizeof size, "%zx\r\n", len);
-        if (conn_out_append(c, size, (size_t)n) < 0 ||
-            queue_body(c, data, len) < 0 ||
-            conn_out_append(c, "\r\n", 2) < 0) {
+        if (conn_out_append(c, size, (size_t)n) < 0) {
             c->flags |= C_DEAD;
             return -1;
         }
-    } else if (queue_body(c, data, len) < 0) {
+        held = queue_body(c, data, len);
+        if (held > 0) {
+            memcpy(c->ext->tail, "\r\n", 2);
+            c->ext->tail_len = 2;
+        } else if (held == 0 && conn_out_append(c, "\r\n", 2) < 0) {
+            c->flags |= C_DEAD;
+            return -1;
+        }
+    } else {
+        held = queue_body(c, data, len);
+    }
+    if (held < 0)
         return -1;
+    if (held) {
+        /* C sends from the caller's bytes: nothing more until they are
+         * out, and the response stays open until Python ends it then. */
+        conn_flush(c);
+        return (c->flags & C_DEAD) ? -1 : 0;
     }
     if (complete) {
         c->resp = RS_DONE;      /* the declared length is used up */
@@ -521,8 +553,11 @@ static int response_simple(fw_conn *c, const char *head, size_t hlen, int nfield
 {
     int r = response_start(c, head, hlen, nfields, (int64_t)blen, body,
                            blen);
-    if (r == -2)
+    if (r == -2 || r == -1)
         return r;
+    if (c->ext)
+        return 0;               /* sending from the body in place: Python
+                                   keeps it and ends the response later */
     if (c->resp == RS_STREAM)
         response_end(c);
     return (c->flags & C_DEAD) ? -1 : 1;
@@ -539,10 +574,28 @@ static int response_error_call(fw_conn *c, int status)
     return 1;
 }
 
-void fw_response_abort(fw_conn *c)
+/* A response cut short.  Where only the close delimits the body, the
+ * close is a reset, so that the client cannot take it for the end. */
+static void response_abort(fw_conn *c)
 {
+    if (c->resp == RS_STREAM && c->out_mode == OUT_CLOSE)
+        c->flags |= C_RESET;
     c->flags |= C_CLOSE_AFTER;
     c->resp = RS_DONE;
+}
+
+/* Python may hold a connection pointer past its request (an app that
+ * keeps write() for later): C acts only for a connection whose Python
+ * call is on the stack and that is still open. */
+static int in_app(const fw_conn *c)
+{
+    return c->state != CS_CLOSED && (c->flags & C_IN_APP);
+}
+
+void fw_response_abort(fw_conn *c)
+{
+    if (in_app(c))
+        response_abort(c);
 }
 
 /* Within a batch, what a call queued is sent before Python moves on to
@@ -559,42 +612,57 @@ static int settle(fw_conn *c, int rc)
 int fw_response_start(fw_conn *c, const char *head, size_t hlen, int nfields,
                       int64_t length, const char *data, size_t dlen)
 {
+    if (!in_app(c))
+        return -1;
     return settle(c, response_start(c, head, hlen, nfields, length, data,
                                     dlen));
 }
 
 int fw_response_write(fw_conn *c, const char *data, size_t len)
 {
+    if (!in_app(c))
+        return -1;
     return settle(c, response_write(c, data, len));
 }
 
 int fw_response_sendfile(fw_conn *c, int fd, int64_t offset, int64_t count)
 {
+    if (!in_app(c))
+        return -1;
     return settle(c, response_sendfile(c, fd, offset, count));
 }
 
 int fw_response_end(fw_conn *c)
 {
+    if (!in_app(c))
+        return -1;
     return settle(c, response_end(c));
 }
 
 int fw_response_simple(fw_conn *c, const char *head, size_t hlen, int nfields,
                        const char *body, size_t blen)
 {
+    if (!in_app(c))
+        return -1;
     return settle(c, response_simple(c, head, hlen, nfields, body, blen));
 }
 
 int fw_response_error(fw_conn *c, int status)
 {
+    if (!in_app(c))
+        return -1;
     return settle(c, response_error_call(c, status));
 }
 
 int fw_conn_drain(fw_conn *c)
 {
+    if (!in_app(c))
+        return -1;
     for (;;) {
         if (conn_flush(c) < 0)
             return -1;
-        if (conn_out_pending(c) < FW_OUT_LOW && c->file == NULL)
+        if (conn_out_pending(c) < FW_OUT_LOW && c->file == NULL &&
+            c->ext == NULL)
             return 1;
         struct pollfd pfd = {.fd = c->io.fd, .events = POLLOUT};
         int timeout = c->loop->cfg.write_timeout_ms;

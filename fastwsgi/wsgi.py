@@ -9,6 +9,7 @@ the response back to C in as few calls as it can (one for the common
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import sys
@@ -30,9 +31,30 @@ FW_IN_FRESH = lib.FW_IN_FRESH
 FW_IN_BODY = lib.FW_IN_BODY
 FW_IN_EXTRA = FW_IN_FRESH | FW_IN_BODY
 FW_IN_RARE = FW_IN_EXTRA | FW_IN_DUPS
+FW_SHAPE_ONCE = lib.FW_SHAPE_ONCE
 _unpack = ffi.unpack
 _simple = lib.fw_response_simple
 _write = lib.fw_response_write
+
+# Environ keys worth sharing with the app's own string literals (the same
+# object makes a lookup an identity check).  Only these are interned:
+# client-chosen header names are not, since interned strings may never be
+# freed (CPython 3.12 makes them immortal).
+_KNOWN_KEYS: dict[str, str] = {
+    key: key for key in (
+        "REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "REQUEST_URI",
+        "SERVER_PROTOCOL", "REMOTE_ADDR", "REMOTE_PORT", "CONTENT_TYPE",
+        "CONTENT_LENGTH", "HTTP_HOST", "HTTP_USER_AGENT", "HTTP_ACCEPT",
+        "HTTP_ACCEPT_ENCODING", "HTTP_ACCEPT_LANGUAGE", "HTTP_CONNECTION",
+        "HTTP_COOKIE", "HTTP_AUTHORIZATION", "HTTP_REFERER", "HTTP_ORIGIN",
+        "HTTP_CACHE_CONTROL", "HTTP_PRAGMA", "HTTP_IF_NONE_MATCH",
+        "HTTP_IF_MODIFIED_SINCE", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
+        "HTTP_X_FORWARDED_HOST", "HTTP_X_REAL_IP", "HTTP_X_REQUEST_ID",
+        "HTTP_UPGRADE_INSECURE_REQUESTS", "HTTP_SEC_FETCH_MODE", "HTTP_DNT",
+        "HTTP_EXPECT", "HTTP_TRANSFER_ENCODING", "GET", "POST", "HEAD", "",
+        "HTTP/1.1", "HTTP/1.0",
+    )
+}
 
 
 class FileWrapper:
@@ -119,10 +141,13 @@ class Dispatch:
         self.streams: dict[int, Exchange] = {}
         # Per shape: the keys that take a value from the request, and the
         # values C sent as part of the shape ("KEY=VALUE" keys).
-        self.keys: list[tuple[str, ...]] = [()] * lib.FW_SHAPES
-        self.consts: list[dict[str, str]] = [{} for _ in range(lib.FW_SHAPES)]
+        # One more than C numbers: FW_SHAPE_ONCE holds keys good for one
+        # request.
+        nshapes = lib.FW_SHAPES + 1
+        self.keys: list[tuple[str, ...]] = [()] * nshapes
+        self.consts: list[dict[str, str]] = [{} for _ in range(nshapes)]
         # Builders by listener | shape << 8, i.e. by flags >> 8.
-        self.shapes: list[Callable[[list[str]], Environ] | None] = [None] * (lib.FW_SHAPES << 8)
+        self.shapes: list[Callable[[list[str]], Environ] | None] = [None] * (nshapes << 8)
         # The request being handled.  One app call runs at a time, so the
         # common path keeps its state here instead of in a new object per
         # request; anything beyond one [bytes] body moves to an Exchange
@@ -145,12 +170,13 @@ class Dispatch:
         """C numbered a new key sequence (or gave a number new keys)."""
         keys: list[str] = []
         consts: dict[str, str] = {}
+        known = _KNOWN_KEYS.get
         for key in block.decode("latin-1").split("\0"):
             name, eq, value = key.partition("=")
             if eq:
-                consts[sys.intern(name)] = sys.intern(value)
+                consts[known(name, name)] = known(value, value)
             else:
-                keys.append(sys.intern(key))
+                keys.append(known(key, key))
         self.keys[shape] = tuple(keys)
         self.consts[shape] = consts
         for listener in range(len(self.templates)):
@@ -170,7 +196,11 @@ class Dispatch:
                 stream = make_input(extra.body, extra.body_len, extra.body_fd)
         self.input = stream
         values = _unpack(env, env_len).decode("latin-1").split("\0")
-        if flags & FW_IN_DUPS:
+        if flags & (FW_IN_DUPS | FW_IN_FRESH):
+            # A shape seen for the first time gets no builder yet: compiling
+            # one pays off only when the shape comes again (the next request
+            # of it finds its number known), so a client sending ever new
+            # header names costs no compile() per request.
             environ = self.merged(listener, shape, values)
         else:
             build = self.shapes[flags >> 8] or self.builder(listener, shape)
@@ -228,7 +258,12 @@ class Dispatch:
         return self._write
 
     def write(self, data: bytes) -> None:
-        (self.current or self.exchange()).write(data)
+        current = self.current
+        if current is None:
+            if self.conn is None:
+                raise ResponseError("write() called after the response ended")
+            current = self.exchange()
+        current.write(data)
 
     def head(self, status: str, headers: Headers) -> bytes:
         """The block C checks, "status\\nname\\0value\\n...", remembered
@@ -237,6 +272,12 @@ class Dispatch:
         text = status
         if headers:
             text = status + "\n" + "\n".join(map("\0".join, headers))
+            # One NUL per header, the one the join put between name and
+            # value: a NUL of the app's own (a one-item tuple holding
+            # "name\0value") would pose as that separator.
+            if text.count("\0") != len(headers):
+                raise ResponseError("a header is not a (name, value) pair of str "
+                                    "without NUL characters")
         head = text.encode("latin-1")
         if type(status) is str and all(type(h) is tuple for h in headers):
             self.last_status = status
@@ -246,6 +287,8 @@ class Dispatch:
 
     def exchange(self) -> Exchange:
         """Move the request to an Exchange, which can stream."""
+        if self.conn is None:
+            raise ResponseError("no request is being handled")
         ex = Exchange(self.conn, self.input, self)
         ex.status = self.status
         ex.headers = self.headers
@@ -313,12 +356,16 @@ def _serve(d: Dispatch, conn: Any, environ: Environ, flags: int) -> None:
                     head = d.last_head
                 else:
                     head = d.head(status, headers)
-                if _simple(conn, head, len(head), len(headers), data, len(data)) != -2:
-                    if flags & FW_IN_BODY:
-                        d.input.close()
-                        d.input = EMPTY_INPUT
-                    return
-                raise ResponseError(f"invalid status or headers: {d.status!r}")
+                rc = _simple(conn, head, len(head), len(headers), data, len(data))
+                if rc == 0:
+                    # C sends the rest from `data` in place: it must live
+                    # until the connection drains, then the response ends.
+                    d.exchange().hold(conn, result, data, d.streams)
+                elif rc == -2:
+                    raise ResponseError(f"invalid status or headers: {d.status!r}")
+                elif flags & FW_IN_BODY:
+                    d.input.close()
+                return
         ex = d.current or d.exchange()
     except BaseException:  # noqa: B036 - an app's SystemExit must not end the server
         ex = d.current or d.exchange()
@@ -328,9 +375,14 @@ def _serve(d: Dispatch, conn: Any, environ: Environ, flags: int) -> None:
         ex.fail(conn, "error in the WSGI app")
     else:
         ex.respond(conn, result, d.streams)
-        ex.conn = None
-    d.current = None
-    d.input = EMPTY_INPUT
+    finally:
+        # The request's state ends with it: a write() kept by the app and
+        # called later must find no connection, not the next one's.
+        if d.current is not None:
+            d.current.conn = None
+        d.current = None
+        d.conn = None
+        d.input = EMPTY_INPUT
 
 
 @ffi.def_extern()
@@ -365,7 +417,7 @@ class Exchange:
 
     __slots__ = ("cid", "status", "headers", "head_sent", "result", "it",
                  "input", "conn", "length", "done", "streams", "file", "dispatch",
-                 "ended")
+                 "ended", "held")
 
     def __init__(self, conn: Any, stream: Any, dispatch: Dispatch) -> None:
         # What respond() needs is set there.
@@ -377,6 +429,9 @@ class Exchange:
         self.headers: Headers = []
         self.head_sent = False
         self.done = False
+        # Bytes C is still sending from in place (a 0 from C): kept alive
+        # until C asks for more or the connection closes.
+        self.held: bytes | None = None
 
     # -- the app's side --
 
@@ -449,6 +504,20 @@ class Exchange:
             lib.fw_response_abort(conn)
             self.ended = 4
 
+    def hold(self, conn: Any, result: Any, data: bytes,
+             streams: dict[int, Exchange]) -> None:
+        """The whole response is queued, but C sends part of it from
+        `data` in place: keep it until C asks for more, then end."""
+        self.cid = lib.fw_conn_id(conn)
+        self.streams = streams
+        self.result = result
+        self.it = iter(())
+        self.length = -1
+        self.file = None
+        self.head_sent = True
+        self.held = data
+        streams[self.cid] = self
+
     def respond(self, conn: Any, result: Any, streams: dict[int, Exchange]) -> None:
         """Send any response the common path in fw_py_request did not."""
         self.cid = lib.fw_conn_id(conn)
@@ -460,7 +529,10 @@ class Exchange:
         try:
             if type(result) in (list, tuple) and not self.head_sent:
                 self.length = sum(map(len, result))
-            elif type(result) is FileWrapper and self._sendfile(conn, result):
+            elif (type(result) is FileWrapper and not self.head_sent
+                    and self._sendfile(conn, result)):
+                # (After write() the head is out without a length: the
+                # file is then read and sent like any iterable.)
                 return
             self.it = iter(result)
         except BaseException:  # noqa: B036 - an app's SystemExit must not end the server
@@ -471,13 +543,18 @@ class Exchange:
     def _sendfile(self, conn: Any, wrapper: FileWrapper) -> bool:
         """Send a real file with sendfile.  False: iterate it instead."""
         filelike = wrapper.filelike
+        # Only a plain binary file gives by read() exactly the bytes of its
+        # descriptor: a gzip or text wrapper also has a fileno(), and a
+        # /proc file reports a size of 0 but has content.
+        if type(filelike) not in (io.BufferedReader, io.FileIO):
+            return False
         try:
             fd = filelike.fileno()
             st = os.fstat(fd)
-            offset = filelike.tell() if hasattr(filelike, "tell") else 0
-        except (AttributeError, OSError, ValueError):
+            offset = filelike.tell()
+        except (OSError, ValueError):
             return False
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
             return False
         count = max(st.st_size - offset, 0)
         rc = self._start(conn, count, b"")
@@ -495,6 +572,7 @@ class Exchange:
     def pump(self, conn: Any) -> None:
         """Pull the iterable while C's output buffer has room."""
         self.conn = conn
+        self.held = None  # C asks for more only once it sent them
         # A generator may call start_response while it is iterated.
         self.dispatch.current = self
         try:
@@ -512,6 +590,10 @@ class Exchange:
                     )
                 if not chunk:
                     continue
+                if self.ended:
+                    # After write() used up the Content-Length.
+                    self._excess(conn)
+                    break
                 if self.head_sent:
                     rc = _write(conn, chunk, len(chunk))
                 else:
@@ -519,6 +601,7 @@ class Exchange:
                 if rc == 1:
                     continue
                 if rc == 0:
+                    self.held = chunk
                     self.streams[self.cid] = self
                     return
                 if rc == 2:

@@ -285,8 +285,11 @@ CASES: list[Case] = [
          + CL_SMUGGLED + b"\r\n" + SMUGGLED, Accepted(SMUGGLED),
          "the path of an absolute-form target"),
     Case("absolute-form-userinfo", b"POST http://u@t/body HTTP/1.1\r\nHost: t\r\n" + CLOSE
-         + CL_SMUGGLED + b"\r\n" + SMUGGLED, Accepted(SMUGGLED),
-         "userinfo before the host"),
+         + CL_SMUGGLED + b"\r\n" + SMUGGLED, 400,
+         "userinfo in an http target (RFC 9110 4.2.4): refused, not parsed around"),
+    Case("absolute-form-empty-host", b"POST http:///body HTTP/1.1\r\nHost: t\r\n" + CLOSE
+         + CL_SMUGGLED + b"\r\n" + SMUGGLED, 400,
+         "an http target with an empty host is invalid (RFC 9110 4.2.1)"),
     Case("absolute-form-smuggled-host", b"POST http://smuggled/body HTTP/1.1\r\n"
          b"Host: t\r\n" + CLOSE + CL_SMUGGLED + b"\r\n" + SMUGGLED, Accepted(SMUGGLED),
          "the authority is not the path"),
