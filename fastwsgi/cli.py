@@ -30,6 +30,12 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def describe(exc: BaseException) -> str:
+    """An exception as one line: its type, then its message if it has one."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="fastwsgi",
@@ -67,9 +73,9 @@ def load_app(spec: str) -> WSGIApp:
     except ImportError as exc:
         if getattr(exc, "name", None) == module_name:
             fail(f"cannot import {module_name!r}: {exc}")
-        fail(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}")
+        fail(f"importing {module_name!r} failed: {describe(exc)}")
     except BaseException as exc:  # noqa: B036 - any failure at import is one line
-        fail(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}")
+        fail(f"importing {module_name!r} failed: {describe(exc)}")
     call = attr.endswith("()")
     names = [attr[:-2] if call else attr] if attr else ["application", "app"]
     for name in names:
@@ -79,8 +85,8 @@ def load_app(spec: str) -> WSGIApp:
         if call:
             try:
                 obj = obj()
-            except Exception as exc:
-                fail(f"{spec}: the factory raised {type(exc).__name__}: {exc}")
+            except BaseException as exc:  # noqa: B036 - SystemExit too, as at import
+                fail(f"{spec}: the factory raised {describe(exc)}")
         if not callable(obj):
             fail(f"{spec}: {module_name}.{name} is not callable")
         return obj  # type: ignore[no-any-return]

@@ -7,6 +7,8 @@ derived from ``SETTINGS``: a setting is added here and nowhere else.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +19,11 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 class ConfigError(ValueError):
     """A setting has a value outside what it allows; the message names both."""
+
+
+class Refused(ValueError):
+    """Raised by a check whose value has the allowed form but is still wrong;
+    the message says why, in place of what the setting allows."""
 
 
 def _int_range(lo: int, hi: int) -> tuple[Callable[[Any], int], str]:
@@ -111,9 +118,36 @@ def _binds() -> tuple[Callable[[Any], tuple[str, ...]], str]:
                 raise ValueError
             if host.startswith("[") != host.endswith("]"):
                 raise ValueError
+        seen: dict[tuple[str, int], str] = {}
+        for item in items:
+            key = _address_key(item)
+            if key is None:
+                continue
+            if key in seen:
+                also = "" if seen[key] == item else f" (also as {seen[key]!r})"
+                raise Refused(f"{item!r} is given twice{also}; give each address once")
+            seen[key] = item
         return tuple(items)
 
     return check, "HOST:PORT, [IPV6]:PORT or unix:/PATH"
+
+
+def _address_key(item: str) -> tuple[str, int] | None:
+    """What makes two --bind addresses the same, without resolving names:
+    the real path of a unix socket, else the host (an IP in its canonical
+    form, a name in lower case) and the port.  None for port 0: each of
+    those gets a port of its own."""
+    if item.startswith("unix:"):
+        return (os.path.realpath(item[5:]), -1)
+    host, _, port = item.rpartition(":")
+    if int(port) == 0:
+        return None
+    host = host.strip("[]").lower()
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    return (host, int(port))
 
 
 def _directory() -> tuple[Callable[[Any], str], str]:
@@ -148,6 +182,8 @@ class Setting:
     def convert(self, value: Any) -> Any:
         try:
             return self.check(value)
+        except Refused as exc:
+            raise ConfigError(f"{self.name}: {exc}") from None
         except (TypeError, ValueError, OverflowError):
             raise ConfigError(
                 f"{self.name}: must be {self.allowed}, got {value!r}"

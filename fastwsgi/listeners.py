@@ -6,6 +6,7 @@ the descriptors to the C loop, which owns them from then on.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -22,11 +23,23 @@ class Listener:
 
 
 def _unlink_stale_socket(path: str) -> None:
+    """Remove a socket file a dead server left behind; refuse (OSError) to
+    touch one a live server accepts on, or a path that is not a socket."""
     try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.unlink(path)
+        mode = os.lstat(path).st_mode
     except FileNotFoundError:
-        pass
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.EEXIST, "the path exists and is not a socket; not removed")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.setblocking(False)
+        code = probe.connect_ex(path)
+    if code == 0 or code == errno.EAGAIN:  # EAGAIN: live, its backlog full
+        raise OSError(errno.EADDRINUSE,
+                      os.strerror(errno.EADDRINUSE) + " (a server accepts connections there)")
+    if code != errno.ECONNREFUSED:
+        raise OSError(code, os.strerror(code))
+    os.unlink(path)  # nobody listens: a crashed server's socket
 
 
 def open_listener(address: str, backlog: int) -> Listener:

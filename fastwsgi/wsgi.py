@@ -511,7 +511,7 @@ class Exchange:
         self.cid = lib.fw_conn_id(conn)
         self.streams = streams
         self.result = result
-        self.it = iter(())
+        self.it: Iterator[bytes] | None = iter(())
         self.length = -1
         self.file = None
         self.head_sent = True

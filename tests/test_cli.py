@@ -278,6 +278,17 @@ def modules(tmp_path):
     (tmp_path / "exits.py").write_text("raise SystemExit(5)\n")
     (tmp_path / "bad_factory.py").write_text(
         "def make():\n    raise ValueError('factory failed')\n")
+    (tmp_path / "exit_factory.py").write_text(textwrap.dedent("""
+        import sys
+        def status():
+            sys.exit(3)
+        def message():
+            raise SystemExit("bad")
+        def bare():
+            sys.exit()
+        def two_lines():
+            raise RuntimeError("first line\\nsecond line")
+    """))
     return tmp_path
 
 
@@ -400,6 +411,19 @@ def test_app_factory_raises(modules):
                           "factory", "factory failed")
 
 
+@pytest.mark.parametrize("spec,words", [
+    ("exit_factory:status()", ["SystemExit", "3"]),
+    ("exit_factory:message()", ["SystemExit", "bad"]),
+    ("exit_factory:bare()", ["SystemExit"]),
+    ("exit_factory:two_lines()", ["RuntimeError", "first line", "second line"]),
+])
+def test_app_factory_exits_or_raises(modules, spec, words):
+    # A factory's SystemExit is a failure of the app like any other: one
+    # line naming the factory and exit status 2, not the factory's status.
+    assert_one_line_error(run_cli(spec, cwd=modules, timeout=10), spec,
+                          "factory", *words)
+
+
 def test_port_in_use():
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -426,6 +450,78 @@ def test_unix_socket_directory_missing(tmp_path):
     path = tmp_path / "nodir" / "x.sock"
     assert_one_line_error(run_cli("--bind", f"unix:{path}", "apps:router"),
                           str(path))
+
+
+def test_same_address_twice(tmp_path):
+    port = free_port()
+    sock = tmp_path / "twice.sock"
+    (tmp_path / "link").symlink_to(tmp_path)
+    for first, second in [
+        (f"127.0.0.1:{port}", f"127.0.0.1:{port}"),
+        (f"unix:{sock}", f"unix:{sock}"),
+        (f"unix:{sock}", f"unix:{tmp_path}/./twice.sock"),
+        (f"unix:{sock}", f"unix:{tmp_path}/link/twice.sock"),
+        (f"LOCALHOST:{port}", f"localhost:{port}"),
+        (f"[::1]:{port}", f"[0:0::1]:{port}"),
+    ]:
+        r = run_cli("--bind", first, "-b", second, "apps:router", timeout=10)
+        assert_one_line_error(r, "--bind", "twice", second)
+        assert not sock.exists()
+
+
+def test_unix_socket_of_a_live_server_is_kept(procs, tmp_path):
+    path = str(tmp_path / "live.sock")
+    a = procs([sys.executable, "-m", "fastwsgi", "--bind", f"unix:{path}",
+               "apps:router"])
+    wait_unix(path, a)
+    r = run_cli("--bind", f"unix:{path}", "apps:router", timeout=10)
+    assert_one_line_error(r, f"unix:{path}", "in use")
+    assert a.proc.poll() is None, a.output()
+    status, _, body = unix_get(path, "/hello")
+    assert status == 200 and body == b"Hello, World!"
+    assert a.stop() == 0
+
+
+def test_run_unix_socket_in_use_raises(tmp_path):
+    path = str(tmp_path / "held.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as holder:
+        holder.bind(path)
+        holder.listen(1)
+        r = run_script(f"""
+            import fastwsgi
+            from apps import hello
+            try:
+                fastwsgi.run(hello, bind=["unix:{path}"])
+            except OSError as exc:
+                print("OSError:", exc)
+        """, timeout=10)
+        assert r.returncode == 0, r.stderr
+        line = r.stdout.strip()
+        assert line.startswith("OSError: "), line
+        assert f"unix:{path}" in line and "in use" in line, line
+        assert os.path.exists(path)
+
+
+def test_stale_unix_socket_is_reused(procs, tmp_path):
+    path = str(tmp_path / "stale.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as crashed:
+        crashed.bind(path)  # closed without unlinking, as after a crash
+    assert os.path.exists(path)
+    p = procs([sys.executable, "-m", "fastwsgi", "--bind", f"unix:{path}",
+               "apps:router"])
+    wait_unix(path, p)
+    status, _, body = unix_get(path, "/hello")
+    assert status == 200 and body == b"Hello, World!"
+    assert p.stop() == 0
+    assert not os.path.exists(path)
+
+
+def test_unix_path_that_is_not_a_socket_is_kept(tmp_path):
+    path = tmp_path / "data.txt"
+    path.write_text("keep me")
+    r = run_cli("--bind", f"unix:{path}", "apps:router", timeout=10)
+    assert_one_line_error(r, f"unix:{path}", "not a socket")
+    assert path.read_text() == "keep me"
 
 
 # ---- --log-level ----
@@ -533,6 +629,7 @@ def test_run_bad_setting_raises_config_error():
     ("port=70000", ["port", "0 to 65535", "70000"]),
     ("log_level='loud'", ["log_level", "debug, info, warning, error, critical"]),
     ("bind=['nowhere']", ["bind", "HOST:PORT"]),
+    ("bind=['127.0.0.1:8000', '127.0.0.1:8000']", ["bind", "twice", "127.0.0.1:8000"]),
     ("allow_underscore_headers='maybe'", ["allow_underscore_headers",
                                           "true or false"]),
     ("limit_request_fields=0", ["limit_request_fields", "1 to 256"]),
