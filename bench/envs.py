@@ -1,9 +1,11 @@
 """Virtualenvs and the packages installed into them.
 
-Three environments, because two packages share the import name `fastwsgi`:
+Four environments, because several packages share the import name `fastwsgi`:
   main         bench/.venv            this repository's fastwsgi and the peers
   fastwsgi009  bench/.venv-fastwsgi009  the unrelated PyPI fastwsgi==0.0.9 only
   pypy         bench/.venv-pypy       PyPy 3.9 builds of what runs on PyPy (--pypy)
+  baseline     bench/.venv-baseline   this repository's fastwsgi at a git revision
+                                      (--baseline REV)
 An install that fails is recorded with its reason and reported, never hidden.
 """
 
@@ -12,15 +14,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from bench import paths, system
+from bench import paths, revision, system
 
 PIP_TIMEOUT = 900  # seconds per pip call: a source build of a peer, bounded
 VENV_TIMEOUT = 300
 STAMP = "bench-installed.json"
+# Stamp key holding the full hash of the revision a baseline venv was built from.
+REVISION_KEY = "revision"
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,9 @@ class Requirement:
     # Ours changes between runs, so it is reinstalled every time.
     always_reinstall: bool = False
     debs: tuple[str, ...] = ()
+    # Full commit hash: build this repository as it was at that commit (the
+    # files come from `git archive`; pip_args is then unused).
+    revision: str | None = None
 
 
 REQUIREMENTS: dict[str, Requirement] = {
@@ -61,6 +69,13 @@ REQUIREMENTS: dict[str, Requirement] = {
         Requirement("matplotlib", ("matplotlib",), "import matplotlib"),
     )
 }
+
+
+def add_revision(label: str, commit: str) -> Requirement:
+    """Register this repository at `commit` as the requirement named `label`."""
+    req = Requirement(label, (), "import fastwsgi", revision=commit)
+    REQUIREMENTS[label] = req
+    return req
 
 
 @dataclass
@@ -135,17 +150,35 @@ class EnvManager:
         except (OSError, ValueError):
             return {}
 
-    def _pip(self, venv: Venv, args: tuple[str, ...]) -> tuple[bool, str]:
-        cmd = [str(venv.python), "-m", "pip", "install", "-q",
+    def _pip(self, venv: Venv, args: tuple[str, ...], verb: str = "install"
+             ) -> tuple[bool, str]:
+        cmd = [str(venv.python), "-m", "pip", verb, "-q",
                "--disable-pip-version-check", *args]
-        self.log(f"  pip install {' '.join(args)}")
+        self.log(f"  pip {verb} {' '.join(args)}")
         return _run(cmd, PIP_TIMEOUT)
+
+    def _install_revision(self, venv: Venv, commit: str) -> tuple[bool, str]:
+        """pip install this repository as it was at `commit`, from a private
+        export that is removed afterwards."""
+        with tempfile.TemporaryDirectory(prefix="fastwsgi-baseline-") as tmp:
+            try:
+                revision.export(commit, Path(tmp))
+            except revision.RevisionError as exc:
+                return False, f"ERROR: {exc}"
+            self.log(f"  exported {commit[:12]} to {tmp} (git archive)")
+            # The version number may be the same as the one installed before:
+            # remove that first, so the new build is certainly what runs.
+            self._pip(venv, ("-y", "fastwsgi"), verb="uninstall")
+            return self._pip(venv, (tmp,))
 
     def _install(self, venv: Venv, req: Requirement) -> str:
         for deb in req.debs:
             if deb not in self.debs:
                 self.debs.update(system.ensure_debs([deb], self.log))
-        ok, out = self._pip(venv, req.pip_args)
+        if req.revision is not None:
+            ok, out = self._install_revision(venv, req.revision)
+        else:
+            ok, out = self._pip(venv, req.pip_args)
         note = ""
         if not ok:
             first_error = _last_error(out)
@@ -170,6 +203,15 @@ class EnvManager:
         for name in wanted:
             req = REQUIREMENTS[name]
             previous = stamp.get(name)
+            if req.revision is not None and stamp.get(REVISION_KEY) != req.revision:
+                # Built from another revision (or never): not this one's result.
+                previous = None
+                if self.skip_install:
+                    held = stamp.get(REVISION_KEY, "nothing")
+                    venv.status[name] = (f"not installed: {venv.path.name} holds "
+                                         f"{held[:12]}, not {req.revision[:12]} "
+                                         "(--skip-install)")
+                    continue
             if self.skip_install:
                 good, _ = _run([str(venv.python), "-c", req.check], 120)
                 venv.status[name] = "ok (not reinstalled)" if good else \
@@ -181,6 +223,11 @@ class EnvManager:
                 venv.status[name] = previous
                 continue
             venv.status[name] = self._install(venv, req)
+            if req.revision is not None:
+                # One revision per venv: forget what the previous one left.
+                for key in [k for k in stamp if k.startswith(revision.LABEL_PREFIX)]:
+                    del stamp[key]
+                stamp[REVISION_KEY] = req.revision
             stamp[name] = venv.status[name]
             try:
                 (venv.path / STAMP).write_text(json.dumps(stamp, indent=1))
@@ -194,4 +241,5 @@ def make_venvs(main_path: Path, base_python: str | None) -> dict[str, Venv]:
         "fastwsgi009": Venv("fastwsgi009", paths.FASTWSGI_009_VENV,
                             base_python or sys.executable),
         "pypy": Venv("pypy", paths.PYPY_VENV, "/usr/bin/pypy3"),
+        "baseline": Venv("baseline", paths.BASELINE_VENV, base_python or sys.executable),
     }

@@ -13,3 +13,4 @@ SMOKE_RESULTS_DIR = BENCH_DIR / "results-smoke"
 DEFAULT_VENV = BENCH_DIR / ".venv"
 FASTWSGI_009_VENV = BENCH_DIR / ".venv-fastwsgi009"
 PYPY_VENV = BENCH_DIR / ".venv-pypy"
+BASELINE_VENV = BENCH_DIR / ".venv-baseline"  # --baseline REV: fastwsgi at REV

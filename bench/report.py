@@ -64,10 +64,16 @@ def _machine_lines(meta: dict[str, Any]) -> list[str]:
     m = meta["machine"]
     pythons = ", ".join(f"{k}: {v}" for k, v in m["pythons"].items())
     s = meta["settings"]
+    base = meta.get("baseline")
+    baseline = [] if not base else [
+        f"Baseline: `{base['label']}` is {base['revision']} = {base['commit']} "
+        f"({_cell(base['subject'])}), built into {Path(base['venv']).name}; "
+        f"`fastwsgi` is the {base['against']}.", ""]
     return [
         f"{m['date']} · {meta['mode']} run · {s['rounds']} round(s) × {s['duration']} s "
         f"(warm-up {s['warmup']} s) · reference: {meta['reference']}",
         "",
+        *baseline,
         f"Machine: {m['cpu']}, {m['cores']} cores, kernel {m['kernel']}, {m['os']}; "
         f"Python: {pythons}; {m['wrk']}; {m['nginx']}.",
         "",

@@ -2,6 +2,8 @@
 
     python -m bench                 full suite -> bench/results/
     python -m bench --smoke         quick check -> bench/results-smoke/
+    python -m bench --baseline HEAD~1 --server fastwsgi --scenario hello
+                                    the work tree against the commit before
     python bench/run.py --help      the same, run as a script
 
 See bench/README.md for the method and the meaning of every column.
@@ -23,10 +25,10 @@ if __package__ in (None, ""):
     # Run as a script (python bench/run.py): make the package importable.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import envs, paths, report, system
+from bench import envs, paths, report, revision, system
 from bench.model import NOT_APPLICABLE, OK, ScenarioResult
 from bench.scenarios import SCENARIOS
-from bench.servers import OURS, SERVERS, ServerSpec
+from bench.servers import OURS, SERVERS, ServerSpec, baseline_spec
 from bench.suite import RunDir, Settings, Suite, say
 
 FULL = {"duration": 5, "warmup": 2, "rounds": 3, "idle_conns": 10000}
@@ -43,8 +45,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="run only this scenario (repeatable); default: all")
     p.add_argument("--server", action="append", metavar="LABEL",
                    help="run only this server (repeatable), e.g. fastwsgi, bjoern, nginx")
-    p.add_argument("--reference", default="bjoern",
-                   help="server the ratios are computed against (default: bjoern)")
+    p.add_argument("--reference",
+                   help="server the ratios are computed against (default: the baseline "
+                        "with --baseline, else bjoern); 'baseline' names the baseline")
+    p.add_argument("--baseline", metavar="REV",
+                   help="also run fastwsgi as it was at git revision REV (hash, HEAD~1, "
+                        "tag), built into bench/.venv-baseline and labelled "
+                        "fastwsgi@<short hash>; rebuilt only when REV's hash changes")
     p.add_argument("--rounds", type=int, help=f"rounds (default {FULL['rounds']})")
     p.add_argument("--duration", type=int, help=f"seconds per run (default {FULL['duration']})")
     p.add_argument("--warmup", type=int, help=f"warm-up seconds (default {FULL['warmup']})")
@@ -73,19 +80,59 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.out = paths.SMOKE_RESULTS_DIR if args.smoke else paths.RESULTS_DIR
     if args.smoke and args.out.resolve() == paths.RESULTS_DIR.resolve():
         p.error("--smoke never writes to bench/results/")
+    args.baseline_rev = None
+    if args.baseline is not None:
+        try:
+            args.baseline_rev = revision.resolve(args.baseline)
+        except revision.RevisionError as exc:
+            p.error(f"--baseline {args.baseline}: {exc}")
+    try:
+        args.reference = pick_reference(args.reference, args.baseline_rev)
+    except ValueError as exc:
+        p.error(str(exc))
     return args
 
 
+def pick_reference(given: str | None, base: revision.Revision | None) -> str:
+    """The reference's label; 'baseline' and fastwsgi@<any name of the
+    baseline's commit> both mean the --baseline server."""
+    if given is None:
+        return base.label if base is not None else "bjoern"
+    if given != "baseline" and not given.startswith(revision.LABEL_PREFIX):
+        return given
+    if base is None:
+        raise ValueError(f"--reference {given} needs --baseline REV")
+    if given in ("baseline", base.label):
+        return base.label
+    try:
+        named = revision.resolve(given[len(revision.LABEL_PREFIX):])
+    except revision.RevisionError as exc:
+        raise ValueError(f"--reference {given}: {exc}") from exc
+    if named.commit != base.commit:
+        raise ValueError(f"--reference {given} is not the --baseline revision "
+                         f"({base.label}); only one revision runs at a time")
+    return base.label
+
+
 def pick_servers(args: argparse.Namespace) -> list[ServerSpec]:
+    """The servers to run. With --baseline its server always runs, right
+    after fastwsgi, whatever --server says."""
+    base: revision.Revision | None = args.baseline_rev
     chosen = [s for s in SERVERS if not args.smoke or s.in_smoke]
     if args.server:
         known = {s.label for s in SERVERS}
+        if base is not None:
+            known |= {"baseline", base.label}
         unknown = [name for name in args.server if name not in known]
         if unknown:
             raise SystemExit(f"unknown server(s): {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(known))}")
+                             f"{', '.join(sorted(known))}"
+                             + ("" if base is not None else " (and baseline with --baseline)"))
         chosen = [s for s in chosen if s.label in args.server]
     cpython = [s for s in chosen if not s.is_nginx]
+    if base is not None:
+        at = next((i + 1 for i, s in enumerate(cpython) if s.label == OURS), 0)
+        cpython.insert(at, baseline_spec(base.label))
     pypy = [s.pypy_variant() for s in cpython if s.on_pypy] if args.pypy else []
     return cpython + pypy + [s for s in chosen if s.is_nginx]
 
@@ -132,15 +179,19 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    base: revision.Revision | None = args.baseline_rev
     if args.list:
         for scen in SCENARIOS.values():
             print(f"scenario {scen.name:12} {scen.description}")
-        for spec in SERVERS:
+        for spec in SERVERS + ([baseline_spec(base.label)] if base is not None else []):
             print(f"server   {spec.label:18} venv={spec.venv or 'Debian'}"
                   f"{' smoke' if spec.in_smoke else ''}{' pypy' if spec.on_pypy else ''}")
         return 0
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = time.monotonic()
+    if base is not None:
+        envs.add_revision(base.label, base.commit)
+        say(f"baseline {base.label}: {base.describe()}")
     scenario_names = args.scenario or list(SCENARIOS)
     specs = pick_servers(args)
     chart = not args.smoke  # smoke skips matplotlib (the slowest install)
@@ -194,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
                      "rounds": args.rounds, "idle_conns": args.idle_conns,
                      "scenarios": scenario_names, "servers": [s.label for s in specs]},
         "installs": installs,
+        "baseline": None if base is None else {
+            "label": base.label, "revision": base.given, "commit": base.commit,
+            "subject": base.subject, "venv": str(venvs["baseline"].path),
+            "against": revision.work_tree(),
+        },
     }
     main_venv = venvs["main"]
     if not chart:

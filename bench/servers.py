@@ -91,6 +91,12 @@ SERVERS: list[ServerSpec] = [
 ]
 
 
+def baseline_spec(label: str) -> ServerSpec:
+    """fastwsgi built from a git revision (--baseline), started exactly like
+    ours, from its own venv; its requirement is registered under `label`."""
+    return ServerSpec(label, "baseline", label, _ours, in_smoke=True)
+
+
 @dataclass
 class Running:
     spec: ServerSpec
