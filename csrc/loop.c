@@ -256,11 +256,14 @@ static int next_timeout(fw_loop *loop)
     return wait <= 0 ? 1 : (int)(wait > 60000 ? 60000 : wait + 1);
 }
 
-static void expire_timers(fw_loop *loop)
+/* Deadlines are expired against the time epoll last reported events: one
+ * that passed while the app ran may have met its event meanwhile, which
+ * the next epoll_wait (at once, the deadline being past) reports first. */
+static void expire_timers(fw_loop *loop, int64_t polled)
 {
     for (int k = 1; k < T_KINDS; k++) {
         fw_conn *c;
-        while ((c = loop->thead[k]) != NULL && c->deadline <= loop->now) {
+        while ((c = loop->thead[k]) != NULL && c->deadline <= polled) {
             loop_timer_clear(loop, c);
             conn_timeout(c);
         }
@@ -305,14 +308,14 @@ static void accept_all(fw_loop *loop, fw_io *lis)
                 loop->accept_resume = loop_now(loop) + 100;
             } else if (errno != EAGAIN) {
                 loop_log(loop, FW_LOG_ERROR, "accept: %s", strerror(errno));
+            } else if (loop->accept_failures) {
+                /* Everything waiting was accepted: the episode is over. */
+                loop_log(loop, FW_LOG_WARNING,
+                         "accepting connections again after %ld failed "
+                         "attempts", loop->accept_failures);
+                loop->accept_failures = 0;
             }
             return;
-        }
-        if (loop->accept_failures) {
-            loop_log(loop, FW_LOG_WARNING,
-                     "accepting connections again after %ld failed attempts",
-                     loop->accept_failures);
-            loop->accept_failures = 0;
         }
         fw_conn *c = conn_new(loop, fd, index, &sa, salen);
         if (c == NULL) {
@@ -382,7 +385,7 @@ int loop_turn(fw_loop *loop, int timeout_ms)
             return -1;
         n = 0;
     }
-    loop_now(loop);
+    int64_t polled = loop_now(loop);
     int64_t sec = (int64_t)time(NULL);
     if (sec != loop->date_sec)
         response_date_refresh(loop, sec);
@@ -400,9 +403,7 @@ int loop_turn(fw_loop *loop, int timeout_ms)
     /* Answer what the events gathered before anything else runs:
      * timers, and freeing the connections closed meanwhile. */
     conn_batch_flush(loop);
-    /* The app may have run meanwhile: expire against the time now. */
-    loop_now(loop);
-    expire_timers(loop);
+    expire_timers(loop, polled);
     if (loop->accept_paused && loop->now >= loop->accept_resume) {
         loop->accept_paused = 0;
         listeners_enable(loop, 1);

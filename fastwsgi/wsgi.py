@@ -273,9 +273,10 @@ class Dispatch:
         if headers:
             text = status + "\n" + "\n".join(map("\0".join, headers))
             # One NUL per header, the one the join put between name and
-            # value: a NUL of the app's own (a one-item tuple holding
-            # "name\0value") would pose as that separator.
-            if text.count("\0") != len(headers):
+            # value, and every header a pair: a NUL of the app's own (a
+            # one-item tuple holding "name\0value") would pose as that
+            # separator.
+            if text.count("\0") != len(headers) or any(len(h) != 2 for h in headers):
                 raise ResponseError("a header is not a (name, value) pair of str "
                                     "without NUL characters")
         head = text.encode("latin-1")
