@@ -309,3 +309,129 @@ def factory():
 
 
 not_callable = 42
+
+
+# ---------------------------------------------------------------- apps for
+# test_security.py, test_reliability.py and test_environ_oracle.py
+
+
+def environ_echo(environ, start_response):
+    """Every upper-case str key of the environ as JSON, whatever the path,
+    and the length of the body under the lower-case key "body_len"."""
+    body = environ["wsgi.input"].read()
+    out = {k: v for k, v in environ.items() if k.isupper() and type(v) is str}
+    out["body_len"] = len(body)
+    data = json.dumps(out).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(data)))])
+    return [data]
+
+
+class LateWriter:
+    """A response iterable whose close() calls the write() callable that
+    start_response returned, after the response has ended."""
+
+    def __init__(self, write, chunks, size):
+        self.write = write
+        self.chunks = chunks
+        self.size = size
+
+    def __iter__(self):
+        for i in range(self.chunks):
+            yield str(i % 10).encode() * self.size
+
+    def close(self):
+        STATS["late_writes"] = STATS.get("late_writes", 0) + 1
+        self.write(b"LATE-WRITE-FROM-CLOSE")
+
+
+def hazards(environ, start_response):
+    """Apps that do what the WSGI contract forbids or barely allows."""
+    path = environ["PATH_INFO"]
+    q = _qs(environ)
+    if path == "/late-write":
+        # start_response in the app call itself: write() is the one handed
+        # out before any response object existed
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        return LateWriter(write, int(q.get("n", "2")), int(q.get("size", "5")))
+    if path == "/write-then-more":
+        n = int(q.get("n", "10"))
+        write = start_response("200 OK", [("Content-Length", str(n))])
+        write(b"x" * n)
+        return [b"and-more-than-the-content-length"]
+    if path == "/nul-header":
+        name = {"cookie": "Set-Cookie\0evil=1", "plain": "X-A\0b"}[q.get("kind", "cookie")]
+        start_response("200 OK", [(name,)])
+        return [b"nul"]
+    if path == "/hello":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"Hello, World!"]
+    if path == "/stats":
+        data = json.dumps(STATS).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [data]
+    return router(environ, start_response)
+
+
+BLOB: dict = {}
+
+
+def _blob() -> bytes:
+    """50 MiB made once per process and kept: the server must send it
+    without copying what the client has not taken yet."""
+    if "data" not in BLOB:
+        size = int(os.environ.get("FASTWSGI_TEST_BLOB", str(50 << 20)))
+        BLOB["data"] = (bytes(range(256)) * (size // 256 + 1))[:size]
+    return BLOB["data"]
+
+
+def sturdy(environ, start_response):
+    """Large bodies, files, odd statuses: the output side."""
+    path = environ["PATH_INFO"]
+    q = _qs(environ)
+    if path == "/blob":
+        data = _blob()
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [data]
+    if path == "/blob-gen":
+        data = _blob()
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+        def gen():
+            yield data
+        return gen()
+    if path == "/write-then-file":
+        write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        write(b"written-first;")
+        f = open(os.environ["FASTWSGI_TEST_FILE"], "rb")
+        return environ["wsgi.file_wrapper"](f, 8192)
+    if path == "/gzip-file":
+        import gzip
+        f = gzip.open(os.environ["FASTWSGI_TEST_GZIP"], "rb")
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](f, 8192)
+    if path == "/proc-status":
+        f = open("/proc/self/status", "rb")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](f, 8192)
+    if path == "/no-content":
+        headers = [("X-Kind", "no-content")]
+        if "cl" in q:
+            headers.append(("Content-Length", q["cl"]))
+        start_response(q.get("status", "204") + " Whatever", headers)
+        if q.get("body") == "gen":
+            def empty():
+                yield b""
+            return empty()
+        return [b""]
+    return router(environ, start_response)
+
+
+def nofile_limited():
+    """A factory ('apps:nofile_limited()'): lowers this process's soft
+    descriptor limit to $FASTWSGI_TEST_NOFILE before the server starts."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE,
+                       (int(os.environ["FASTWSGI_TEST_NOFILE"]), hard))
+    return router
