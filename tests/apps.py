@@ -435,3 +435,15 @@ def nofile_limited():
     resource.setrlimit(resource.RLIMIT_NOFILE,
                        (int(os.environ["FASTWSGI_TEST_NOFILE"]), hard))
     return router
+
+
+def sleepy_download(environ, start_response):
+    """/sleepy-download?s=S&size=N: sleeps S seconds, then answers N bytes
+    (bytes(range(256)) repeated); everything else as apps.router."""
+    if environ["PATH_INFO"] != "/sleepy-download":
+        return router(environ, start_response)
+    q = _qs(environ)
+    time.sleep(float(q.get("s", "1")))
+    size = int(q.get("size", str(16 << 20)))
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [bytes(range(256)) * (size // 256)]
