@@ -211,7 +211,10 @@ def read_response(sock: socket.socket, timeout: float = 5.0, head: bool = False)
         body = b""
         while True:
             while b"\r\n" not in rest:
-                rest += sock.recv(65536)
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("closed inside a chunk size line")
+                rest += data
             size_line, _, rest = rest.partition(b"\r\n")
             size = int(size_line.split(b";")[0], 16)
             while len(rest) < size + 2:
