@@ -97,6 +97,8 @@ static void body_free(fw_body *b)
     free(b);
 }
 
+static int output_waits(const fw_conn *c);
+
 void conn_close(fw_conn *c)
 {
     fw_loop *loop = c->loop;
@@ -105,7 +107,7 @@ void conn_close(fw_conn *c)
     int python_holds = c->resp == RS_STREAM;
     c->state = CS_CLOSED;
     loop_timer_clear(loop, c);
-    if (python_holds && c->out_mode == OUT_CLOSE)
+    if (c->out_mode == OUT_CLOSE && (python_holds || output_waits(c)))
         c->flags |= C_RESET;    /* a FIN would look like the body's end */
     if (c->io.fd >= 0 && (c->flags & C_RESET)) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
@@ -1293,6 +1295,14 @@ void conn_timeout(fw_conn *c)
 {
     if (c->state == CS_CLOSED)
         return;
+    if (output_waits(c)) {
+        /* The client takes no output: a 408 behind it would never be
+         * read, and would only buy it another write timeout. */
+        loop_log(c->loop, FW_LOG_WARNING,
+                 "closing a connection whose client stopped reading");
+        conn_close(c);
+        return;
+    }
     if ((c->state == CS_HEAD && c->in.len > c->in.off) ||
         c->state == CS_BODY) {
         /* A request was under way: say why it ends. */
@@ -1303,7 +1313,7 @@ void conn_timeout(fw_conn *c)
         conn_run(c);
         return;
     }
-    if (c->resp == RS_STREAM || output_waits(c))
+    if (c->resp == RS_STREAM)
         loop_log(c->loop, FW_LOG_WARNING,
                  "closing a connection whose client stopped reading");
     conn_close(c);

@@ -194,7 +194,8 @@ struct fw_loop {
     long accept_failures;       /* failed accepts in this episode */
     int64_t accept_resume;      /* when to try accepting again */
     fw_io wakeup;
-    int64_t now;                /* ms, monotonic, per loop iteration */
+    int64_t now;                /* ms, monotonic, the last reading */
+    int64_t polled_before;      /* when the previous turn's events came */
     int64_t stop_deadline;
     int64_t timeout_ms[T_KINDS];
     fw_conn *thead[T_KINDS], *ttail[T_KINDS];

@@ -403,7 +403,11 @@ int loop_turn(fw_loop *loop, int timeout_ms)
     /* Answer what the events gathered before anything else runs:
      * timers, and freeing the connections closed meanwhile. */
     conn_batch_flush(loop);
-    expire_timers(loop, polled);
+    /* A full event array may have left ready connections unreported:
+     * then expire only what was due at the turn before, which any event
+     * that came in time has been reported by now. */
+    expire_timers(loop, n < FW_MAX_EVENTS ? polled : loop->polled_before);
+    loop->polled_before = polled;
     if (loop->accept_paused && loop->now >= loop->accept_resume) {
         loop->accept_paused = 0;
         listeners_enable(loop, 1);

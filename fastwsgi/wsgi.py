@@ -158,7 +158,8 @@ class Dispatch:
         self.headers: Headers = []
         self.current: Exchange | None = None
         self.start = self.start_response
-        self._write = self.write
+        # Numbers the requests: a write() callable knows its request's.
+        self.serial = 0
         # The last response head, by value: an app mostly sends the same
         # status and headers again, and comparing two short lists of tuples
         # costs far less than hashing them as a dict key would.
@@ -255,7 +256,7 @@ class Dispatch:
             raise ResponseError(f"status must be str, not {type(status).__name__}")
         self.status = status
         self.headers = headers
-        return self._write
+        return Writer(self, self.serial)
 
     def write(self, data: bytes) -> None:
         current = self.current
@@ -344,6 +345,7 @@ def _serve(d: Dispatch, conn: Any, environ: Environ, flags: int) -> None:
     handled here with one call into C; everything else goes to an
     Exchange."""
     d.conn = conn
+    d.serial += 1
     d.status = None
     result = None
     try:
@@ -409,6 +411,28 @@ class ResponseError(Exception):
     """The app broke the WSGI contract in a way that ends its response."""
 
 
+class Writer:
+    """The write() callable start_response returns, bound to its request:
+    kept by the app and called once that request is over (during another
+    one, or from another thread), it raises instead of writing into
+    whatever request the server is handling then."""
+
+    __slots__ = ("dispatch", "serial")
+
+    def __init__(self, dispatch: Dispatch, serial: int) -> None:
+        self.dispatch = dispatch
+        self.serial = serial
+
+    def __call__(self, data: bytes) -> None:
+        d = self.dispatch
+        current = d.current
+        mine = (current.serial if current is not None
+                else d.serial if d.conn is not None else -1)
+        if mine != self.serial:
+            raise ResponseError("write() called after its response ended")
+        d.write(data)
+
+
 class Exchange:
     """One request's response: start_response, write and the iterable.
 
@@ -418,13 +442,14 @@ class Exchange:
 
     __slots__ = ("cid", "status", "headers", "head_sent", "result", "it",
                  "input", "conn", "length", "done", "streams", "file", "dispatch",
-                 "ended", "held")
+                 "ended", "held", "serial")
 
     def __init__(self, conn: Any, stream: Any, dispatch: Dispatch) -> None:
         # What respond() needs is set there.
         self.conn = conn
         self.input = stream
         self.dispatch = dispatch
+        self.serial = dispatch.serial  # the request it answers
         self.ended = 0  # 2 or 3 once C ended the response (see fw.h)
         self.status: str | None = None
         self.headers: Headers = []

@@ -248,7 +248,7 @@ def router(environ, start_response):
     if path == "/exit":
         raise SystemExit(3)
     if path == "/stats":
-        data = json.dumps(STATS).encode()
+        data = json.dumps({k: v for k, v in STATS.items() if k != "kept_write"}).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [data]
     if path == "/environ" or path.startswith("/environ/"):
@@ -363,11 +363,22 @@ def hazards(environ, start_response):
         name = {"cookie": "Set-Cookie\0evil=1", "plain": "X-A\0b"}[q.get("kind", "cookie")]
         start_response("200 OK", [(name,)])
         return [b"nul"]
+    if path == "/keep-write":
+        # the write() of this request, kept for a later one to misuse
+        STATS["kept_write"] = start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"kept"]
+    if path == "/use-kept":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            STATS.pop("kept_write")(b"SECRET-FROM-ANOTHER-REQUEST")
+        except Exception as e:
+            return [f"refused: {type(e).__name__}".encode()]
+        return [b"accepted"]
     if path == "/hello":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"Hello, World!"]
     if path == "/stats":
-        data = json.dumps(STATS).encode()
+        data = json.dumps({k: v for k, v in STATS.items() if k != "kept_write"}).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [data]
     return router(environ, start_response)

@@ -488,6 +488,21 @@ def wait_logged(srv, mark: int, text: str, timeout: float = 2.0) -> bool:
     return True
 
 
+def test_kept_write_cannot_write_into_another_request(start_server):
+    """A write() callable kept from request A and called while request B
+    (another connection) is served raises in the app; B's client gets its
+    own response and not a byte of A's."""
+    srv = start_server("apps:hazards")
+    with srv.connect() as a, srv.connect() as b:
+        a.sendall(b"GET /keep-write HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_one(a)[2] == b"kept"
+        b.sendall(b"GET /use-kept HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, _, body, rest = read_one(b)
+        assert (status, body, rest) == (200, b"refused: ResponseError", b"")
+        b.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_one(b)[:3:2] == (200, b"Hello, World!")
+
+
 # B-between: B's request is the last one the server handled before A goes;
 # B-after: A's is; two-leave: a second streaming client A2 goes first, so
 # that A's write comes a turn after A2's connection was freed.
