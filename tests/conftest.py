@@ -24,6 +24,15 @@ TESTS = Path(__file__).resolve().parent
 # process; only fastwsgi server processes get it from here on, not the
 # clients (curl) the tests run.
 SANITIZER_PRELOAD = os.environ.pop("LD_PRELOAD", "")
+
+
+def fastwsgi_env(base: dict | None = None) -> dict:
+    """An environment for a process that imports fastwsgi: under
+    scripts/sanitize it needs the sanitizer runtime preloaded."""
+    env = dict(os.environ if base is None else base)
+    if SANITIZER_PRELOAD:
+        env["LD_PRELOAD"] = SANITIZER_PRELOAD
+    return env
 START_LINE = re.compile(r"fastwsgi \S+ listening on (\S+?)(?:,| \(pid (\d+)\))")
 
 

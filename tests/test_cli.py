@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import START_LINE, parse_responses, recv_all
+from conftest import START_LINE, fastwsgi_env, parse_responses, recv_all
 
 import fastwsgi
 from fastwsgi.config import SETTINGS
@@ -29,7 +29,7 @@ LINE = re.compile(r"^fastwsgi (\S+) listening on (.+) \(pid (\d+)\)$", re.M)
 
 
 def env_with(path: Path = TESTS) -> dict:
-    env = dict(os.environ)
+    env = fastwsgi_env()
     env["PYTHONPATH"] = str(path)
     env.pop("PYTHONWARNINGS", None)
     return env
@@ -167,7 +167,7 @@ def test_console_script(procs):
     exe = shutil.which("fastwsgi", path=os.path.dirname(sys.executable))
     assert exe, f"no fastwsgi script next to {sys.executable}"
     r = subprocess.run([exe, "--version"], capture_output=True, text=True,
-                       timeout=20)
+                       timeout=20, env=fastwsgi_env())
     assert r.returncode == 0
     assert r.stdout.strip() == f"fastwsgi {fastwsgi.__version__}"
     p = procs([exe, "--port", "0", "apps:router"])
@@ -320,7 +320,7 @@ def test_module_alone_falls_back_to_app(procs, modules):
 
 def test_module_found_in_working_directory(procs, modules):
     # the working directory is searched even when it is not on PYTHONPATH
-    env = dict(os.environ)
+    env = fastwsgi_env()
     env.pop("PYTHONPATH", None)
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen([sys.executable, "-m", "fastwsgi", "--port", "0",

@@ -6,7 +6,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from conftest import ServerProcess
+from conftest import ServerProcess, fastwsgi_env
 
 from fastwsgi.config import markdown_table
 
@@ -51,7 +51,7 @@ def test_example_app_serves_as_the_readme_says():
 def test_help_lists_every_setting():
     out = subprocess.run([sys.executable, "-c", "import sys; from fastwsgi.cli import main;"
                           " sys.argv=['fastwsgi','--help']; main()"],
-                         capture_output=True, text=True, cwd="/")
+                         capture_output=True, text=True, cwd="/", env=fastwsgi_env())
     for row in markdown_table().splitlines()[2:]:
         option = row.split("|")[2].strip().strip("`")
         assert option in out.stdout
