@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -266,11 +268,27 @@ fw_extra *fw_request_extra(fw_conn *c)
 
 /* ---- I/O ---- */
 
-/* Send progress moves the write deadline; nothing else does. */
-static void sent_some(fw_conn *c)
+/* Bytes the kernel still holds for the peer (unsent or unacknowledged). */
+static uint32_t kernel_queue(const fw_conn *c)
+{
+    int q = 0;
+    if (ioctl(c->io.fd, SIOCOUTQ, &q) < 0 || q < 0)
+        return 0;
+    return (uint32_t)q;
+}
+
+/* Arm the write deadline afresh: output was produced or sent. */
+static void write_deadline(fw_conn *c)
+{
+    loop_timer_set(c->loop, c, T_WRITE);
+    c->kernel_queue = kernel_queue(c);
+}
+
+/* Send progress moves the write deadline; no input does. */
+void conn_write_progress(fw_conn *c)
 {
     if (c->timer == T_WRITE)
-        loop_timer_set(c->loop, c, T_WRITE);
+        write_deadline(c);
 }
 
 /* Send from one buffer.  Returns bytes sent (0 on EAGAIN, which clears
@@ -280,7 +298,7 @@ static ssize_t send_some(fw_conn *c, const char *data, size_t len)
     for (;;) {
         ssize_t n = send(c->io.fd, data, len, MSG_NOSIGNAL);
         if (n > 0) {
-            sent_some(c);
+            conn_write_progress(c);
             return n;
         }
         if (n < 0 && errno == EINTR)
@@ -344,7 +362,7 @@ int conn_flush(fw_conn *c)
         if (n > 0) {
             f->off += n;
             f->left -= n;
-            sent_some(c);
+            conn_write_progress(c);
         } else if (n == 0) {
             /* The file is shorter than promised: the body is short. */
             loop_log(c->loop, FW_LOG_ERROR,
@@ -1137,7 +1155,7 @@ static void set_rest_timer(fw_conn *c)
     fw_loop *loop = c->loop;
     if (output_waits(c)) {
         if (c->timer != T_WRITE)
-            loop_timer_set(loop, c, T_WRITE);
+            write_deadline(c);
     } else if (c->state == CS_HEAD) {
         if (c->in.len == c->in.off && (c->flags & C_SERVED)) {
             if (c->timer != T_IDLE)
@@ -1295,6 +1313,13 @@ void conn_timeout(fw_conn *c)
 {
     if (c->state == CS_CLOSED)
         return;
+    if (output_waits(c) && kernel_queue(c) < c->kernel_queue) {
+        /* The client read what the kernel held, just not enough for the
+         * kernel to ask for more (its buffer can hold megabytes): it is
+         * reading, slowly.  The deadline measures from now. */
+        write_deadline(c);
+        return;
+    }
     if (output_waits(c)) {
         /* The client takes no output: a 408 behind it would never be
          * read, and would only buy it another write timeout. */

@@ -166,6 +166,8 @@ struct fw_conn {
     fw_conn *prev, *next;       /* all connections (or the free list) */
     int64_t deadline;           /* ms, monotonic */
     int64_t head_since;         /* when the pending head began, 0: none */
+    uint32_t kernel_queue;      /* bytes the kernel held unsent or unacked
+                                   when the write deadline was last set */
     int64_t resp_left;          /* body bytes still allowed, -1 unknown */
     fw_buf in;                  /* received, not yet consumed */
     size_t scanned;             /* parser hint for a partial head; while
@@ -255,6 +257,7 @@ void conn_event(fw_conn *c, uint32_t events);
 void conn_run(fw_conn *c);
 void conn_close(fw_conn *c);
 void conn_timeout(fw_conn *c);
+void conn_write_progress(fw_conn *c);
 int conn_out_reserve(fw_conn *c, size_t extra);
 int conn_out_append(fw_conn *c, const char *data, size_t len);
 int conn_flush(fw_conn *c);

@@ -416,6 +416,7 @@ static int queue_body(fw_conn *c, const char *data, size_t len)
         ssize_t n = sendmsg(c->io.fd, &mh, MSG_NOSIGNAL);
         if (n > 0) {
             size_t from_out = (size_t)n < pend ? (size_t)n : pend;
+            conn_write_progress(c);
             c->out.off += from_out;
             data += (size_t)n - from_out;
             len -= (size_t)n - from_out;
