@@ -1313,10 +1313,13 @@ void conn_timeout(fw_conn *c)
 {
     if (c->state == CS_CLOSED)
         return;
-    if (output_waits(c) && kernel_queue(c) < c->kernel_queue) {
-        /* The client read what the kernel held, just not enough for the
-         * kernel to ask for more (its buffer can hold megabytes): it is
-         * reading, slowly.  The deadline measures from now. */
+    if (output_waits(c) &&
+        (uint64_t)kernel_queue(c) + FW_WRITE_PROGRESS <= c->kernel_queue) {
+        /* The client took a good part of what the kernel held, just not
+         * enough for the kernel to ask for more (its buffer can hold
+         * megabytes): it is reading, slowly.  The deadline measures from
+         * now.  (A few KiB taken into a stalled peer's receive window is
+         * not reading.) */
         write_deadline(c);
         return;
     }

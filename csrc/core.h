@@ -17,6 +17,7 @@
 #define FW_OUT_HIGH (256 * 1024)     /* stop producing output above this */
 #define FW_OUT_LOW (64 * 1024)       /* ask for more output below this */
 #define FW_DIRECT_WRITE (64 * 1024)  /* bodies this large skip the copy */
+#define FW_WRITE_PROGRESS (64 * 1024) /* taken per write_timeout: alive */
 #define FW_LINGER_MS 2000            /* discard input this long before close */
 #define FW_LINGER_MAX (1024 * 1024)  /* and at most this much of it */
 #define FW_MAX_EVENTS 256

@@ -235,6 +235,56 @@ static int classify(const char *p, size_t n)
     }
 }
 
+/*
+ * uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2): an IP literal in
+ * brackets, or a reg-name / IPv4 address of unreserved, pct-encoded and
+ * sub-delims characters; the port is digits.  Anything else (space, '/',
+ * '@', '?', '#', a second ':') is what a framework would paste into a URL,
+ * so it is refused rather than passed on.  Empty is allowed: it is what
+ * an empty authority gives.
+ */
+static int is_hex(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f');
+}
+
+static int valid_authority(const char *p, size_t n)
+{
+    size_t i = 0;
+    if (n && p[0] == '[') {
+        for (i = 1; i < n && p[i] != ']'; i++)
+            if (!(is_hex((unsigned char)p[i]) || p[i] == ':' || p[i] == '.' ||
+                  p[i] == 'v' || p[i] == 'V'))
+                return 0;
+        if (i == n || i == 1)
+            return 0;           /* no closing bracket, or nothing inside */
+        i++;
+    } else {
+        for (; i < n && p[i] != ':'; i++) {
+            unsigned char ch = (unsigned char)p[i];
+            if (ch == '%') {
+                if (i + 2 >= n || !is_hex((unsigned char)p[i + 1]) ||
+                    !is_hex((unsigned char)p[i + 2]))
+                    return 0;
+                i += 2;
+            } else if (!(fw_tchar[ch] || ch == '(' || ch == ')' || ch == ',' ||
+                         ch == ';' || ch == '=') ||
+                       ch == '"' || ch == '^' || ch == '`' || ch == '|' ||
+                       ch == '#') {
+                return 0;
+            }
+        }
+    }
+    if (i == n)
+        return 1;
+    if (p[i] != ':')
+        return 0;
+    for (i++; i < n; i++)
+        if (p[i] < '0' || p[i] > '9')
+            return 0;
+    return 1;
+}
+
 int fw_parse_head(const char *buf, size_t len, const fw_limits *lim,
                   fw_head *out, size_t *scanned)
 {
@@ -309,7 +359,7 @@ int fw_parse_head(const char *buf, size_t len, const fw_limits *lim,
                 return -400;    /* userinfo is not for http(s) (RFC 9110 4.2.4) */
             a++;
         }
-        if (a == auth)
+        if (a == auth || !valid_authority(auth, (size_t)(a - auth)))
             return -400;        /* an empty host is invalid (RFC 9110 4.2.1) */
         path = a;           /* absolute-form: the path follows the authority */
     }
@@ -389,6 +439,8 @@ int fw_parse_head(const char *buf, size_t len, const fw_limits *lim,
             break;
         case H_HOST:
             host_count++;
+            if (!valid_authority(val, vlen))
+                return -400;
             break;
         default:
             break;

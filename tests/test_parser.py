@@ -593,6 +593,11 @@ value = st.text(alphabet="".join(chr(c) for c in range(0x21, 0x7f)),
                 max_size=30)
 path = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789/-._~%=&?",
                max_size=40)
+# uri-host [":" port]: what a Host field may hold (RFC 9110 7.2)
+host = st.builds(lambda name, port: name + port,
+                 st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=",
+                         max_size=30),
+                 st.one_of(st.just(""), st.integers(0, 65535).map(lambda p: f":{p}")))
 
 
 @st.composite
@@ -604,7 +609,7 @@ def requests_(draw):
     version = draw(st.sampled_from(["HTTP/1.1", "HTTP/1.0"]))
     lines = [f"{method} /{draw(path)} {version}"]
     if version == "HTTP/1.1":
-        lines.append("Host: " + draw(value))
+        lines.append("Host: " + draw(host))
     names = draw(st.lists(token, max_size=8))
     for name in names:
         if name.lower() in ("host", "content-length", "transfer-encoding",
@@ -646,3 +651,26 @@ def test_random_splits_decode_identically(chunks, data):
     bounds = [0, *cuts, len(wire)]
     pieces = [wire[a:b] for a, b in zip(bounds, bounds[1:])]
     assert decode(pieces) == (1, b"".join(chunks), len(wire))
+
+
+@pytest.mark.parametrize("host", [
+    b"example.com", b"example.com:8080", b"127.0.0.1:80", b"[::1]", b"[::1]:8000",
+    b"my-host_1.example", b"xn--bcher-kva.example", b"h%41", b"a!$&'()*+,;=b", b"",
+])
+def test_valid_host_values_are_accepted(host):
+    assert parse(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")["rc"] > 0
+
+
+@pytest.mark.parametrize("host", [
+    b"a/b", b"a@b", b"a?b", b"a#b", b"a b", b"h:80x", b"h:8:0", b"[::1", b"[]",
+    b"[::1]x", b"h%4", b"h%zz", b'a"b', b"a|b", b"a^b", b"a`b", b"[g::1]",
+])
+def test_invalid_host_values_are_refused(host):
+    """RFC 9110 7.2: a Host that is not uri-host [":" port] gets 400."""
+    assert parse(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")["rc"] == -400
+
+
+@pytest.mark.parametrize("authority", [b"h:80x", b"h%zz", b"[::1", b"h:1:2", b"a|b"])
+def test_invalid_absolute_form_authority_is_refused(authority):
+    target = b"http://" + authority + b"/p"
+    assert parse(b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n")["rc"] == -400
