@@ -114,10 +114,12 @@ static int parse_version(const char *p, size_t n)
         return -400;
     if (p[5] < '0' || p[5] > '9' || p[7] < '0' || p[7] > '9')
         return -400;
-    if (p[5] == '1' && p[7] == '1')
-        return 11;
     if (p[5] == '1' && p[7] == '0')
         return 10;
+    /* RFC 9110 2.5: a higher minor version of 1 is served as the highest
+     * this server implements, 1.1; another major version is refused. */
+    if (p[5] == '1')
+        return 11;
     return -505;
 }
 
@@ -339,8 +341,12 @@ int fw_parse_head(const char *buf, size_t len, const fw_limits *lim,
      * Anything else is refused rather than cut into a path. */
     const char *tp = buf + out->target.off, *tend = tp + out->target.len;
     const char *path = tp;
+    if (memchr(tp, '#', (size_t)(tend - tp)) != NULL)
+        return -400;            /* a fragment is never sent (RFC 9112 3.2) */
     if (*tp == '*') {
-        if (tend - tp != 1)
+        /* The asterisk form is for OPTIONS only (RFC 9112 3.2.4). */
+        if (tend - tp != 1 || out->method.len != 7 ||
+            memcmp(buf + out->method.off, "OPTIONS", 7) != 0)
             return -400;
     } else if (*tp != '/') {
         const char *a = tp;

@@ -78,8 +78,16 @@ STRICTER: dict[str, tuple[frozenset[int], str]] = {
                      "a Content-Length of more than 18 digits.  h11 allows 20; "
                      "fastwsgi keeps the value within an int64."),
     "version": (frozenset({505}),
-                "an HTTP version other than 1.0 and 1.1.  h11 serves any HTTP/d.d "
-                "as 1.1; fastwsgi answers 505."),
+                "a major HTTP version other than 1.  h11 serves any HTTP/d.d as "
+                "1.1; fastwsgi serves HTTP/1.x as 1.1 (RFC 9110 2.5) and answers "
+                "505 to the rest."),
+    "asterisk-not-options": (frozenset({400}),
+                             "the asterisk form with a method other than OPTIONS "
+                             "(RFC 9112 3.2.4).  h11 accepts it; fastwsgi refuses."),
+    "host-value": (frozenset({400}),
+                   "a Host, or an absolute-form authority, that is not "
+                   "uri-host [\":\" port] (RFC 9110 7.2, RFC 3986 3.2.2): h11 does not "
+                   "look; fastwsgi refuses what a framework would paste into a URL."),
     "target-form": (frozenset({400}),
                     "a request-target that is none of origin-form (\"/...\"), "
                     "absolute-form (\"scheme://...\") or \"*\": authority-form "
@@ -200,7 +208,11 @@ def h11_outcome(data: bytes) -> Outcome:
     length = 0 if chunked else int(dict(event.headers).get(b"content-length", b"0"))
     out = Outcome(
         "accept", head_len=len(data) - len(conn.trailing_data[0]), method=event.method,
-        target=event.target, version=event.http_version, chunked=chunked, length=length,
+        # both serve HTTP/1.x above 1.1 as 1.1 (RFC 9110 2.5)
+        target=event.target,
+        version=b"1.1" if event.http_version.startswith(b"1.") and event.http_version != b"1.0"
+        else event.http_version,
+        chunked=chunked, length=length,
         request=event,
     )
     body = bytearray()
@@ -240,6 +252,12 @@ def header_lines(head: bytes) -> list[bytes]:
     return [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")[1:-2]]
 
 
+# uri-host [":" port] as fastwsgi takes it: an IP literal, or reg-name /
+# IPv4 characters (unreserved, pct-encoded, sub-delims), then digits.
+HOST_VALUE = re.compile(
+    rb"(?:\[[0-9A-Fa-f:.vV]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
+
+
 def stricter_head(data: bytes, req: h11.Request) -> set[str]:
     head = h11_head(data)
     lines = header_lines(head)
@@ -262,8 +280,14 @@ def stricter_head(data: bytes, req: h11.Request) -> set[str]:
         reasons.add("cl-list-or-repeat")
     if any(len(v) > 18 for n, v in fields if n == b"content-length"):
         reasons.add("cl-19-digits")
-    if req.http_version not in (b"1.0", b"1.1"):
+    if not req.http_version.startswith(b"1."):
         reasons.add("version")
+    if req.target == b"*" and req.method != b"OPTIONS":
+        reasons.add("asterisk-not-options")
+    authority = re.match(rb"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)", req.target)
+    hosts = [v for n, v in fields if n == b"host"] + ([authority[1]] if authority else [])
+    if any(not HOST_VALUE.fullmatch(v) for v in hosts):
+        reasons.add("host-value")
     if req.http_version != b"1.0" and any(
             v.lower() != b"100-continue" for n, v in fields if n == b"expect"):
         reasons.add("expect")
@@ -586,7 +610,11 @@ CASES: list[tuple[str, bytes, object, set[str]]] = [
     ("asterisk-form", req(b"OPTIONS * HTTP/1.1", H), OK, set()),
     ("http10-no-host", req(b"GET / HTTP/1.0"), OK, set()),
     ("http2", req(b"GET / HTTP/2.0", H), 505, {"version"}),
-    ("http12", req(b"GET / HTTP/1.2", H), 505, {"version"}),
+    ("http12", req(b"GET / HTTP/1.2", H), OK, set()),
+    ("fragment", req(b"GET /p?x=1#frag", H), 400, set()),
+    ("asterisk-get", req(b"GET * HTTP/1.1", H), 400, {"asterisk-not-options"}),
+    ("host-slash", req(b"GET / HTTP/1.1", b"Host: a/b\r\n"), 400, {"host-value"}),
+    ("authority-bad-port", req(b"GET http://h:8x/ HTTP/1.1", H), 400, {"host-value"}),
     ("http-lowercase", req(b"GET / http/1.1", H), 400, set()),
     ("http-two-digits", req(b"GET / HTTP/1.10", H), 400, set()),
     # Host

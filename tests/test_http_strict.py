@@ -102,7 +102,11 @@ CASES = [
     ("chunk-trailer-fold", CHUNKED + b"5\r\nhello\r\n0\r\nA: 1\r\n 2\r\n\r\n", 400),
     # versions
     ("http-2.0", b"GET /hello HTTP/2.0\r\nHost: t\r\n\r\n", 505),
-    ("http-1.2", b"GET /hello HTTP/1.2\r\nHost: t\r\n\r\n", 505),
+    ("http-2.1", b"GET /hello HTTP/2.1\r\nHost: t\r\n\r\n", 505),
+    ("fragment", b"GET /hello?x=1#frag HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    ("asterisk-get", b"GET * HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    ("host-with-slash", b"GET /hello HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+    ("host-bad-port", b"GET /hello HTTP/1.1\r\nHost: a:8x\r\n\r\n", 400),
     ("http-3.0", b"GET /hello HTTP/3.0\r\nHost: t\r\n\r\n", 505),
     ("h2-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
     ("version-garbage", b"GET /hello HTTP/x.y\r\nHost: t\r\n\r\n", 400),
@@ -312,3 +316,11 @@ def test_head_too_large_before_it_ends(small_head):
         out, closed = read_until_close(s, timeout=2)
     assert out.startswith(b"HTTP/1.1 431 ")
     assert closed
+
+
+def test_a_higher_minor_version_is_served_as_http11(server):
+    """RFC 9110 2.5: HTTP/1.2 is answered as the highest 1.x implemented."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"GET /hello HTTP/1.2\r\nHost: t\r\n\r\n")
+        data = s.recv(65536)
+    assert data.startswith(b"HTTP/1.1 200 "), data[:100]

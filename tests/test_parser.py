@@ -358,7 +358,9 @@ REQ = b"GET / HTTP/1.1\r\nHost: h\r\n"
     (b"GET / HTTP/1.1\r\nHost: h\r\n\n", 400),
     # versions
     (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),
-    (b"GET / HTTP/1.2\r\nHost: h\r\n\r\n", 505),
+    (b"GET / HTTP/2.1\r\nHost: h\r\n\r\n", 505),
+    (b"GET /p#f HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    (b"GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400),
     (b"GET / HTTP/0.9\r\nHost: h\r\n\r\n", 505),
     (b"GET / HTTP/3.0\r\nHost: h\r\n\r\n", 505),
     (b"GET / HTTP/1.10\r\nHost: h\r\n\r\n", 400),
