@@ -160,6 +160,7 @@ class Dispatch:
         self.start = self.start_response
         # Numbers the requests: a write() callable knows its request's.
         self.serial = 0
+        self.writer = Writer(self, 0)
         # The last response head, by value: an app mostly sends the same
         # status and headers again, and comparing two short lists of tuples
         # costs far less than hashing them as a dict key would.
@@ -256,7 +257,14 @@ class Dispatch:
             raise ResponseError(f"status must be str, not {type(status).__name__}")
         self.status = status
         self.headers = headers
-        return Writer(self, self.serial)
+        writer = self.writer
+        if _refcount is None or _refcount(writer) > 3:
+            # An earlier request's app kept it (or refcounts cannot tell):
+            # that one stays bound to its own request, this one gets anew.
+            writer = self.writer = Writer(self, self.serial)
+        else:
+            writer.serial = self.serial  # nobody else holds it
+        return writer
 
     def write(self, data: bytes) -> None:
         current = self.current
@@ -364,10 +372,15 @@ def _serve(d: Dispatch, conn: Any, environ: Environ, flags: int) -> None:
                     # C sends the rest from `data` in place: it must live
                     # until the connection drains, then the response ends.
                     d.exchange().hold(conn, result, data, d.streams)
+                    d.current = None
                 elif rc == -2:
                     raise ResponseError(f"invalid status or headers: {d.status!r}")
                 elif flags & FW_IN_BODY:
                     d.input.close()
+                    d.input = EMPTY_INPUT
+                # The request's state ends with it: a write() kept by the
+                # app and called later must find no connection.
+                d.conn = None
                 return
         ex = d.current or d.exchange()
     except BaseException:  # noqa: B036 - an app's SystemExit must not end the server
@@ -378,14 +391,11 @@ def _serve(d: Dispatch, conn: Any, environ: Environ, flags: int) -> None:
         ex.fail(conn, "error in the WSGI app")
     else:
         ex.respond(conn, result, d.streams)
-    finally:
-        # The request's state ends with it: a write() kept by the app and
-        # called later must find no connection, not the next one's.
-        if d.current is not None:
-            d.current.conn = None
-        d.current = None
-        d.conn = None
-        d.input = EMPTY_INPUT
+    # As above: nothing of this request is reachable from the next.
+    ex.conn = None
+    d.current = None
+    d.conn = None
+    d.input = EMPTY_INPUT
 
 
 @ffi.def_extern()
@@ -411,11 +421,16 @@ class ResponseError(Exception):
     """The app broke the WSGI contract in a way that ends its response."""
 
 
+# Whether an object is referenced from elsewhere (CPython); None on PyPy.
+_refcount: Callable[[Any], int] | None = getattr(sys, "getrefcount", None)
+
+
 class Writer:
     """The write() callable start_response returns, bound to its request:
     kept by the app and called once that request is over (during another
     one, or from another thread), it raises instead of writing into
-    whatever request the server is handling then."""
+    whatever request the server is handling then.  One that nobody kept
+    is used again for the next request (see Dispatch.start_response)."""
 
     __slots__ = ("dispatch", "serial")
 
