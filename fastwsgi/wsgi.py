@@ -258,7 +258,7 @@ class Dispatch:
         self.status = status
         self.headers = headers
         writer = self.writer
-        if _refcount is None or _refcount(writer) > 3:
+        if _refcount(writer) > 3:
             # An earlier request's app kept it (or refcounts cannot tell):
             # that one stays bound to its own request, this one gets anew.
             writer = self.writer = Writer(self, self.serial)
@@ -421,8 +421,15 @@ class ResponseError(Exception):
     """The app broke the WSGI contract in a way that ends its response."""
 
 
-# Whether an object is referenced from elsewhere (CPython); None on PyPy.
-_refcount: Callable[[Any], int] | None = getattr(sys, "getrefcount", None)
+def _kept(obj: Any) -> int:
+    """Where references are not counted (PyPy), every object counts as
+    kept: start_response then makes a new Writer each time."""
+    return 4
+
+
+# How many references an object has: one held only by the dispatcher, the
+# caller's local and the call itself has 3, so more means someone kept it.
+_refcount: Callable[[Any], int] = getattr(sys, "getrefcount", _kept)
 
 
 class Writer:
