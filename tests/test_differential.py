@@ -81,6 +81,10 @@ STRICTER: dict[str, tuple[frozenset[int], str]] = {
                 "a major HTTP version other than 1.  h11 serves any HTTP/d.d as "
                 "1.1; fastwsgi serves HTTP/1.x as 1.1 (RFC 9110 2.5) and answers "
                 "505 to the rest."),
+    "host-missing-1x": (frozenset({400}),
+                        "no Host in an HTTP/1.2 (or later 1.x) request.  fastwsgi "
+                        "serves it as HTTP/1.1, which requires Host (RFC 9112 3.2); "
+                        "h11 requires Host of HTTP/1.1 only."),
     "asterisk-not-options": (frozenset({400}),
                              "the asterisk form with a method other than OPTIONS "
                              "(RFC 9112 3.2.4).  h11 accepts it; fastwsgi refuses."),
@@ -282,6 +286,9 @@ def stricter_head(data: bytes, req: h11.Request) -> set[str]:
         reasons.add("cl-19-digits")
     if not req.http_version.startswith(b"1."):
         reasons.add("version")
+    if (req.http_version.startswith(b"1.") and req.http_version not in (b"1.0", b"1.1")
+            and b"host" not in names):
+        reasons.add("host-missing-1x")
     if req.target == b"*" and req.method != b"OPTIONS":
         reasons.add("asterisk-not-options")
     authority = re.match(rb"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)", req.target)
@@ -611,6 +618,7 @@ CASES: list[tuple[str, bytes, object, set[str]]] = [
     ("http10-no-host", req(b"GET / HTTP/1.0"), OK, set()),
     ("http2", req(b"GET / HTTP/2.0", H), 505, {"version"}),
     ("http12", req(b"GET / HTTP/1.2", H), OK, set()),
+    ("http12-no-host", req(b"GET / HTTP/1.2"), 400, {"host-missing-1x"}),
     ("fragment", req(b"GET /p?x=1#frag", H), 400, set()),
     ("asterisk-get", req(b"GET * HTTP/1.1", H), 400, {"asterisk-not-options"}),
     ("host-slash", req(b"GET / HTTP/1.1", b"Host: a/b\r\n"), 400, {"host-value"}),
