@@ -319,7 +319,10 @@ static int write_head(fw_conn *c, const char *h, size_t hlen, int nfields,
     } else if (hi->length >= 0) {
         c->out_mode = OUT_LENGTH;
         c->resp_left = hi->length;
-    } else if (length >= 0) {
+    } else if (length > 0 || (length == 0 && !(c->flags & C_REQ_HEAD))) {
+        /* (An empty body to a HEAD says nothing of what GET would send,
+         * as Flask answers HEAD: then no length rather than a wrong one,
+         * RFC 9110 9.3.2.) */
         c->out_mode = OUT_LENGTH;
         c->resp_left = length;
         memcpy(w, "Content-Length: ", 16);

@@ -857,7 +857,8 @@ static void respond(rec *r, req *q, fw_conn *c)
             p->actual = 0;
         } else {
             p->framing = FR_LENGTH;
-            p->declared = len;
+            /* an empty body to a HEAD gives no length (RFC 9110 9.3.2) */
+            p->declared = head && len == 0 ? -1 : len;
             p->actual = head ? 0 : len;
         }
         g_resp_bytes += (uint64_t)len;
@@ -900,7 +901,7 @@ static void respond(rec *r, req *q, fw_conn *c)
         g_resp_bytes += (uint64_t)len;
         p->status = 200;
         p->actual = head ? 0 : len;
-        if (length >= 0) {
+        if (length > 0 || (length == 0 && !head)) {
             p->framing = FR_LENGTH;
             p->declared = length;
         } else if (head) {

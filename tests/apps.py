@@ -363,6 +363,10 @@ def hazards(environ, start_response):
         name = {"cookie": "Set-Cookie\0evil=1", "plain": "X-A\0b"}[q.get("kind", "cookie")]
         start_response("200 OK", [(name,)])
         return [b"nul"]
+    if path == "/head-empty":
+        # as Flask answers HEAD: the headers of GET, an empty body
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"" if environ["REQUEST_METHOD"] == "HEAD" else b"the GET body"]
     if path == "/keep-write":
         # the write() of this request, kept for a later one to misuse
         STATS["kept_write"] = start_response("200 OK", [("Content-Type", "text/plain")])

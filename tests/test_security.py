@@ -675,3 +675,18 @@ def test_flood_after_an_error_response_is_cut_off(start_server):
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
     assert max(latencies) < 0.5, latencies
     assert hello_time(srv) < 0.5
+
+
+def test_head_with_an_empty_body_has_no_invented_length(start_server):
+    """RFC 9110 9.3.2: a HEAD response's Content-Length, if any, is what
+    GET would send.  An app that answers HEAD with an empty body (Flask)
+    gets no length rather than a wrong "0"; GET gets its real one."""
+    srv = start_server("apps:hazards")
+    with srv.connect() as s:
+        s.sendall(b"HEAD /head-empty HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers, body, _ = read_one(s, head=True)
+        assert (status, body) == (200, b"")
+        assert "content-length" not in headers, headers
+        s.sendall(b"GET /head-empty HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers, body, _ = read_one(s)
+        assert (status, body, headers.get("content-length")) == (200, b"the GET body", "12")
