@@ -76,6 +76,8 @@ typedef struct fw_chunked {
     uint64_t remaining;         /* bytes left in the current chunk */
     uint32_t line_len;          /* bytes of the current size/trailer line */
     uint32_t trailer_len;       /* bytes of trailer section so far */
+    uint32_t name_len;          /* the current trailer name's length */
+    char name[20];              /* its first bytes, lower-cased */
 } fw_chunked;
 
 /*

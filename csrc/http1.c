@@ -214,7 +214,7 @@ static void parse_connection(const char *p, size_t n, int *close_seen,
 }
 
 enum { H_OTHER, H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_CONNECTION,
-       H_EXPECT, H_HOST };
+       H_EXPECT, H_HOST, H_CONTENT_TYPE };
 
 /* Which of the fields that govern framing a name is (case-insensitive). */
 static int classify(const char *p, size_t n)
@@ -226,6 +226,8 @@ static int classify(const char *p, size_t n)
         return slice_is(p, n, "expect", 6) ? H_EXPECT : H_OTHER;
     case 10:
         return slice_is(p, n, "connection", 10) ? H_CONNECTION : H_OTHER;
+    case 12:
+        return slice_is(p, n, "content-type", 12) ? H_CONTENT_TYPE : H_OTHER;
     case 14:
         return slice_is(p, n, "content-length", 14) ? H_CONTENT_LENGTH
                                                      : H_OTHER;
@@ -379,7 +381,7 @@ int fw_parse_head(const char *buf, size_t len, const fw_limits *lim,
     if (out->method.len == 4 && memcmp(m, "HEAD", 4) == 0)
         flags |= FW_REQ_HEAD;
     int64_t content_length = -1;
-    int cl_count = 0, host_count = 0, te_seen = 0;
+    int cl_count = 0, host_count = 0, te_seen = 0, ct_count = 0;
     int chunked_seen = 0, other_coding = 0, last_chunked = 0;
     int close_seen = 0, keepalive_seen = 0, expect_bad = 0;
     uint32_t nfields = 0, total = 0;
@@ -442,6 +444,13 @@ int fw_parse_head(const char *buf, size_t len, const fw_limits *lim,
                 flags |= FW_REQ_CONTINUE;
             else
                 expect_bad = 1;
+            break;
+        case H_CONTENT_TYPE:
+            /* One value only (RFC 9110 8.3): two would be merged into a
+             * type no one sent, or read first-wins by one component and
+             * last-wins by another. */
+            if (ct_count++)
+                return -400;
             break;
         case H_HOST:
             host_count++;
@@ -516,6 +525,39 @@ static int hexval(unsigned char ch)
     return -1;
 }
 
+/* A trailer name, lower-cased, as far as it fits: longer ones are none of
+ * the names below. */
+static void trailer_name_add(fw_chunked *st, unsigned char ch)
+{
+    if (st->name_len < sizeof st->name)
+        st->name[st->name_len] = (char)(ch | ((ch >= 'A' && ch <= 'Z') << 5));
+    if (st->name_len <= sizeof st->name)
+        st->name_len++;
+}
+
+/* Fields that must not come as trailers (RFC 9110 6.5.1): framing,
+ * routing, request modifiers, authentication and content format are needed
+ * before the content, and a component that merged trailers into the head
+ * would let them override what was checked there. */
+static int trailer_forbidden(const fw_chunked *st)
+{
+    static const char *const names[] = {
+        "content-length", "transfer-encoding", "host", "trailer", "te",
+        "connection", "keep-alive", "upgrade", "expect", "max-forwards",
+        "cache-control", "authorization", "proxy-authorization", "cookie",
+        "content-encoding", "content-type", "content-range", "range",
+        "if-match", "if-none-match", "if-modified-since",
+        "if-unmodified-since", "if-range",
+    };
+    if (st->name_len > sizeof st->name)
+        return 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strlen(names[i]) == st->name_len &&
+            memcmp(names[i], st->name, st->name_len) == 0)
+            return 1;
+    return 0;
+}
+
 int fw_chunked_decode(fw_chunked *st, char *buf, size_t len, size_t max_line,
                       size_t *consumed, size_t *produced)
 {
@@ -546,10 +588,10 @@ int fw_chunked_decode(fw_chunked *st, char *buf, size_t len, size_t max_line,
             break;
         }
         case CK_SIZE_WS:
+            /* RFC 9112 7.1.1: whitespace after a size only before an
+             * extension ("5 ;x"), never before the line end ("5 "). */
             if (ch == ';')
                 st->state = CK_EXT;
-            else if (ch == '\r')
-                st->state = CK_SIZE_LF;
             else if (!is_ows(ch))
                 goto bad;
             break;
@@ -592,20 +634,28 @@ int fw_chunked_decode(fw_chunked *st, char *buf, size_t len, size_t max_line,
             r++;
             continue;
         case CK_TRAILER_START:
-            if (ch == '\r')
+            if (ch == '\r') {
                 st->state = CK_END_LF;
-            else if (fw_tchar[ch])
+            } else if (fw_tchar[ch]) {
                 st->state = CK_TRAILER_NAME;
-            else
+                st->name_len = 0;
+                trailer_name_add(st, ch);
+            } else {
                 goto bad;       /* obs-fold or junk */
+            }
             break;
         case CK_TRAILER_NAME:
             /* Trailers are checked as strictly as header fields, then
              * dropped: none reaches the app. */
-            if (ch == ':')
+            if (ch == ':') {
+                if (trailer_forbidden(st))
+                    goto bad;
                 st->state = CK_TRAILER;
-            else if (!fw_tchar[ch])
+            } else if (fw_tchar[ch]) {
+                trailer_name_add(st, ch);
+            } else {
                 goto bad;
+            }
             break;
         case CK_TRAILER:
             if (ch == '\r')

@@ -1527,11 +1527,15 @@ static void gen_request(rec *r, const uint8_t *d)
     if ((hset >> 12) == 0xf)
         nset = 20 + hset % 61;
     uint32_t hs = 0x51ed270bu ^ hset * 2654435761u;
+    int ctype_seen = 0;
     for (int i = 0; i < nset; i++) {
         char name[64];
         family_name((int)(rnd(&hs) % 256), name, sizeof name);
-        gbuf v = {0}, raw = {0};
         uint32_t flavor = rnd(&rs);
+        /* Content-Type allows one field only: a repeat would be refused. */
+        if (strcasecmp(name, "content-type") == 0 && ctype_seen++)
+            snprintf(name, sizeof name, "X-Ctype-%d", i);
+        gbuf v = {0}, raw = {0};
         gb_printf(&v, "c%dr%dh%d", r->rid, q->seq, i);
         if ((flavor & 7) == 0)
             gb_puts(&v, " inner  space");

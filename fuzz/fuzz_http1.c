@@ -204,14 +204,19 @@ static void check_accepted(const uint8_t *d, size_t len, const fw_limits *lim,
     CHECK(d[h->method.off + h->method.len] == ' ');
     CHECK(h->target.off == h->method.off + h->method.len + 1);
     for (uint32_t i = 0; i < h->target.len; i++)
-        CHECK(d[h->target.off + i] > 0x20 && d[h->target.off + i] < 0x7f);
+        CHECK(d[h->target.off + i] > 0x20 && d[h->target.off + i] < 0x7f &&
+              d[h->target.off + i] != '#');    /* never a fragment */
+    /* the asterisk form only with OPTIONS */
+    CHECK(d[h->target.off] != '*' ||
+          (h->method.len == 7 && memcmp(d + h->method.off, "OPTIONS", 7) == 0));
     uint32_t tend = h->target.off + h->target.len;
     CHECK(d[tend] == ' ');
     CHECK(tend + 11 <= n && memcmp(d + tend + 1, "HTTP/1.", 7) == 0);
     CHECK(d[tend + 9] == '\r' && d[tend + 10] == '\n');
     CHECK(tend + 9 - h->method.off <= lim->request_line);
-    int http11 = d[tend + 8] == '1';
-    CHECK(http11 || d[tend + 8] == '0');
+    /* HTTP/1.1 and any later 1.x are served as 1.1 (RFC 9110 2.5) */
+    int http11 = d[tend + 8] != '0';
+    CHECK(d[tend + 8] >= '0' && d[tend + 8] <= '9');
     CHECK(!!(h->flags & FW_REQ_HTTP11) == http11);
     /* only empty lines before the request line */
     for (uint32_t i = 0; i < h->method.off; i += 2)

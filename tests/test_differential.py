@@ -85,6 +85,10 @@ STRICTER: dict[str, tuple[frozenset[int], str]] = {
                         "no Host in an HTTP/1.2 (or later 1.x) request.  fastwsgi "
                         "serves it as HTTP/1.1, which requires Host (RFC 9112 3.2); "
                         "h11 requires Host of HTTP/1.1 only."),
+    "content-type-repeated": (frozenset({400}),
+                              "Content-Type twice.  It allows one value (RFC 9110 "
+                              "8.3); h11 passes both on, fastwsgi refuses as for two "
+                              "Content-Lengths."),
     "asterisk-not-options": (frozenset({400}),
                              "the asterisk form with a method other than OPTIONS "
                              "(RFC 9112 3.2.4).  h11 accepts it; fastwsgi refuses."),
@@ -111,6 +115,13 @@ STRICTER: dict[str, tuple[frozenset[int], str]] = {
                          "a trailer field folded onto a second line."),
     "trailer-ctl": (frozenset({400}),
                     "a control byte in a trailer field."),
+    "chunk-size-ws": (frozenset({400}),
+                      "whitespace after a chunk size with no extension (\"5 \").  "
+                      "RFC 9112 7.1.1 allows BWS only before ';'; h11 skips it."),
+    "trailer-forbidden": (frozenset({400}),
+                          "a field that must not be a trailer (RFC 9110 6.5.1: "
+                          "framing, routing, request modifiers, authentication, "
+                          "content format).  h11 accepts it; fastwsgi refuses."),
 }
 
 # LENIENT: fastwsgi accepts, h11 rejects.  reason -> why.  Each has a
@@ -122,12 +133,6 @@ LENIENT: dict[str, str] = {
     "chunk-ext-bws": (
         "whitespace between the chunk size and ';' (\"5 ;x\").  RFC 9112 7.1.1 "
         "allows BWS there; h11's chunk-header pattern does not."),
-    "trailer-unchecked": (
-        "a well-formed trailer field whose value h11 interprets (a trailer "
-        "Content-Length that is not a number).  fastwsgi checks each trailer "
-        "line's syntax (token, colon, field bytes, CRLF) and discards it unread; "
-        "the end of the message is where h11 puts it once the trailers are "
-        "removed."),
 }
 
 # ---------------------------------------------------------------------------
@@ -289,6 +294,8 @@ def stricter_head(data: bytes, req: h11.Request) -> set[str]:
     if (req.http_version.startswith(b"1.") and req.http_version not in (b"1.0", b"1.1")
             and b"host" not in names):
         reasons.add("host-missing-1x")
+    if names.count(b"content-type") > 1:
+        reasons.add("content-type-repeated")
     if req.target == b"*" and req.method != b"OPTIONS":
         reasons.add("asterisk-not-options")
     authority = re.match(rb"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)", req.target)
@@ -354,7 +361,23 @@ def stricter_body(body: bytes) -> set[str]:
         reasons.add("trailer-obs-fold")
     if any(c in CTL for c in trailers):
         reasons.add("trailer-ctl")
+    for line in parts.size_lines:
+        rest = line[len(re.match(rb"[0-9A-Fa-f]+", line)[0]):]
+        if rest and not rest.strip(b" \t"):
+            reasons.add("chunk-size-ws")
+    names = [t.split(b":", 1)[0].strip().lower() for t in trailers.split(b"\n") if b":" in t]
+    if any(n in FORBIDDEN_TRAILERS for n in names):
+        reasons.add("trailer-forbidden")
     return reasons
+
+
+FORBIDDEN_TRAILERS = {
+    b"content-length", b"transfer-encoding", b"host", b"trailer", b"te", b"connection",
+    b"keep-alive", b"upgrade", b"expect", b"max-forwards", b"cache-control",
+    b"authorization", b"proxy-authorization", b"cookie", b"content-encoding",
+    b"content-type", b"content-range", b"range", b"if-match", b"if-none-match",
+    b"if-modified-since", b"if-unmodified-since", b"if-range",
+}
 
 
 # ---------------------------------------------------------------------------
@@ -414,16 +437,9 @@ def norm_chunk_ext_bws(data: bytes, fw: Outcome) -> Normalized | None:
     return _norm_body(data, fw, change)
 
 
-def norm_trailer_unchecked(data: bytes, fw: Outcome) -> Normalized | None:
-    def change(parts: ChunkedParts) -> bytes | None:
-        return rebuild_chunked(parts, b"") if parts.trailers else None
-    return _norm_body(data, fw, change)
-
-
 LENIENT_RULES: dict[str, Callable[[bytes, Outcome], Normalized | None]] = {
     "leading-empty-lines": norm_leading_empty_lines,
     "chunk-ext-bws": norm_chunk_ext_bws,
-    "trailer-unchecked": norm_trailer_unchecked,
 }
 assert set(LENIENT_RULES) == set(LENIENT)
 
@@ -619,6 +635,8 @@ CASES: list[tuple[str, bytes, object, set[str]]] = [
     ("http2", req(b"GET / HTTP/2.0", H), 505, {"version"}),
     ("http12", req(b"GET / HTTP/1.2", H), OK, set()),
     ("http12-no-host", req(b"GET / HTTP/1.2"), 400, {"host-missing-1x"}),
+    ("content-type-twice", req(b"GET / HTTP/1.1", H, b"Content-Type: a/b\r\n",
+                               b"content-type: c/d\r\n"), 400, {"content-type-repeated"}),
     ("fragment", req(b"GET /p?x=1#frag", H), 400, set()),
     ("asterisk-get", req(b"GET * HTTP/1.1", H), 400, {"asterisk-not-options"}),
     ("host-slash", req(b"GET / HTTP/1.1", b"Host: a/b\r\n"), 400, {"host-value"}),
@@ -647,7 +665,8 @@ CASES: list[tuple[str, bytes, object, set[str]]] = [
     ("chunk-0x", req(POST, H, TE, body=b"0x5\r\nhello\r\n0\r\n\r\n"), OK, set()),
     ("chunk-negative", req(POST, H, TE, body=b"-5\r\nhello\r\n0\r\n\r\n"), OK, set()),
     ("chunk-leading-space", req(POST, H, TE, body=b" 5\r\nhello\r\n0\r\n\r\n"), OK, set()),
-    ("chunk-trailing-space", req(POST, H, TE, body=b"5 \t\r\nhello\r\n0\r\n\r\n"), OK, set()),
+    ("chunk-trailing-space", req(POST, H, TE, body=b"5 \t\r\nhello\r\n0\r\n\r\n"), OK,
+     {"chunk-size-ws"}),
     ("chunk-ext", req(POST, H, TE, body=b"5;a=b;c=\"d e\"\r\nhello\r\n0;z\r\n\r\n"),
      OK, set()),
     ("chunk-ext-bws", req(POST, H, TE, body=b"5 ;a=b\r\nhello\r\n0\r\n\r\n"),
@@ -667,7 +686,9 @@ CASES: list[tuple[str, bytes, object, set[str]]] = [
     ("trailer-no-colon", req(POST, H, TE, body=b"0\r\nnot a field\r\n\r\n"),
      OK, set()),
     ("trailer-bad-cl", req(POST, H, TE, body=b"0\r\nContent-Length: x\r\n\r\n"),
-     OK, {"trailer-unchecked"}),
+     OK, set()),
+    ("trailer-host", req(POST, H, TE, body=b"0\r\nHost: evil\r\n\r\n"),
+     OK, {"trailer-forbidden"}),
     ("trailer-ctl", req(POST, H, TE, body=b"0\r\nX-A: \x01\r\n\r\n"), OK, {"trailer-ctl"}),
 ]
 

@@ -100,6 +100,11 @@ CASES = [
     ("chunk-data-bare-lf", CHUNKED + b"5\r\nhello\n0\r\n\r\n", 400),
     ("chunk-size-bare-lf", CHUNKED + b"5\nhello\r\n0\r\n\r\n", 400),
     ("chunk-trailer-fold", CHUNKED + b"5\r\nhello\r\n0\r\nA: 1\r\n 2\r\n\r\n", 400),
+    ("content-type-twice", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: a/b\r\n"
+     b"Content-Type: c/d\r\nContent-Length: 0\r\n\r\n", 400),
+    ("chunk-size-trailing-space", CHUNKED + b"5 \r\nhello\r\n0\r\n\r\n", 400),
+    ("trailer-content-length", CHUNKED + b"5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n", 400),
+    ("trailer-host", CHUNKED + b"5\r\nhello\r\n0\r\nHost: evil\r\n\r\n", 400),
     # versions
     ("http-2.0", b"GET /hello HTTP/2.0\r\nHost: t\r\n\r\n", 505),
     ("http-2.1", b"GET /hello HTTP/2.1\r\nHost: t\r\n\r\n", 505),

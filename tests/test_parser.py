@@ -676,3 +676,39 @@ def test_invalid_host_values_are_refused(host):
 def test_invalid_absolute_form_authority_is_refused(authority):
     target = b"http://" + authority + b"/p"
     assert parse(b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n")["rc"] == -400
+
+
+@pytest.mark.parametrize("body", [b"5 \r\nhello\r\n0\r\n\r\n", b"5\t\r\nhello\r\n0\r\n\r\n",
+                                  b"5\r\nhello\r\n0 \r\n\r\n"])
+def test_whitespace_after_a_chunk_size_without_extension_is_refused(body):
+    """RFC 9112 7.1.1: BWS only before ';' of an extension."""
+    assert decode_all(body)[0] == -400
+    # byte by byte the same
+    assert decode([body[i:i + 1] for i in range(len(body))])[0] == -400
+
+
+def test_whitespace_before_a_chunk_extension_is_kept():
+    assert decode_all(b"5 ;x=1\r\nhello\r\n0\r\n\r\n")[:2] == (1, b"hello")
+
+
+@pytest.mark.parametrize("name", [b"Content-Length", b"transfer-encoding", b"HOST",
+                                  b"Authorization", b"Content-Type", b"Cookie", b"TE"])
+def test_fields_that_must_not_be_trailers_are_refused(name):
+    """RFC 9110 6.5.1: framing, routing, control, authentication and
+    content format cannot come after the content."""
+    body = b"5\r\nhello\r\n0\r\n" + name + b": x\r\n\r\n"
+    assert decode_all(body)[0] == -400
+    assert decode([body[i:i + 1] for i in range(len(body))])[0] == -400
+
+
+@pytest.mark.parametrize("name", [b"X-Checksum", b"Server-Timing", b"Content-Lengthy",
+                                  b"X-" + b"a" * 40, b"Hos"])
+def test_other_trailers_are_accepted_and_dropped(name):
+    assert decode_all(b"5\r\nhello\r\n0\r\n" + name + b": x\r\n\r\n")[:2] == (1, b"hello")
+
+
+def test_a_repeated_content_type_is_refused():
+    """One value only (RFC 9110 8.3): two are refused like two Hosts."""
+    data = (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\n"
+            b"content-type: application/json\r\nContent-Length: 0\r\n\r\n")
+    assert parse(data)["rc"] == -400
