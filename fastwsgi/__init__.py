@@ -8,6 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+try:
+    from ._fastwsgi import lib as _lib  # noqa: F401 - the compiled core
+except ModuleNotFoundError as exc:  # the source tree shadows the installed package
+    raise ImportError(
+        "fastwsgi's compiled core is missing: this is probably the source tree "
+        "(a folder named fastwsgi in the working directory) shadowing the "
+        "installed package; run it from another directory"
+    ) from exc
+
 from ._version import __version__
 from .config import ConfigError, make_config
 from .wsgi import WSGIApp

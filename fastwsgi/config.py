@@ -154,6 +154,11 @@ def _directory() -> tuple[Callable[[Any], str], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str) or not value:
             raise ValueError
+        # Checked now, not at the first large upload (which would get 500).
+        if not os.path.isdir(value):
+            raise Refused(f"{value!r} is not a directory")
+        if not os.access(value, os.W_OK | os.X_OK):
+            raise Refused(f"{value!r} is not writable")
         return value
 
     return check, "a directory path"

@@ -349,6 +349,8 @@ def test_module_found_in_working_directory(procs, modules):
 
 @pytest.mark.parametrize("args,words", [
     (["--bogus", "apps:router"], ["--bogus"]),
+    (["--spool-dir", "/nonexistent-fastwsgi-dir", "apps:router"],
+     ["--spool-dir", "not a directory"]),
     (["--port", "70000", "apps:router"], ["--port", "70000", "0 to 65535"]),
     (["--port", "abc", "apps:router"], ["--port", "abc"]),
     (["--port", "-1", "apps:router"], ["--port"]),
@@ -666,3 +668,13 @@ def test_run_unknown_keyword_lists_settings():
     assert text.startswith("keepalive: ")
     for s in SETTINGS:
         assert s.name in text
+
+
+def test_importing_from_the_source_tree_says_what_is_wrong():
+    """From the repository root, `fastwsgi` is the source folder, which has
+    no compiled core: the error says so instead of a bare module name."""
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-c", "import fastwsgi"], cwd=root,
+                       capture_output=True, text=True, timeout=20, env=fastwsgi_env())
+    assert r.returncode != 0
+    assert "compiled core is missing" in r.stderr, r.stderr[-500:]
