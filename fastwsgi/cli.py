@@ -50,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         names = [s.option] + ([s.short] if s.short else [])
         help_text = f"{s.help} Default: {s.default_text or s.default}."
         if s.flag:
-            parser.add_argument(*names, dest=s.name, action="store_const",
-                                const=True, default=None, help=help_text)
+            # --name turns it on, --no-name off: the value the settings
+            # table documents, without a word to type.
+            parser.add_argument(*names, dest=s.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_text)
         elif s.repeat:
             parser.add_argument(*names, dest=s.name, action="append",
                                 metavar=s.metavar, default=None, help=help_text)
@@ -78,10 +80,13 @@ def load_app(spec: str) -> WSGIApp:
         fail(f"importing {module_name!r} failed: {describe(exc)}")
     call = attr.endswith("()")
     names = [attr[:-2] if call else attr] if attr else ["application", "app"]
+    missing = object()
     for name in names:
-        obj: Any = getattr(module, name, None)
-        if obj is None:
+        obj: Any = getattr(module, name, missing)
+        if obj is missing:
             continue
+        if obj is None:
+            fail(f"{spec}: {module_name}.{name} is None, not a WSGI application")
         if call:
             try:
                 obj = obj()

@@ -39,6 +39,11 @@ def _int_range(lo: int, hi: int) -> tuple[Callable[[Any], int], str]:
     return check, f"an integer from {lo} to {hi}"
 
 
+def _bytes(lo: int, hi: int) -> tuple[Callable[[Any], int], str]:
+    check, allowed = _int_range(lo, hi)
+    return check, allowed + ", or with a K, M or G suffix (powers of 1024)"
+
+
 def _parse_size(text: str) -> int:
     """Accept plain integers and the K/M/G suffixes (powers of 1024)."""
     text = text.strip()
@@ -71,7 +76,7 @@ def _boolean() -> tuple[Callable[[Any], bool], str]:
             return words[value.lower()]
         raise ValueError
 
-    return check, "true or false"
+    return check, "true or false (command line: the option, or its --no- form)"
 
 
 def _choice(options: tuple[str, ...]) -> tuple[Callable[[Any], str], str]:
@@ -228,20 +233,20 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("graceful_timeout", 30.0, _seconds(0, 3600),
              "On SIGTERM/SIGINT, how long in-flight requests may take.",
              metavar="SECONDS"),
-    _setting("limit_request_line", 8190, _int_range(64, 65536),
+    _setting("limit_request_line", 8190, _bytes(64, 65536),
              "Longest request line in bytes (414 beyond).", metavar="BYTES"),
     _setting("limit_request_fields", 100, _int_range(1, 256),
              "Most header fields in a request (431 beyond).", metavar="N"),
-    _setting("limit_request_field_size", 8190, _int_range(64, 65536),
+    _setting("limit_request_field_size", 8190, _bytes(64, 65536),
              "Longest header field line in bytes (431 beyond).",
              metavar="BYTES"),
-    _setting("limit_request_head", 65536, _int_range(1024, 1 << 20),
+    _setting("limit_request_head", 65536, _bytes(1024, 1 << 20),
              "Longest request head, line and fields, in bytes (431 beyond).",
              metavar="BYTES"),
-    _setting("max_body_size", 1 << 30, _int_range(0, 1 << 50),
+    _setting("max_body_size", 1 << 30, _bytes(0, 1 << 50),
              "Largest request body in bytes (413 beyond); K/M/G suffixes work.",
              metavar="BYTES", default_text="1G"),
-    _setting("spool_threshold", 1 << 20, _int_range(0, 1 << 40),
+    _setting("spool_threshold", 1 << 20, _bytes(0, 1 << 40),
              "Request bodies larger than this are kept in a temporary file.",
              metavar="BYTES", default_text="1M"),
     _setting("spool_dir", "", _directory(),

@@ -351,6 +351,7 @@ def test_module_found_in_working_directory(procs, modules):
     (["--bogus", "apps:router"], ["--bogus"]),
     (["--spool-dir", "/nonexistent-fastwsgi-dir", "apps:router"],
      ["--spool-dir", "not a directory"]),
+    (["--max-body-size", "10X", "apps:router"], ["--max-body-size", "K, M or G suffix"]),
     (["--port", "70000", "apps:router"], ["--port", "70000", "0 to 65535"]),
     (["--port", "abc", "apps:router"], ["--port", "abc"]),
     (["--port", "-1", "apps:router"], ["--port"]),
@@ -678,3 +679,18 @@ def test_importing_from_the_source_tree_says_what_is_wrong():
                        capture_output=True, text=True, timeout=20, env=fastwsgi_env())
     assert r.returncode != 0
     assert "compiled core is missing" in r.stderr, r.stderr[-500:]
+
+
+def test_a_flag_setting_has_a_no_form(procs):
+    """allow_underscore_headers is "true or false": --X and --no-X."""
+    for flag in ("--allow-underscore-headers", "--no-allow-underscore-headers"):
+        p = procs([sys.executable, "-m", "fastwsgi", "--port", "0", flag, "apps:router"])
+        assert p.wait_for(LINE)
+        assert p.stop() == 0
+
+
+def test_an_app_that_is_none_is_named_as_such(tmp_path):
+    (tmp_path / "noneapp.py").write_text("app = None\n")
+    r = run_cli("noneapp", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "noneapp.app is None" in r.stderr, r.stderr
