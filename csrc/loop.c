@@ -339,18 +339,6 @@ static void close_idle(fw_loop *loop)
     }
 }
 
-/* Only flags change here: this may run from a signal handler in Python,
- * in the middle of any callback.  The loop acts on them at a safe point. */
-void fw_loop_stop(fw_loop *loop, int graceful)
-{
-    if (loop->stopping == 0 && graceful) {
-        loop->stopping = 1;
-        loop->stop_deadline = loop_now(loop) + loop->cfg.graceful_timeout_ms;
-    } else {
-        loop->stopping = 2;
-    }
-}
-
 /* Stop accepting at once; the kernel refuses what comes next. */
 static void close_listeners(fw_loop *loop)
 {
@@ -361,6 +349,22 @@ static void close_listeners(fw_loop *loop)
         }
     }
     loop->accept_paused = 0;
+}
+
+/* This may run from a signal handler in Python, in the middle of any
+ * callback: only flags change, and the listeners close (accept_all checks
+ * `stopping` before each accept), so that new clients are refused at once
+ * rather than queued behind an app call and reset later.  The loop acts
+ * on the flags at a safe point. */
+void fw_loop_stop(fw_loop *loop, int graceful)
+{
+    if (loop->stopping == 0 && graceful) {
+        loop->stopping = 1;
+        loop->stop_deadline = loop_now(loop) + loop->cfg.graceful_timeout_ms;
+    } else {
+        loop->stopping = 2;
+    }
+    close_listeners(loop);
 }
 
 static void drain_wakeup(fw_loop *loop)

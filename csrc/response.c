@@ -622,9 +622,23 @@ int fw_response_start(fw_conn *c, const char *head, size_t hlen, int nfields,
                                     dlen));
 }
 
+/* Past the graceful deadline (or after a second signal) a response still
+ * streaming is cut: the loop gets control between blocks, and an app
+ * that keeps producing must not hold the shutdown past its bound. */
+static int stop_passed(fw_conn *c)
+{
+    fw_loop *loop = c->loop;
+    if (loop->stopping == 2 ||
+        (loop->stopping == 1 && loop_now(loop) >= loop->stop_deadline)) {
+        c->flags |= C_DEAD;
+        return 1;
+    }
+    return 0;
+}
+
 int fw_response_write(fw_conn *c, const char *data, size_t len)
 {
-    if (!in_app(c))
+    if (!in_app(c) || stop_passed(c))
         return -1;
     return settle(c, response_write(c, data, len));
 }
@@ -660,7 +674,7 @@ int fw_response_error(fw_conn *c, int status)
 
 int fw_conn_drain(fw_conn *c)
 {
-    if (!in_app(c))
+    if (!in_app(c) || stop_passed(c))
         return -1;
     for (;;) {
         if (conn_flush(c) < 0)

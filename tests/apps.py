@@ -363,6 +363,15 @@ def hazards(environ, start_response):
         name = {"cookie": "Set-Cookie\0evil=1", "plain": "X-A\0b"}[q.get("kind", "cookie")]
         start_response("200 OK", [(name,)])
         return [b"nul"]
+    if path == "/drip":
+        # many small blocks, each after a short wait: a long stream the
+        # server gets control back from between blocks
+        def drip():
+            for _ in range(int(q.get("n", "40"))):
+                time.sleep(float(q.get("s", "0.1")))
+                yield b"drop;"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return drip()
     if path == "/head-empty":
         # as Flask answers HEAD: the headers of GET, an empty body
         start_response("200 OK", [("Content-Type", "text/plain")])

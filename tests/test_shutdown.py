@@ -298,3 +298,45 @@ def test_repeated_signals_still_exit_cleanly(start_server, tmp_path, sig):
     assert "fastwsgi stopped" in out
     assert "Traceback" not in out
     assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("second_signal", [False, True], ids=["deadline", "second-signal"])
+def test_a_stream_the_app_keeps_producing_is_cut_at_the_deadline(start_server, second_signal):
+    """A 4 s stream of small blocks (the loop gets control between them):
+    --graceful-timeout 1 and SIGTERM at 0.3 s end it about 1 s after the
+    signal, or at once on a second signal, with close() called, instead of
+    waiting for the app to finish."""
+    s = start_server("apps:hazards", "--graceful-timeout", "1")
+    c = s.connect(timeout=10)
+    c.sendall(b"GET /drip?n=40&s=0.1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert c.recv(4096).startswith(b"HTTP/1.1 200 ")
+    time.sleep(0.3)
+    s.signal(signal.SIGTERM)
+    if second_signal:
+        time.sleep(0.2)
+        s.signal(signal.SIGINT)
+    code, elapsed = wait_exit(s, 10)
+    assert code == 0
+    assert elapsed < (0.8 if second_signal else 1.8), elapsed
+    data = recv_all(c, timeout=5)
+    assert not data.endswith(b"\r\n0\r\n\r\n")    # cut, and the client can tell
+    c.close()
+
+
+def test_new_connections_are_refused_as_soon_as_the_drain_starts(start_server):
+    """While a request is still being answered after SIGTERM, a new client
+    is refused at once, not queued and reset when the drain ends."""
+    s = start_server("apps:hazards", "--graceful-timeout", "3")
+    c = s.connect(timeout=10)
+    c.sendall(b"GET /drip?n=15&s=0.1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert c.recv(4096).startswith(b"HTTP/1.1 200 ")
+    s.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((s.host, s.port), timeout=5)
+    assert time.monotonic() - t0 < 0.5
+    data = recv_all(c, timeout=5)
+    assert data.endswith(b"\r\n0\r\n\r\n")      # the stream in flight finished
+    assert wait_exit(s, 10)[0] == 0
+    c.close()
