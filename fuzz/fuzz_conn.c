@@ -1833,7 +1833,10 @@ static void open_conn(int slot, uint8_t a)
         return;
     int kind = a & 3;
     if (kind == 3) {
-        /* through a listening socket the loop accepts from */
+        /* through a listening socket the loop accepts from (none once a
+         * stop has closed them: a new client would be refused) */
+        if (g_stopping)
+            return;
         if (g_listen_fd < 0) {
             int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
             CHECK(lfd >= 0);
@@ -2732,6 +2735,7 @@ static void run_program(cursor *in)
             if (a >= 248 && !g_stopping) {
                 fw_loop_stop(g_loop, 1);
                 g_stopping = 1;
+                g_listen_fd = -1;   /* the stop closed the listeners */
             }
             int n = 1 + a % 8;
             for (int i = 0; i < n; i++)
