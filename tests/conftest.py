@@ -275,6 +275,74 @@ def parse_responses(data: bytes) -> list[tuple[int, dict, bytes]]:
             data = b""
     return out
 
+def read_one(sock: socket.socket, timeout: float = 5.0, head: bool = False):
+    """One response: (status, lower-cased headers, body, bytes after it).
+    Like conftest.read_response, but a response cut short (a chunked one
+    too) raises ConnectionError instead of waiting for more, and the whole
+    read is bounded by the timeout."""
+    deadline = time.monotonic() + timeout
+    buf = bytearray()
+
+    def more() -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("no complete response in time")
+        sock.settimeout(left)
+        data = sock.recv(1 << 20)
+        if not data:
+            raise ConnectionError(f"closed inside a response: {bytes(buf[:200])!r}")
+        buf.extend(data)
+
+    while b"\r\n\r\n" not in buf:
+        more()
+    end = buf.index(b"\r\n\r\n")
+    lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+    del buf[:end + 4]
+    status = int(lines[0].split(" ")[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        key = k.strip().lower()
+        headers[key] = headers[key] + ", " + v.strip() if key in headers else v.strip()
+    if head or status in (204, 304) or 100 <= status < 200:
+        return status, headers, b"", bytes(buf)
+    if "content-length" in headers:
+        n = int(headers["content-length"])
+        while len(buf) < n:
+            more()
+        return status, headers, bytes(buf[:n]), bytes(buf[n:])
+    if headers.get("transfer-encoding") == "chunked":
+        body = bytearray()
+        while True:
+            while b"\r\n" not in buf:
+                more()
+            line_end = buf.index(b"\r\n")
+            size = int(bytes(buf[:line_end]).split(b";")[0], 16)
+            del buf[:line_end + 2]
+            while len(buf) < size + 2:
+                more()
+            body += buf[:size]
+            del buf[:size + 2]
+            if size == 0:
+                return status, headers, bytes(body), bytes(buf)
+    # close-delimited
+    try:
+        while True:
+            more()
+    except ConnectionError:
+        pass
+    return status, headers, bytes(buf), b""
+
+
+def hello_time(srv, timeout: float = 3.0) -> float:
+    start = time.monotonic()
+    with srv.connect(timeout=timeout) as s:
+        s.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        status, _, body, _ = read_one(s, timeout=timeout)
+    assert (status, body) == (200, b"Hello, World!")
+    return time.monotonic() - start
+
+
 def read_until_close(sock: socket.socket, timeout: float = 3.0) -> tuple[bytes, bool]:
     """Read until the peer closes; also say whether it did within the timeout."""
     sock.settimeout(timeout)

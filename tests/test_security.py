@@ -33,89 +33,19 @@ import threading
 import time
 
 import pytest
-from conftest import SANITIZER_PRELOAD, ServerProcess, parse_responses
+from conftest import (
+    SANITIZER_PRELOAD,
+    ServerProcess,
+    hello_time,
+    parse_responses,
+    read_one,
+    read_until_close,
+)
 
 HELLO = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
 CLOSE = b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
 KIB = 1024
 MIB = 1024 * KIB
-
-
-def read_one(sock: socket.socket, timeout: float = 5.0, head: bool = False):
-    """One response: (status, lower-cased headers, body, bytes after it).
-    Like conftest.read_response, but a response cut short (a chunked one
-    too) raises ConnectionError instead of waiting for more, and the whole
-    read is bounded by the timeout."""
-    deadline = time.monotonic() + timeout
-    buf = bytearray()
-
-    def more() -> None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("no complete response in time")
-        sock.settimeout(left)
-        data = sock.recv(1 << 20)
-        if not data:
-            raise ConnectionError(f"closed inside a response: {bytes(buf[:200])!r}")
-        buf.extend(data)
-
-    while b"\r\n\r\n" not in buf:
-        more()
-    end = buf.index(b"\r\n\r\n")
-    lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
-    del buf[:end + 4]
-    status = int(lines[0].split(" ")[1])
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        key = k.strip().lower()
-        headers[key] = headers[key] + ", " + v.strip() if key in headers else v.strip()
-    if head or status in (204, 304) or 100 <= status < 200:
-        return status, headers, b"", bytes(buf)
-    if "content-length" in headers:
-        n = int(headers["content-length"])
-        while len(buf) < n:
-            more()
-        return status, headers, bytes(buf[:n]), bytes(buf[n:])
-    if headers.get("transfer-encoding") == "chunked":
-        body = bytearray()
-        while True:
-            while b"\r\n" not in buf:
-                more()
-            line_end = buf.index(b"\r\n")
-            size = int(bytes(buf[:line_end]).split(b";")[0], 16)
-            del buf[:line_end + 2]
-            while len(buf) < size + 2:
-                more()
-            body += buf[:size]
-            del buf[:size + 2]
-            if size == 0:
-                return status, headers, bytes(body), bytes(buf)
-    # close-delimited
-    try:
-        while True:
-            more()
-    except ConnectionError:
-        pass
-    return status, headers, bytes(buf), b""
-
-
-def read_until_close(sock: socket.socket, timeout: float = 3.0) -> tuple[bytes, bool]:
-    """Everything the server sends until it closes: (bytes, closed?)."""
-    sock.settimeout(timeout)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            data = sock.recv(65536)
-        except socket.timeout:
-            break
-        except ConnectionResetError:
-            return b"".join(chunks), True
-        if not data:
-            return b"".join(chunks), True
-        chunks.append(data)
-    return b"".join(chunks), False
 
 
 def assert_quiet(sock: socket.socket, wait: float = 0.3) -> None:
@@ -132,15 +62,6 @@ def reset(sock: socket.socket) -> None:
     """Close with RST instead of FIN."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
-
-
-def hello_time(srv, timeout: float = 3.0) -> float:
-    start = time.monotonic()
-    with srv.connect(timeout=timeout) as s:
-        s.sendall(CLOSE)
-        status, _, body, _ = read_one(s, timeout=timeout)
-    assert (status, body) == (200, b"Hello, World!")
-    return time.monotonic() - start
 
 
 def release_together(socks: list[socket.socket], requests: list[bytes],
