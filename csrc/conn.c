@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/sockios.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
@@ -272,7 +271,8 @@ fw_extra *fw_request_extra(fw_conn *c)
 static uint32_t kernel_queue(const fw_conn *c)
 {
     int q = 0;
-    if (ioctl(c->io.fd, SIOCOUTQ, &q) < 0 || q < 0)
+    /* TIOCOUTQ is SIOCOUTQ, and every libc's <sys/ioctl.h> has it. */
+    if (ioctl(c->io.fd, TIOCOUTQ, &q) < 0 || q < 0)
         return 0;
     return (uint32_t)q;
 }

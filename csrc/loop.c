@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -97,8 +96,14 @@ fw_loop *fw_loop_new(const fw_config *cfg, void *userdata)
                       "Server: %.64s\r\n", loop->server_name);
     loop->server_line_len = sl > 0 ? (size_t)sl : 0;
     loop->now = loop_clock_ms();
-    if (getrandom(&loop->hash_seed, sizeof loop->hash_seed, GRND_NONBLOCK) !=
-        (ssize_t)sizeof loop->hash_seed) {
+    /* /dev/urandom rather than getrandom(): the oldest glibc the wheels
+     * are built against has no wrapper for it. */
+    int rfd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    ssize_t got = rfd >= 0 ? read(rfd, &loop->hash_seed, sizeof loop->hash_seed)
+                           : -1;
+    if (rfd >= 0)
+        close(rfd);
+    if (got != (ssize_t)sizeof loop->hash_seed) {
         /* No entropy yet (early boot): still not guessable offline. */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
