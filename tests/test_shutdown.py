@@ -80,9 +80,13 @@ def test_graceful_stop_with_request_in_app(start_server, sig):
     busy.sendall(b"GET /sleep?s=1 HTTP/1.1\r\nHost: x\r\n\r\n")
     time.sleep(0.3)  # the app is sleeping now
     s.signal(sig)
-    # a connection the kernel queues meanwhile is never served
-    late = s.connect(timeout=10)
-    late.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+    # a connection made meanwhile is refused (the listeners close when the
+    # signal is handled) or, if the kernel queued it first, never served
+    try:
+        late = s.connect(timeout=10)
+        late.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+    except ConnectionRefusedError:
+        late = None
     # the in-flight request ends with its full response, and a close
     status, headers, body, rest = read_response(busy, timeout=10)
     assert status == 200 and body == b"slept"
@@ -90,7 +94,7 @@ def test_graceful_stop_with_request_in_app(start_server, sig):
     assert is_closed(busy)
     assert is_closed(idle)
     try:
-        assert recv_all(late, timeout=5) == b""
+        assert late is None or recv_all(late, timeout=5) == b""
     except ConnectionResetError:
         pass
     code, _ = wait_exit(s, 10)
@@ -100,7 +104,8 @@ def test_graceful_stop_with_request_in_app(start_server, sig):
     assert "Traceback" not in out and "KeyboardInterrupt" not in out
     assert refused(s)
     for c in (idle, busy, late):
-        c.close()
+        if c is not None:
+            c.close()
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=["SIGTERM", "SIGINT"])
