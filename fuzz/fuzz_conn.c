@@ -468,6 +468,12 @@ static int lossy(const rec *r)
 {
     if (g_final)
         return 1;
+    /* Past the graceful deadline (or on a second stop) the core cuts the
+     * responses still streaming. */
+    if (g_loop && (g_loop->stopping == 2 ||
+                   (g_loop->stopping == 1 &&
+                    g_loop->now >= g_loop->stop_deadline)))
+        return 1;
     /* Some timer may have run out for this connection: it may be gone, a
      * request may get 408 and a response be cut short. */
     return g_min_timeout > 0 && g_clock - r->opened_at >= g_min_timeout;
