@@ -788,11 +788,13 @@ static void dispatch_shaped(fw_conn *c, const char *env, size_t env_len,
 /*
  * Gather a request without a body for the batch handed to Python once the
  * epoll events are handled: one crossing, one lock of the interpreter and
- * one split of the values for them all.  Only the last request the
- * connection has buffered is gathered (a pipelined one before it is
- * answered at once, in order), and only of a known shape.  Returns -1 when
- * the request must be dispatched now.
+ * one split of the values for them all.  A connection has at most one
+ * request in a batch (the next one it has buffered waits for the next
+ * round), and only requests of a known shape are gathered.  Returns -1
+ * when the request must be dispatched now.
  */
+static void batch_round(fw_loop *loop);
+
 static int enqueue(fw_conn *c, long env_len, int in_flags, int shape,
                    int fresh)
 {
@@ -824,12 +826,20 @@ static int enqueue(fw_conn *c, long env_len, int in_flags, int shape,
     return 0;
 }
 
-/* Answer the gathered requests, then carry on with each connection. */
+/* Answer the gathered requests, then carry on with each connection; a
+ * connection with more requests buffered (pipelining) queues its next one
+ * for the following round, so that each round still holds at most one
+ * request per connection and answers them in order. */
 void conn_batch_flush(fw_loop *loop)
 {
+    while (loop->batch_n > 0)
+        batch_round(loop);
+}
+
+static void batch_round(fw_loop *loop)
+{
     int n = loop->batch_n;
-    if (n == 0)
-        return;
+    fw_conn *conns[FW_BATCH];
     for (int i = 0; i < n; i++) {
         fw_conn *c = loop->batch_conns[i];
         if (c->state != CS_CLOSED)
@@ -844,8 +854,13 @@ void conn_batch_flush(fw_loop *loop)
     /* Every environ is built: the numbers may take new keys again. */
     for (int i = 0; i < n; i++)
         loop->shapes[loop->batch_flags[i] >> 16].refs--;
+    /* The arrays are free for the next round from here. */
+    memcpy(conns, loop->batch_conns, (size_t)n * sizeof conns[0]);
+    loop->batch_n = 0;
+    loop->batch_env_len = 0;
+    loop->batch_closed = 0;
     for (int i = 0; i < n; i++) {
-        fw_conn *c = loop->batch_conns[i];
+        fw_conn *c = conns[i];
         c->flags &= ~(C_IN_APP | C_BATCHED);
         if (c->state == CS_CLOSED)
             continue;
@@ -856,9 +871,6 @@ void conn_batch_flush(fw_loop *loop)
         }
         conn_run(c);
     }
-    loop->batch_n = 0;
-    loop->batch_env_len = 0;
-    loop->batch_closed = 0;
 }
 
 /* The response is finished: back to reading, or on to closing. */
@@ -1042,7 +1054,7 @@ static int on_head(fw_conn *c, int hlen)
     if (!chunked && cl <= 0) {
         int fresh;
         int shape = shape_of(loop, loop->keys, keys_len, &fresh);
-        if (avail == 0 && enqueue(c, env_len, in_flags, shape, fresh) == 0)
+        if (enqueue(c, env_len, in_flags, shape, fresh) == 0)
             return 0;
         dispatch_shaped(c, loop->env, (size_t)env_len, loop->keys, keys_len,
                         NULL, 0, -1, in_flags, shape, fresh);
@@ -1153,7 +1165,9 @@ static int process_input(fw_conn *c)
 static void set_rest_timer(fw_conn *c)
 {
     fw_loop *loop = c->loop;
-    if (output_waits(c)) {
+    if (c->state == CS_QUEUED) {
+        /* Answered within this turn; what is buffered waits for that. */
+    } else if (output_waits(c)) {
         if (c->timer != T_WRITE)
             write_deadline(c);
     } else if (c->state == CS_HEAD) {
@@ -1192,6 +1206,22 @@ static void begin_close(fw_conn *c)
     conn_close(c);
 }
 
+/* Whether queued output may wait: while the connection's next request
+ * waits in the batch (answered within this turn), or, before parsing, when
+ * more of its input is buffered (the next request may join it).  Its
+ * response then joins this output, and one send carries both: pipelined
+ * requests cost one send, not one each.  `more_input` is 0 where nothing
+ * parses afterwards, so that output never waits on a partial request. */
+static int flush_later(const fw_conn *c, int more_input)
+{
+    if (conn_out_pending(c) >= FW_OUT_HIGH || c->ext || c->file)
+        return 0;
+    if (c->state == CS_QUEUED)
+        return 1;
+    return more_input && c->in.off < c->in.len &&
+           (c->state == CS_HEAD || (c->state == CS_APP && c->resp == RS_DONE));
+}
+
 void conn_run(fw_conn *c)
 {
     fw_loop *loop = c->loop;
@@ -1216,7 +1246,8 @@ void conn_run(fw_conn *c)
                 break;
             continue;
         }
-        conn_flush(c);
+        if (!flush_later(c, 1))
+            conn_flush(c);
         if (c->flags & C_DEAD) {
             conn_close(c);
             return;
@@ -1269,7 +1300,8 @@ void conn_run(fw_conn *c)
     }
     if (c->state == CS_CLOSED)
         return;
-    conn_flush(c);
+    if (!flush_later(c, 0))
+        conn_flush(c);
     if (c->flags & C_DEAD) {
         conn_close(c);
         return;

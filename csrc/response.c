@@ -602,12 +602,15 @@ void fw_response_abort(fw_conn *c)
         response_abort(c);
 }
 
-/* Within a batch, what a call queued is sent before Python moves on to
- * the next connection, which needs the shared write buffer free. */
+/* Within a batch, what a call queued leaves the shared write buffer
+ * before Python moves on to the next connection, which needs it free.  It
+ * is sent now unless the connection has more requests buffered: the next
+ * round answers one of those, and one send then carries both. */
 static int settle(fw_conn *c, int rc)
 {
     if (c->flags & C_BATCHED) {
-        conn_flush(c);
+        if (c->in.len == c->in.off || conn_out_pending(c) >= FW_OUT_HIGH)
+            conn_flush(c);
         conn_out_settle(c);
     }
     return rc;
