@@ -105,8 +105,13 @@ void conn_close(fw_conn *c)
     fw_loop *loop = c->loop;
     if (c->state == CS_CLOSED)
         return;
-    int python_holds = c->resp == RS_STREAM;
+    /* Inline, Python keeps a streamed response's state until told; a
+     * thread finds out from its next call, or is woken if it waits. */
+    int python_holds = c->resp == RS_STREAM && !(c->flags & C_JOB);
     c->state = CS_CLOSED;
+    pool_unwait(c);
+    if (c->flags & C_JOB)
+        pool_writable(c);
     loop_timer_clear(loop, c);
     if (c->out_mode == OUT_CLOSE && (python_holds || output_waits(c)))
         c->flags |= C_RESET;    /* a FIN would look like the body's end */
@@ -154,7 +159,8 @@ int conn_out_reserve(fw_conn *c, size_t extra)
 {
     fw_loop *loop = c->loop;
     fw_buf *b = &c->out;
-    if (b->data == NULL && !loop->wbuf_busy && extra <= FW_WBUF_SIZE) {
+    if (b->data == NULL && !loop->wbuf_busy && extra <= FW_WBUF_SIZE &&
+        !(c->flags & C_JOB)) {       /* app threads write at any time */
         loop->wbuf_busy = 1;
         c->flags |= C_OUT_BORROWED;
         b->data = loop->wbuf;
@@ -721,6 +727,7 @@ static int shape_of(fw_loop *loop, const char *keys, size_t len, int *fresh)
     s->len = len;
     s->nkeys = count_valued_keys(copy, len);
     s->hash = h;
+    s->gen = ++loop->shape_gen;
     return victim;
 }
 
@@ -761,9 +768,19 @@ static void dispatch_shaped(fw_conn *c, const char *env, size_t env_len,
     c->resp = RS_NONE;
     c->out_mode = 0;
     c->resp_left = -1;
-    c->flags |= C_IN_APP;
     if (c->timer != T_WRITE)    /* output still waiting keeps its deadline */
         loop_timer_clear(loop, c);
+    if (loop->threaded) {
+        /* To an app thread; the loop goes on at once. */
+        if (pool_dispatch(c, env, env_len, keys, keys_len, body, body_len,
+                          body_fd, in_flags, shape) < 0) {
+            if (body_fd >= 0)
+                close(body_fd);
+            fail(c, 500);
+        }
+        return;
+    }
+    c->flags |= C_IN_APP;
     loop->extra.keys = keys;
     loop->extra.keys_len = keys_len;
     loop->extra.body = body;
@@ -802,7 +819,8 @@ static int enqueue(fw_conn *c, long env_len, int in_flags, int shape,
     int n = loop->batch_n;
     /* The values follow the block so far after a NUL separator. */
     size_t sep = n > 0;
-    if (shape < 0 || shape >= FW_SHAPES || fresh || loop->batch_closed ||
+    if (loop->threaded || shape < 0 || shape >= FW_SHAPES || fresh ||
+        loop->batch_closed ||
         n == FW_BATCH ||
         !fw_fits(loop->batch_env_len, FW_BATCH_ENV, sep + (size_t)env_len))
         return -1;
@@ -1119,6 +1137,12 @@ static int process_input(fw_conn *c)
                     c->head_since = loop_now(loop);
                 break;
             }
+            if (r > 0 && loop->threaded && !pool_may_take(c)) {
+                /* Every app thread is busy: the request waits, unparsed,
+                 * and is parsed again once a thread is free. */
+                pool_wait(c);
+                break;
+            }
             progress = 1;
             if (r < 0) {
                 fail(c, -r);
@@ -1127,25 +1151,33 @@ static int process_input(fw_conn *c)
             if (on_head(c, r) < 0)
                 break;
         } else if (c->state == CS_BODY) {
-            if (avail == 0)
-                break;
-            progress = 1;
-            int r = body_feed(c);
-            if (r < 0) {
-                body_free(c->body);
-                c->body = NULL;
-                fail(c, -r);
+            if (!c->body->ready) {
+                if (avail == 0)
+                    break;
+                progress = 1;
+                int r = body_feed(c);
+                if (r < 0) {
+                    body_free(c->body);
+                    c->body = NULL;
+                    fail(c, -r);
+                    break;
+                }
+                c->flags |= C_BODY_MOVED;
+                if (r == 0)
+                    break;
+                c->body->ready = 1;
+            }
+            if (loop->threaded && !pool_may_take(c)) {
+                pool_wait(c);   /* the whole body is here; it waits */
                 break;
             }
-            c->flags |= C_BODY_MOVED;
-            if (r == 0)
-                break;
+            progress = 1;
             body_dispatch(c);
         } else {
             break;
         }
         if (c->state == CS_APP && c->resp == RS_DONE &&
-            !(c->flags & C_CLOSE_AFTER))
+            !(c->flags & (C_CLOSE_AFTER | C_JOB)))
             request_done(c);
         if (c->state != CS_HEAD)
             break;              /* streaming: wait for the output to drain */
@@ -1170,6 +1202,10 @@ static void set_rest_timer(fw_conn *c)
     } else if (output_waits(c)) {
         if (c->timer != T_WRITE)
             write_deadline(c);
+    } else if (c->flags & C_WAITQ) {
+        /* The request came in time; the wait for a thread is ours. */
+        if (c->timer != T_NONE)
+            loop_timer_clear(loop, c);
     } else if (c->state == CS_HEAD) {
         if (c->in.len == c->in.off && (c->flags & C_SERVED)) {
             if (c->timer != T_IDLE)
@@ -1218,7 +1254,10 @@ static int flush_later(const fw_conn *c, int more_input)
         return 0;
     if (c->state == CS_QUEUED)
         return 1;
+    /* Only where parsing comes next: a response that closes the
+     * connection, or one an app thread still owns, goes out now. */
     return more_input && c->in.off < c->in.len &&
+           !(c->flags & (C_CLOSE_AFTER | C_JOB)) &&
            (c->state == CS_HEAD || (c->state == CS_APP && c->resp == RS_DONE));
 }
 
@@ -1253,6 +1292,12 @@ void conn_run(fw_conn *c)
             return;
         }
         if (c->state == CS_APP) {
+            if (c->flags & C_JOB) {
+                /* An app thread has it: wake it if it waits for room. */
+                if (conn_out_pending(c) < FW_OUT_LOW && !c->file && !c->ext)
+                    pool_writable(c);
+                break;
+            }
             if (c->resp == RS_STREAM && !c->file && !c->ext &&
                 conn_out_pending(c) < FW_OUT_LOW) {
                 c->flags |= C_IN_APP;
@@ -1277,6 +1322,8 @@ void conn_run(fw_conn *c)
             }
             break;
         }
+        if (c->flags & C_WAITQ)
+            break;              /* nothing is parsed until a thread is free */
         if (process_input(c))
             continue;
         if (c->state == CS_HEAD || c->state == CS_BODY) {

@@ -5,6 +5,7 @@
 #ifndef FW_CORE_H
 #define FW_CORE_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -32,7 +33,7 @@
 #define FW_LOG_ERROR 40
 
 /* What an epoll event's data.ptr points at: the first field says. */
-enum { IO_CONN = 1, IO_LISTENER, IO_WAKEUP };
+enum { IO_CONN = 1, IO_LISTENER, IO_WAKEUP, IO_POOL };
 
 typedef struct fw_io {
     int kind;                   /* IO_* */
@@ -83,6 +84,11 @@ enum {
 #define C_RESET       0x20000   /* close with a reset: the body was cut short
                                    and only the close would delimit it */
 #define C_BODY_MOVED  0x40000   /* request body bytes came: re-arm its timer */
+#define C_JOB         0x80000   /* an app thread has its request (c->job) */
+#define C_WAITQ       0x100000  /* waiting for an idle app thread */
+#define C_KICKED      0x200000  /* on the loop's kicked list */
+#define C_WAKE        0x400000  /* taken off the wait queue: may take a
+                                   thread ahead of those still waiting */
 
 /* Response states. */
 enum { RS_NONE = 0, RS_STREAM, RS_DONE };
@@ -96,8 +102,10 @@ typedef struct fw_shape {
     uint64_t hash;
     size_t len;
     int nkeys;
-    int refs;                   /* batched requests that use this number:
-                                   while any does, the slot is not reused */
+    int refs;                   /* batched or threaded requests that use
+                                   this number: while any does, the slot is
+                                   not reused */
+    uint64_t gen;               /* changes whenever the slot takes keys */
     char *keys;                 /* "KEY\0KEY..." */
 } fw_shape;
 
@@ -127,6 +135,7 @@ typedef struct fw_body {
     size_t keys_len;
     int in_flags;               /* FW_IN_* */
     int chunked;
+    int ready;                  /* complete, waiting for an app thread */
     int64_t expected;           /* Content-Length, or -1 when chunked */
     int64_t received;           /* data bytes so far */
     char *mem;                  /* in-memory body */
@@ -177,6 +186,9 @@ struct fw_conn {
     fw_body *body;
     fw_file *file;
     fw_ext *ext;
+    struct fw_worker *job;      /* the app thread with its request */
+    fw_conn *wprev, *wnext;     /* the queue waiting for a thread */
+    fw_conn *knext;             /* the kicked list */
     char raddr[46];             /* REMOTE_ADDR */
     char rport[6];              /* REMOTE_PORT */
 };
@@ -229,7 +241,53 @@ struct fw_loop {
     char date[64];              /* "Date: ...\r\n" */
     size_t date_len;
     int64_t date_sec;
+    /* Threaded mode (pool.c); every field below is under `mu`, and so is
+     * everything the loop does while app threads run. */
+    int threaded;
+    pthread_mutex_t mu;
+    fw_io pool_io;              /* eventfd: app threads kicked something */
+    int pool_notified;          /* written to it, not yet read */
+    int pool_stop;
+    uint64_t shape_gen;
+    struct fw_worker *idle;     /* threads waiting for a request */
+    int nidle;
+    struct fw_worker *workers;  /* every thread that joined */
+    int nworkers;
+    fw_conn *waitq_head, *waitq_tail;
+    int nwaitq;
+    fw_conn *kick_head, *kick_tail;
 };
+
+/* One app thread of the pool.  `job` must stay first: Python sees the
+ * worker as its fw_job. */
+typedef struct fw_worker {
+    fw_job job;
+    struct fw_loop *loop;
+    pthread_cond_t cv;          /* with loop->mu: work came, or output
+                                   drained, or the pool stops */
+    struct fw_worker *next_idle;
+    struct fw_worker *next_all;
+    int assigned;               /* job.conn was set for it */
+    int waiting;                /* blocked in pool_drain */
+    int shape;                  /* the pinned shape slot, or -1 */
+    char *env, *keys, *body;    /* copies the request owns */
+    size_t env_cap, keys_cap, body_cap;
+} fw_worker;
+
+extern __thread fw_worker *fw_tls_worker;
+
+/* Take the loop's mutex in threaded mode (a no-op inline). */
+static inline void loop_lock(struct fw_loop *loop)
+{
+    if (loop->threaded)
+        pthread_mutex_lock(&loop->mu);
+}
+
+static inline void loop_unlock(struct fw_loop *loop)
+{
+    if (loop->threaded)
+        pthread_mutex_unlock(&loop->mu);
+}
 
 /* 1 when `want` more bytes fit in a buffer of `cap` bytes of which `used`
  * are taken.  Every length a client controls meets a buffer through this:
@@ -268,6 +326,21 @@ void conn_batch_flush(struct fw_loop *loop);
 
 /* response.c */
 int response_error(fw_conn *c, int status);
+void response_abort(fw_conn *c);
+int stop_passed(fw_conn *c);
 void response_date_refresh(struct fw_loop *loop, int64_t sec);
+
+/* pool.c */
+void pool_kick(fw_conn *c);
+int pool_may_take(const fw_conn *c);
+void pool_wait(fw_conn *c);
+void pool_unwait(fw_conn *c);
+int pool_dispatch(fw_conn *c, const char *env, size_t env_len,
+                  const char *keys, size_t keys_len, const char *body,
+                  size_t body_len, int body_fd, int in_flags, int shape);
+void pool_writable(fw_conn *c);
+void pool_run(struct fw_loop *loop);
+int pool_drain(fw_conn *c);
+void pool_free(struct fw_loop *loop);
 
 #endif

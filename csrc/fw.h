@@ -187,6 +187,37 @@ uint64_t fw_conn_id(fw_conn *c);
 /* Keys and body of the request being handed over (valid during the call). */
 fw_extra *fw_request_extra(fw_conn *c);
 
+/*
+ * Threaded mode.  fw_loop_threads switches a loop to it before it runs:
+ * app calls then happen on threads that join the pool, and the loop calls
+ * into Python only to log and for signals.  Each thread joins once and
+ * then asks for requests one after the other: fw_pool_next ends the
+ * thread's previous request (its response is complete, or is cut) and
+ * waits, without the interpreter lock, for the next; 0 means the pool
+ * stops.  The response calls above work from that thread on job->conn
+ * and nowhere else; a 0 from them means: call fw_conn_drain, which waits
+ * until the output drained (or fails when the client is gone).
+ */
+typedef struct fw_job {
+    fw_conn *conn;
+    const char *env;            /* the values, as for fw_py_request */
+    size_t env_len;
+    int flags;                  /* as for fw_py_request, without FW_IN_FRESH */
+    const char *keys;           /* the shape's keys, always given */
+    size_t keys_len;
+    uint64_t keys_gen;          /* changes whenever the shape's number takes
+                                   other keys; 0: the keys name nothing */
+    const char *body;
+    size_t body_len;
+    int body_fd;
+} fw_job;
+
+int fw_loop_threads(fw_loop *loop);
+fw_job *fw_pool_join(fw_loop *loop);
+int fw_pool_next(fw_loop *loop, fw_job *job);
+void fw_pool_leave(fw_loop *loop, fw_job *job);
+void fw_pool_stop(fw_loop *loop);
+
 /* python-callbacks-begin (cffi reads these; C sees a comment)
 extern "Python+C" int fw_py_request(void *userdata, fw_conn *c,
                                     const char *env, size_t env_len,

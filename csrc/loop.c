@@ -71,6 +71,8 @@ fw_loop *fw_loop_new(const fw_config *cfg, void *userdata)
     loop->cfg.server_name = loop->server_name;
     loop->wakeup.kind = IO_WAKEUP;
     loop->wakeup.fd = -1;
+    loop->pool_io.fd = -1;
+    pthread_mutex_init(&loop->mu, NULL);
     loop->timeout_ms[T_HEAD] = cfg->header_timeout_ms;
     loop->timeout_ms[T_IDLE] = cfg->keepalive_timeout_ms;
     loop->timeout_ms[T_BODY] = cfg->body_timeout_ms;
@@ -114,13 +116,22 @@ fw_loop *fw_loop_new(const fw_config *cfg, void *userdata)
     return loop;
 }
 
+/* Free the closed connections, except those an app thread or the
+ * kicked list still refers to: they wait for a later turn. */
 static void free_zombies(fw_loop *loop)
 {
+    fw_conn *keep = NULL;
     while (loop->zombies) {
         fw_conn *c = loop->zombies;
         loop->zombies = c->next;
-        free(c);
+        if (c->flags & (C_JOB | C_KICKED)) {
+            c->next = keep;
+            keep = c;
+        } else {
+            free(c);
+        }
     }
+    loop->zombies = keep;
 }
 
 void fw_loop_free(fw_loop *loop)
@@ -129,7 +140,12 @@ void fw_loop_free(fw_loop *loop)
         return;
     while (loop->conns)
         conn_close(loop->conns);
-    free_zombies(loop);
+    /* No app thread is left (the caller waited for them): all go. */
+    while (loop->zombies) {
+        fw_conn *c = loop->zombies;
+        loop->zombies = c->next;
+        free(c);
+    }
     for (int i = 0; i < loop->nlisteners; i++)
         if (loop->listeners[i].fd >= 0)
             close(loop->listeners[i].fd);
@@ -144,6 +160,8 @@ void fw_loop_free(fw_loop *loop)
     free(loop->batch_env);
     free(loop->spool_dir);
     free(loop->server_name);
+    pool_free(loop);
+    pthread_mutex_destroy(&loop->mu);
     free(loop);
 }
 
@@ -385,7 +403,9 @@ static void drain_wakeup(fw_loop *loop)
 int loop_turn(fw_loop *loop, int timeout_ms)
 {
     struct epoll_event events[FW_MAX_EVENTS];
+    loop_lock(loop);
     int wait = next_timeout(loop);
+    loop_unlock(loop);
     if (timeout_ms >= 0 && (wait < 0 || timeout_ms < wait))
         wait = timeout_ms;
     int n = epoll_wait(loop->epfd, events, FW_MAX_EVENTS, wait);
@@ -394,6 +414,7 @@ int loop_turn(fw_loop *loop, int timeout_ms)
             return -1;
         n = 0;
     }
+    loop_lock(loop);
     int64_t polled = loop_now(loop);
     int64_t sec = (int64_t)time(NULL);
     if (sec != loop->date_sec)
@@ -405,6 +426,8 @@ int loop_turn(fw_loop *loop, int timeout_ms)
         } else if (io->kind == IO_LISTENER) {
             if (io->fd >= 0 && !loop->stopping)
                 accept_all(loop, io);
+        } else if (io->kind == IO_POOL) {
+            /* pool_run below, every turn */
         } else {
             drain_wakeup(loop);
         }
@@ -412,6 +435,8 @@ int loop_turn(fw_loop *loop, int timeout_ms)
     /* Answer what the events gathered before anything else runs:
      * timers, and freeing the connections closed meanwhile. */
     conn_batch_flush(loop);
+    if (loop->threaded)
+        pool_run(loop);
     /* A full event array may have left ready connections unreported:
      * then expire only what was due at the turn before, which any event
      * that came in time has been reported by now. */
@@ -422,6 +447,7 @@ int loop_turn(fw_loop *loop, int timeout_ms)
         listeners_enable(loop, 1);
     }
     free_zombies(loop);
+    loop_unlock(loop);
     return 0;
 }
 
@@ -446,7 +472,12 @@ static int stop_due(fw_loop *loop)
 int fw_loop_run(fw_loop *loop)
 {
     loop->running = 1;
-    while (loop->running && !stop_due(loop)) {
+    for (;;) {
+        loop_lock(loop);
+        int done = !loop->running || stop_due(loop);
+        loop_unlock(loop);
+        if (done)
+            break;
         if (loop_turn(loop, -1) < 0) {
             loop->running = 0;
             return -1;

@@ -580,7 +580,7 @@ static int response_error_call(fw_conn *c, int status)
 
 /* A response cut short.  Where only the close delimits the body, the
  * close is a reset, so that the client cannot take it for the end. */
-static void response_abort(fw_conn *c)
+void response_abort(fw_conn *c)
 {
     if (c->resp == RS_STREAM && c->out_mode == OUT_CLOSE)
         c->flags |= C_RESET;
@@ -588,47 +588,10 @@ static void response_abort(fw_conn *c)
     c->resp = RS_DONE;
 }
 
-/* Python may hold a connection pointer past its request (an app that
- * keeps write() for later): C acts only for a connection whose Python
- * call is on the stack and that is still open. */
-static int in_app(const fw_conn *c)
-{
-    return c->state != CS_CLOSED && (c->flags & C_IN_APP);
-}
-
-void fw_response_abort(fw_conn *c)
-{
-    if (in_app(c))
-        response_abort(c);
-}
-
-/* Within a batch, what a call queued leaves the shared write buffer
- * before Python moves on to the next connection, which needs it free.  It
- * is sent now unless the connection has more requests buffered: the next
- * round answers one of those, and one send then carries both. */
-static int settle(fw_conn *c, int rc)
-{
-    if (c->flags & C_BATCHED) {
-        if (c->in.len == c->in.off || conn_out_pending(c) >= FW_OUT_HIGH)
-            conn_flush(c);
-        conn_out_settle(c);
-    }
-    return rc;
-}
-
-int fw_response_start(fw_conn *c, const char *head, size_t hlen, int nfields,
-                      int64_t length, const char *data, size_t dlen)
-{
-    if (!in_app(c))
-        return -1;
-    return settle(c, response_start(c, head, hlen, nfields, length, data,
-                                    dlen));
-}
-
 /* Past the graceful deadline (or after a second signal) a response still
  * streaming is cut: the loop gets control between blocks, and an app
  * that keeps producing must not hold the shutdown past its bound. */
-static int stop_passed(fw_conn *c)
+int stop_passed(fw_conn *c)
 {
     fw_loop *loop = c->loop;
     if (loop->stopping == 2 ||
@@ -639,45 +602,122 @@ static int stop_passed(fw_conn *c)
     return 0;
 }
 
+/*
+ * Who may act on `c`.  Python may hold a connection pointer past its
+ * request (an app that keeps write() for later).  Inline, C acts only for
+ * a connection whose Python call is on the stack and that is still open.
+ * On an app thread, only for the request that thread was given, which is
+ * compared before `c` is read at all (a pointer kept from another request
+ * may be freed), and with the loop's mutex taken: returns 1 then, and
+ * leave() must follow.  Returns -1 when the call must fail.
+ */
+static int enter(fw_conn *c)
+{
+    fw_worker *w = fw_tls_worker;
+    if (w == NULL)
+        return c->state != CS_CLOSED && (c->flags & C_IN_APP) ? 0 : -1;
+    pthread_mutex_lock(&w->loop->mu);
+    if (w->job.conn != c || c->state == CS_CLOSED) {
+        pthread_mutex_unlock(&w->loop->mu);
+        return -1;
+    }
+    return 1;
+}
+
+/* Within a batch, what a call queued leaves the shared write buffer
+ * before Python moves on to the next connection, which needs it free.  It
+ * is sent now unless the connection has more requests buffered: the next
+ * round answers one of those, and one send then carries both.  On an app
+ * thread, the loop is told to send it, and the mutex is released. */
+static int leave(fw_conn *c, int how, int rc)
+{
+    if (how == 1) {
+        pool_kick(c);
+        pthread_mutex_unlock(&c->loop->mu);
+    } else if (c->flags & C_BATCHED) {
+        if (c->in.len == c->in.off || conn_out_pending(c) >= FW_OUT_HIGH)
+            conn_flush(c);
+        conn_out_settle(c);
+    }
+    return rc;
+}
+
+void fw_response_abort(fw_conn *c)
+{
+    int how = enter(c);
+    if (how < 0)
+        return;
+    response_abort(c);
+    leave(c, how, 0);
+}
+
+int fw_response_start(fw_conn *c, const char *head, size_t hlen, int nfields,
+                      int64_t length, const char *data, size_t dlen)
+{
+    int how = enter(c);
+    if (how < 0)
+        return -1;
+    return leave(c, how, response_start(c, head, hlen, nfields, length, data,
+                                        dlen));
+}
+
 int fw_response_write(fw_conn *c, const char *data, size_t len)
 {
-    if (!in_app(c) || stop_passed(c))
+    int how = enter(c);
+    if (how < 0)
         return -1;
-    return settle(c, response_write(c, data, len));
+    if (stop_passed(c))
+        return leave(c, how, -1);
+    return leave(c, how, response_write(c, data, len));
 }
 
 int fw_response_sendfile(fw_conn *c, int fd, int64_t offset, int64_t count)
 {
-    if (!in_app(c))
+    int how = enter(c);
+    if (how < 0)
         return -1;
-    return settle(c, response_sendfile(c, fd, offset, count));
+    return leave(c, how, response_sendfile(c, fd, offset, count));
 }
 
 int fw_response_end(fw_conn *c)
 {
-    if (!in_app(c))
+    int how = enter(c);
+    if (how < 0)
         return -1;
-    return settle(c, response_end(c));
+    return leave(c, how, response_end(c));
 }
 
 int fw_response_simple(fw_conn *c, const char *head, size_t hlen, int nfields,
                        const char *body, size_t blen)
 {
-    if (!in_app(c))
+    int how = enter(c);
+    if (how < 0)
         return -1;
-    return settle(c, response_simple(c, head, hlen, nfields, body, blen));
+    return leave(c, how, response_simple(c, head, hlen, nfields, body, blen));
 }
 
 int fw_response_error(fw_conn *c, int status)
 {
-    if (!in_app(c))
+    int how = enter(c);
+    if (how < 0)
         return -1;
-    return settle(c, response_error_call(c, status));
+    return leave(c, how, response_error_call(c, status));
 }
 
+/* Inline: poll the socket, sending, until the output drained (the app runs
+ * on the loop's thread, so nothing else sends meanwhile).  On an app
+ * thread: the loop sends, and this waits for it. */
 int fw_conn_drain(fw_conn *c)
 {
-    if (!in_app(c) || stop_passed(c))
+    int how = enter(c);
+    if (how < 0)
+        return -1;
+    if (how == 1) {
+        int r = pool_drain(c);
+        pthread_mutex_unlock(&c->loop->mu);
+        return r;
+    }
+    if (stop_passed(c))
         return -1;
     for (;;) {
         if (conn_flush(c) < 0)

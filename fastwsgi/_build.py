@@ -30,8 +30,10 @@ def _cdef() -> str:
 
 
 def _compile_args() -> tuple[list[str], list[str]]:
-    cflags = ["-O2", "-std=gnu11", "-Wall", "-Wextra", "-fvisibility=hidden"]
-    ldflags: list[str] = []
+    # -pthread: threaded mode's mutex and condition variables (older glibc,
+    # which the wheels are built against, keeps them in libpthread).
+    cflags = ["-O2", "-std=gnu11", "-Wall", "-Wextra", "-fvisibility=hidden", "-pthread"]
+    ldflags: list[str] = ["-pthread"]
     # FASTWSGI_SANITIZE=1 builds with AddressSanitizer and UBSan for the
     # test suite; FASTWSGI_DEBUG=1 turns warnings into errors.
     if os.environ.get("FASTWSGI_SANITIZE"):

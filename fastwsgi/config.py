@@ -218,6 +218,10 @@ SETTINGS: tuple[Setting, ...] = (
              metavar="ADDR", repeat=True, short="-b", default_text="none"),
     _setting("backlog", 1024, _int_range(1, 65535),
              "Pending connections the kernel queues.", metavar="N"),
+    _setting("threads", 0, _int_range(0, 10000),
+             "App threads: 0 runs the app on the event loop's thread (fastest"
+             " for apps that never wait); N runs app calls on a pool of N"
+             " threads while the loop goes on serving.", metavar="N"),
     _setting("keepalive_timeout", 5.0, _seconds(0.01, 3600),
              "Close an idle keep-alive connection after this long.",
              metavar="SECONDS"),

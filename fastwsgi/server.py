@@ -14,6 +14,7 @@ from ._version import __version__
 from .config import Config
 from .listeners import Listener, open_listener
 from .logs import ErrorStream, logger, setup
+from .pool import Pool
 from .wsgi import Dispatch, Environ, FileWrapper, WSGIApp, activate
 
 _unpack = ffi.unpack
@@ -76,7 +77,7 @@ class Server:
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
             "wsgi.errors": self.errors,
-            "wsgi.multithread": False,
+            "wsgi.multithread": self.cfg.threads > 0,
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
             "wsgi.input_terminated": True,
@@ -96,6 +97,7 @@ class Server:
         wake_r.setblocking(False)
         wake_w.setblocking(False)
         restore = self._install_signals(wake_w.fileno())
+        pool: Pool | None = None
         try:
             for index, listener in enumerate(self.listeners):
                 if lib.fw_loop_listen(self.loop, listener.sock.fileno(), index) < 0:
@@ -104,6 +106,11 @@ class Server:
             lib.fw_loop_wakeup_fd(self.loop, wake_r.fileno())
             self.dispatch = Dispatch(self.app, self.templates)
             activate(self.dispatch)
+            if self.cfg.threads:
+                if lib.fw_loop_threads(self.loop) < 0:
+                    raise OSError(ffi.errno, os.strerror(ffi.errno))
+                pool = Pool(self.loop, self.app, self.templates, self.cfg.threads)
+                pool.start()
             urls = ", ".join(listener.url for listener in self.listeners)
             logger.info("fastwsgi %s listening on %s (pid %d)", __version__, urls,
                         os.getpid())
@@ -114,7 +121,11 @@ class Server:
                 for exchange in list(self.dispatch.streams.values()):
                     exchange.finish()
             loop, self.loop = self.loop, ffi.NULL
-            lib.fw_loop_free(loop)
+            # The loop ends once the in-flight requests are done or the
+            # graceful deadline passed; a thread still in the app then
+            # holds on to the loop's memory, which is not freed.
+            if pool is None or pool.stop(wait=0.2):
+                lib.fw_loop_free(loop)
             activate(None)
             restore(wakeup_only=True)
             wake_r.close()

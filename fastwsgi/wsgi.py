@@ -135,9 +135,13 @@ class Dispatch:
     under interned, pre-hashed keys: one dict copy and one subscript store
     per value, with no per-request iterator or tuple."""
 
-    def __init__(self, app: WSGIApp, templates: list[Environ]) -> None:
+    def __init__(self, app: WSGIApp, templates: list[Environ],
+                 threaded: bool = False) -> None:
         self.app = app
         self.templates = templates
+        # On an app thread (one Dispatch per thread): output that does not
+        # fit is waited for on the spot instead of resumed by a callback.
+        self.threaded = threaded
         self.streams: dict[int, Exchange] = {}
         # Per shape: the keys that take a value from the request, and the
         # values C sent as part of the shape ("KEY=VALUE" keys).
@@ -148,6 +152,8 @@ class Dispatch:
         self.consts: list[dict[str, str]] = [{} for _ in range(nshapes)]
         # Builders by listener | shape << 8, i.e. by flags >> 8.
         self.shapes: list[Callable[[list[str]], Environ] | None] = [None] * (nshapes << 8)
+        # Threaded mode: the keys' generation each number was learnt with.
+        self.gens: list[int] = [-1] * nshapes
         # The request being handled.  One app call runs at a time, so the
         # common path keeps its state here instead of in a new object per
         # request; anything beyond one [bytes] body moves to an Exchange
@@ -208,6 +214,30 @@ class Dispatch:
             build = self.shapes[flags >> 8] or self.builder(listener, shape)
             environ = build(values)
         environ["wsgi.input"] = stream
+        return environ
+
+    def job_environ(self, job: Any) -> Environ:
+        """The environ of a request handed to this app thread.  C always
+        sends the keys; they are learnt again whenever the number's keys
+        changed since this thread last saw it (generation 0: keys for this
+        request only)."""
+        flags = job.flags
+        shape = flags >> 16
+        listener = (flags >> 8) & 255
+        gen = job.keys_gen
+        values = _unpack(job.env, job.env_len).decode("latin-1").split("\0")
+        if gen == 0 or self.gens[shape] != gen:
+            self.learn(shape, _unpack(job.keys, job.keys_len))
+            self.gens[shape] = gen
+            environ = self.merged(listener, shape, values)
+        elif flags & FW_IN_DUPS:
+            environ = self.merged(listener, shape, values)
+        else:
+            build = self.shapes[flags >> 8] or self.builder(listener, shape)
+            environ = build(values)
+        if flags & FW_IN_BODY:
+            environ["wsgi.input"] = self.input = make_input(
+                job.body, job.body_len, job.body_fd)
         return environ
 
     def merged(self, listener: int, shape: int, values: list[str]) -> Environ:
@@ -324,7 +354,7 @@ def fw_py_request(ud: Any, conn: Any, env: Any, env_len: int, flags: int) -> int
     else:
         build = d.shapes[flags >> 8] or d.builder((flags >> 8) & 255, flags >> 16)
         environ = build(_unpack(env, env_len).decode("latin-1").split("\0"))
-    _serve(d, conn, environ, flags)
+    serve_request(d, conn, environ, flags)
     return 0
 
 
@@ -345,10 +375,10 @@ def fw_py_batch(ud: Any, conns: Any, flags: Any, counts: Any, env: Any,
             build = shapes[f >> 8] or d.builder((f >> 8) & 255, f >> 16)
             environ = build(values[start:end])
         start = end
-        _serve(d, conn, environ, f)
+        serve_request(d, conn, environ, f)
 
 
-def _serve(d: Dispatch, conn: Any, environ: Environ, flags: int) -> None:
+def serve_request(d: Dispatch, conn: Any, environ: Environ, flags: int) -> None:
     """Call the app and answer.  The common case, a ``[bytes]`` body, is
     handled here with one call into C; everything else goes to an
     Exchange."""
@@ -564,6 +594,13 @@ class Exchange:
         self.file = None
         self.head_sent = True
         self.held = data
+        if self.dispatch.threaded:
+            # An app thread waits for the loop to send it, then ends.
+            if lib.fw_conn_drain(conn) < 0:
+                self.finish()
+            else:
+                self.pump(conn)
+            return
         streams[self.cid] = self
 
     def respond(self, conn: Any, result: Any, streams: dict[int, Exchange]) -> None:
@@ -610,6 +647,11 @@ class Exchange:
             rc = lib.fw_response_sendfile(conn, fd, offset, count)
             if rc == 0:
                 self.file = filelike
+                if self.dispatch.threaded:
+                    if lib.fw_conn_drain(conn) >= 0:
+                        lib.fw_response_end(conn)
+                    self.finish()
+                    return True
                 self.streams[self.cid] = self
                 return True
             if rc == 1:
@@ -650,6 +692,13 @@ class Exchange:
                     continue
                 if rc == 0:
                     self.held = chunk
+                    if self.dispatch.threaded:
+                        # The loop sends it; this thread waits for room.
+                        if lib.fw_conn_drain(conn) < 0:
+                            self.finish()
+                            return
+                        self.held = None
+                        continue
                     self.streams[self.cid] = self
                     return
                 if rc == 2:

@@ -7,10 +7,18 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 
 # What happened to response iterables, for tests to read back (/stats).
 STATS = {"closed": 0, "created": 0, "close_errors": 0}
+# Apps may run on several threads (--threads): counting takes a lock.
+_STATS_LOCK = threading.Lock()
+
+
+def _count(key: str) -> None:
+    with _STATS_LOCK:
+        STATS[key] = STATS.get(key, 0) + 1
 
 
 class Tracked:
@@ -21,7 +29,7 @@ class Tracked:
         self.fail_at = fail_at
         self.fail_in_close = fail_in_close
         self.forever = forever
-        STATS["created"] += 1
+        _count("created")
 
     def __iter__(self):
         i = 0
@@ -37,10 +45,26 @@ class Tracked:
             i += 1
 
     def close(self):
-        STATS["closed"] += 1
+        _count("closed")
         if self.fail_in_close:
-            STATS["close_errors"] += 1
+            _count("close_errors")
             raise RuntimeError("failing inside close()")
+
+
+class _Closing:
+    """Wraps an iterator and counts its close() (a generator's own close
+    would not be counted)."""
+
+    def __init__(self, it):
+        self.it = it
+        _count("created")
+
+    def __iter__(self):
+        return self.it
+
+    def close(self):
+        _count("closed")
+        self.it.close()
 
 
 def _qs(environ):
@@ -245,6 +269,28 @@ def router(environ, start_response):
         time.sleep(float(q.get("s", "0.5")))
         start_response("200 OK", [])
         return [b"slept"]
+    if path == "/sse":
+        # An endless event stream: one event every `every` seconds.
+        every = float(q.get("every", "0.05"))
+
+        def events():
+            i = 0
+            while True:
+                yield f"data: {i}\n\n".encode()
+                i += 1
+                time.sleep(every)
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        return _Closing(events())
+    if path == "/write-flood":
+        # write() far more than any socket buffer holds.
+        write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        block = b"w" * 65536
+        for _ in range(int(q.get("blocks", "800"))):
+            write(block)
+        return []
+    if path == "/thread":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [threading.current_thread().name.encode()]
     if path == "/exit":
         raise SystemExit(3)
     if path == "/stats":

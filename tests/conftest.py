@@ -33,6 +33,9 @@ def fastwsgi_env(base: dict | None = None) -> dict:
     if SANITIZER_PRELOAD:
         env["LD_PRELOAD"] = SANITIZER_PRELOAD
     return env
+TEST_THREADS = os.environ.get("FASTWSGI_TEST_THREADS", "")
+if TEST_THREADS == "0":
+    TEST_THREADS = ""
 START_LINE = re.compile(r"fastwsgi \S+ listening on (\S+?)(?:,| \(pid (\d+)\))")
 
 
@@ -57,6 +60,10 @@ class ServerProcess:
             full_env["LD_PRELOAD"] = SANITIZER_PRELOAD
         full_env.update(env or {})
         argv = [*server_command(python), *args]
+        # FASTWSGI_TEST_THREADS=N runs every server of the suite in
+        # threaded mode: the whole contract, proven on app threads too.
+        if TEST_THREADS and not any(a.startswith("--threads") for a in args):
+            argv += ["--threads", TEST_THREADS]
         if not any(a.startswith(("--port", "--bind", "-b", "-p")) for a in args):
             argv += ["--port", "0"]
         argv.append(app)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
-from conftest import read_response
+from conftest import parse_responses, read_response, read_until_close
 
 CONNS = 300  # more than one batch holds: the rest are answered one by one
 
@@ -85,3 +86,52 @@ def test_a_failing_request_does_not_disturb_its_batch(server):
     finally:
         for s in socks:
             s.close()
+
+
+def test_pipelined_close_in_the_middle_closes(server):
+    """A request that asks to close, with more requests behind it in the
+    same packet: it is answered, the connection closes, and nothing
+    after it is answered (its answer is not left waiting for a later
+    request that never comes)."""
+    for tail in (b"GET /echo?n=2 HTTP/1.1\r\nHost: t\r\n\r\n", b"GET /ec"):
+        sock = server.connect()
+        try:
+            # One exchange first: the connection is then settled in the
+            # loop, and no readiness event of its first turn is pending.
+            sock.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(sock)[0] == 200
+            time.sleep(0.05)
+            sock.sendall(b"GET /echo?n=0 HTTP/1.1\r\nHost: t\r\n\r\n"
+                         b"GET /echo?n=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                         + tail)
+            data, closed = read_until_close(sock, 3.0)
+        finally:
+            sock.close()
+        assert closed, f"the connection stayed open after Connection: close: {data!r}"
+        answers = parse_responses(data)
+        assert [json.loads(body)["QUERY_STRING"] for _, _, body in answers] == \
+            ["n=0", "n=1"]
+
+
+def test_deep_pipelines_answer_in_order(server):
+    """Many connections, each with 40 requests in one send: every answer
+    is its own request's, in order (pipelined requests are answered one
+    per connection per round, together with the other connections')."""
+    socks = _open(server, 30)
+    try:
+        for c, sock in enumerate(socks):
+            sock.sendall(b"".join(
+                f"GET /echo?c={c}&n={n} HTTP/1.1\r\nHost: t\r\nX-Id: {c}-{n}\r\n\r\n".encode()
+                for n in range(40)))
+        for c, sock in enumerate(socks):
+            data = b""
+            while data.count(b"HTTP/1.1 200") < 40:
+                more = sock.recv(1 << 20)
+                assert more, f"connection {c} closed early after {data.count(b'HTTP/1.1 ')}"
+                data += more
+            answers = parse_responses(data)
+            got = [json.loads(body)["QUERY_STRING"] for _, _, body in answers]
+            assert got == [f"c={c}&n={n}" for n in range(40)]
+    finally:
+        for sock in socks:
+            sock.close()

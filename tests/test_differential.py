@@ -89,6 +89,10 @@ STRICTER: dict[str, tuple[frozenset[int], str]] = {
                               "Content-Type twice.  It allows one value (RFC 9110 "
                               "8.3); h11 passes both on, fastwsgi refuses as for two "
                               "Content-Lengths."),
+    "fragment": (frozenset({400}),
+                 "a '#' in the request-target.  A fragment is not part of a "
+                 "request-target (RFC 9112 3.2); h11 passes it on, fastwsgi "
+                 "refuses rather than hand it to the app inside the query."),
     "asterisk-not-options": (frozenset({400}),
                              "the asterisk form with a method other than OPTIONS "
                              "(RFC 9112 3.2.4).  h11 accepts it; fastwsgi refuses."),
@@ -296,6 +300,8 @@ def stricter_head(data: bytes, req: h11.Request) -> set[str]:
         reasons.add("host-missing-1x")
     if names.count(b"content-type") > 1:
         reasons.add("content-type-repeated")
+    if b"#" in req.target:
+        reasons.add("fragment")
     if req.target == b"*" and req.method != b"OPTIONS":
         reasons.add("asterisk-not-options")
     authority = re.match(rb"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)", req.target)
@@ -637,7 +643,7 @@ CASES: list[tuple[str, bytes, object, set[str]]] = [
     ("http12-no-host", req(b"GET / HTTP/1.2"), 400, {"host-missing-1x"}),
     ("content-type-twice", req(b"GET / HTTP/1.1", H, b"Content-Type: a/b\r\n",
                                b"content-type: c/d\r\n"), 400, {"content-type-repeated"}),
-    ("fragment", req(b"GET /p?x=1#frag", H), 400, set()),
+    ("fragment", req(b"GET /p?x=1#frag HTTP/1.1", H), 400, {"fragment"}),
     ("asterisk-get", req(b"GET * HTTP/1.1", H), 400, {"asterisk-not-options"}),
     ("host-slash", req(b"GET / HTTP/1.1", b"Host: a/b\r\n"), 400, {"host-value"}),
     ("authority-bad-port", req(b"GET http://h:8x/ HTTP/1.1", H), 400, {"host-value"}),

@@ -14,7 +14,7 @@ import time
 
 import pytest
 import requests
-from conftest import ServerProcess, parse_responses, raw, read_response, recv_all
+from conftest import TEST_THREADS, ServerProcess, parse_responses, raw, read_response, recv_all
 
 FILE_SIZE = 3 * 1024 * 1024 + 123
 
@@ -117,7 +117,7 @@ def test_environ_required_keys_and_types(srv):
     assert env["wsgi.version"] == ["tuple", [1, 0]]
     assert env["wsgi.url_scheme"][1] == "http"
     assert env["wsgi.input_terminated"] == ["bool", True]
-    assert env["wsgi.multithread"] == ["bool", False]
+    assert env["wsgi.multithread"] == ["bool", bool(TEST_THREADS)]
     assert env["wsgi.multiprocess"] == ["bool", False]
     assert env["wsgi.run_once"] == ["bool", False]
     assert methods["input methods"] == ["read", "readline", "readlines", "__iter__"]

@@ -1,0 +1,253 @@
+"""Threaded mode (--threads N): app calls run on a pool of threads while
+the C loop goes on accepting, reading and writing.
+
+Every test here starts its own server with an explicit --threads; the
+rest of the suite also runs in threaded mode when FASTWSGI_TEST_THREADS
+is set (CI does both).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+
+from conftest import parse_responses, read_one, read_until_close
+
+
+def _get(sock: socket.socket, path: str, extra: str = "") -> None:
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode())
+
+
+def _status_body(sock: socket.socket, timeout: float = 10.0) -> tuple[int, bytes]:
+    status, _headers, body, rest = read_one(sock, timeout)
+    assert not rest, f"bytes after the response: {rest[:100]!r}"
+    return status, body
+
+
+def test_blocking_calls_run_side_by_side(start_server):
+    """200 requests to an app that sleeps 0.5 s, all at once, with 64
+    threads: about 4 rounds of 0.5 s, never 200 of them in a row."""
+    srv = start_server("apps:router", "--threads", "64", "--backlog", "1024")
+    socks = [srv.connect(10.0) for _ in range(200)]
+    try:
+        began = time.monotonic()
+        for sock in socks:
+            _get(sock, "/sleep?s=0.5")
+        for sock in socks:
+            assert _status_body(sock) == (200, b"slept")
+        took = time.monotonic() - began
+    finally:
+        for sock in socks:
+            sock.close()
+    # Inline this takes 100 s; with 64 threads the floor is 2 s (4 rounds).
+    assert took < 4.0, f"200 sleeps of 0.5 s with 64 threads took {took:.1f} s"
+
+
+def test_multithread_is_true(start_server):
+    srv = start_server("apps:router", "--threads", "3")
+    sock = srv.connect()
+    try:
+        _get(sock, "/environ")
+        status, body = _status_body(sock)
+        assert status == 200
+        assert json.loads(body)["wsgi.multithread"] == ["bool", True]
+        names = set()
+        for _ in range(20):
+            _get(sock, "/thread")
+            names.add(_status_body(sock)[1])
+        assert all(n.startswith(b"fastwsgi-app-") for n in names)
+    finally:
+        sock.close()
+
+
+def test_an_endless_stream_takes_one_thread_not_the_server(start_server):
+    """Server-sent events on one connection for good, with 2 threads: the
+    other thread serves everyone else meanwhile."""
+    srv = start_server("apps:router", "--threads", "2")
+    stream = srv.connect()
+    try:
+        _get(stream, "/sse?every=0.02")
+        stream.settimeout(5)
+        first = stream.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200") and b"data: 0" in first
+        for i in range(30):
+            sock = srv.connect()
+            try:
+                _get(sock, f"/echo?i={i}")
+                status, body = _status_body(sock, 5.0)
+                assert status == 200 and json.loads(body)["QUERY_STRING"] == f"i={i}"
+            finally:
+                sock.close()
+        # The stream is still going.
+        got = b""
+        while b"data: 5" not in got:
+            more = stream.recv(65536)
+            assert more, "the stream ended"
+            got += more
+    finally:
+        stream.close()
+    # Its close() runs once the client is gone (the next block fails).
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        sock = srv.connect()
+        _get(sock, "/stats")
+        stats = json.loads(_status_body(sock)[1])
+        sock.close()
+        if stats["closed"] >= 1:
+            break
+        time.sleep(0.05)
+    assert stats["closed"] == stats["created"] == 1, stats
+
+
+def test_write_to_a_stalled_reader_blocks_only_its_thread(start_server):
+    """write() of 50 MB to a client that reads nothing: that thread waits
+    for room; the other thread and the loop go on."""
+    srv = start_server("apps:router", "--threads", "2", "--write-timeout", "30")
+    # A small receive buffer, set before connecting (shrunk afterwards it
+    # would leave TCP probing a closed window, slowly).
+    stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect((srv.host, srv.port))
+    try:
+        _get(stalled, "/write-flood?blocks=800")
+        time.sleep(0.3)
+        for _ in range(20):
+            sock = srv.connect()
+            try:
+                _get(sock, "/hello")
+                assert _status_body(sock, 5.0) == (200, b"Hello, World!")
+            finally:
+                sock.close()
+        # And the stalled client, once it reads, gets every byte.
+        stalled.settimeout(10)
+        buf = bytearray()
+        while not buf.endswith(b"\r\n0\r\n\r\n"):
+            more = stalled.recv(1 << 20)
+            assert more, f"closed after {len(buf)} bytes"
+            buf += more
+        head, _, body = bytes(buf).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        # Chunked: strip the framing and count the payload.
+        assert body.count(b"w") == 800 * 65536
+    finally:
+        stalled.close()
+
+
+def test_app_errors_on_threads(start_server):
+    """An exception gives 500 and a logged traceback; close() that raises
+    is logged; every iterable is closed exactly once; serving goes on."""
+    srv = start_server("apps:router", "--threads", "4")
+    paths = ["/raise-before", "/raise-after-start", "/raise-in-iter?at=1",
+             "/raise-in-close", "/stream?n=4", "/stream-cl"] * 5
+    socks = [srv.connect() for _ in paths]
+    try:
+        for sock, path in zip(socks, paths):
+            _get(sock, path)
+        for sock, path in zip(socks, paths):
+            data, _closed = read_until_close(sock, 3.0) if path.startswith(
+                ("/raise-before", "/raise-after", "/raise-in-iter")) else (None, None)
+            if data is not None:
+                if path.startswith("/raise-in-iter"):
+                    # The head went out: the connection is cut instead.
+                    assert data.startswith(b"HTTP/1.1 200"), data[:100]
+                else:
+                    assert data.startswith(b"HTTP/1.1 500"), data[:100]
+            else:
+                status, _body = _status_body(sock)
+                assert status == 200, path
+    finally:
+        for sock in socks:
+            sock.close()
+    sock = srv.connect()
+    try:
+        time.sleep(0.2)
+        _get(sock, "/stats")
+        stats = json.loads(_status_body(sock)[1])
+    finally:
+        sock.close()
+    # Tracked iterables: raise-in-iter, raise-in-close, stream, stream-cl.
+    assert stats["created"] == 20 and stats["closed"] == 20, stats
+    assert stats["close_errors"] == 5
+    out = srv.output()
+    assert out.count("failing before start_response") >= 5
+    assert "failing inside close()" in out
+    assert srv.alive()
+
+
+def test_pipelined_requests_keep_their_order_on_threads(start_server):
+    """Pipelined requests whose app calls take different times are still
+    answered in the order they were sent, each with its own environ."""
+    srv = start_server("apps:router", "--threads", "8")
+    socks = [srv.connect() for _ in range(10)]
+    try:
+        for c, sock in enumerate(socks):
+            sock.sendall(b"".join(
+                (f"GET /sleep?s={0.03 * ((n * 7 + c) % 4)}&c={c}&n={n} HTTP/1.1\r\n"
+                 f"Host: t\r\n\r\n").encode() if n % 2 else
+                f"GET /echo?c={c}&n={n} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+                for n in range(12)))
+        for c, sock in enumerate(socks):
+            data = b""
+            sock.settimeout(10)
+            while data.count(b"HTTP/1.1 200") < 12:
+                more = sock.recv(65536)
+                assert more
+                data += more
+            answers = parse_responses(data)
+            assert len(answers) == 12
+            for n, (status, _h, body) in enumerate(answers):
+                assert status == 200
+                if n % 2:
+                    assert body == b"slept"
+                else:
+                    assert json.loads(body)["QUERY_STRING"] == f"c={c}&n={n}"
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_busy_threads_queue_requests_and_idle_connections_cost_no_thread(start_server):
+    """2 threads, 300 idle keep-alive connections and 40 requests that each
+    sleep 0.1 s: the idle connections hold no thread, the requests wait
+    in the loop and are all answered."""
+    srv = start_server("apps:router", "--threads", "2")
+    idle = [srv.connect() for _ in range(300)]
+    busy = [srv.connect() for _ in range(40)]
+    try:
+        for sock in idle[:50]:
+            _get(sock, "/hello")
+            assert _status_body(sock) == (200, b"Hello, World!")
+        for sock in busy:
+            _get(sock, "/sleep?s=0.1")
+        for sock in busy:
+            assert _status_body(sock, 15.0) == (200, b"slept")
+        for sock in idle[50:60]:
+            _get(sock, "/hello")
+            assert _status_body(sock) == (200, b"Hello, World!")
+    finally:
+        for sock in idle + busy:
+            sock.close()
+
+
+def test_sigterm_lets_threaded_calls_finish(start_server):
+    """SIGTERM with app calls in flight: they finish and are answered,
+    idle keep-alive connections are closed at once, and the process
+    exits 0."""
+    srv = start_server("apps:router", "--threads", "8", "--graceful-timeout", "10")
+    idle = srv.connect()
+    _get(idle, "/hello")
+    assert _status_body(idle) == (200, b"Hello, World!")
+    socks = [srv.connect() for _ in range(6)]
+    for sock in socks:
+        _get(sock, "/sleep?s=1")
+    time.sleep(0.3)
+    srv.signal(signal.SIGTERM)
+    data, closed = read_until_close(idle, 2.0)
+    assert closed and data == b"", "an idle connection was not closed at once"
+    for sock in socks:
+        assert _status_body(sock, 5.0) == (200, b"slept")
+        sock.close()
+    srv.proc.wait(10)
+    assert srv.proc.returncode == 0, srv.output()
