@@ -733,6 +733,44 @@ static int shape_of(fw_loop *loop, const char *keys, size_t len, int *fresh)
 
 /* ---- request dispatch ---- */
 
+#define FW_SLOW_CALL_MS 1000    /* an inline app call this long is named */
+#define FW_SLOW_EVERY_MS 60000  /* at most once a minute */
+
+/*
+ * Inline, the app runs on the loop's thread: a call that blocks holds up
+ * every other client.  Say so (once a minute at most), naming the request
+ * when there was one, and what to do about it.  `keys` and `env` are one
+ * request's (NULL for a round of `n` requests together).
+ */
+static void note_slow_call(fw_loop *loop, int64_t began, const char *keys,
+                           const char *env, size_t env_len, int n)
+{
+    int64_t now = loop_clock_ms();
+    if (now - began < FW_SLOW_CALL_MS ||
+        (loop->slow_logged && now - loop->slow_logged < FW_SLOW_EVERY_MS))
+        return;
+    loop->slow_logged = now;
+    char what[160] = "";
+    if (keys != NULL) {
+        /* PATH_INFO is the first value, after REQUEST_METHOD's unless the
+         * method travels in the keys ("REQUEST_METHOD=GET"). */
+        const char *v = env, *end = env + env_len;
+        if (strncmp(keys, "REQUEST_METHOD=", 15) != 0) {
+            const char *nul = memchr(v, '\0', (size_t)(end - v));
+            v = nul ? nul + 1 : end;
+        }
+        size_t len = v < end ? strnlen(v, (size_t)(end - v)) : 0;
+        snprintf(what, sizeof what, " (path %.*s)", (int)(len > 100 ? 100 : len), v);
+    } else {
+        snprintf(what, sizeof what, " (a round of %d requests)", n);
+    }
+    loop_log(loop, FW_LOG_WARNING,
+             "an app call held the event loop for %.1f s%s: every other "
+             "client waited meanwhile; an app that waits (on a database, "
+             "another service) should run with --threads N",
+             (double)(now - began) / 1000, what);
+}
+
 static void fail(fw_conn *c, int status);
 
 static void dispatch_shaped(fw_conn *c, const char *env, size_t env_len,
@@ -790,8 +828,10 @@ static void dispatch_shaped(fw_conn *c, const char *env, size_t env_len,
         in_flags |= FW_IN_FRESH;
     if (body_len || body_fd >= 0)
         in_flags |= FW_IN_BODY;
+    int64_t began = loop_clock_ms();
     fw_py_request(loop->userdata, c, env, env_len,
                   in_flags | (c->listener << 8) | (shape << 16));
+    note_slow_call(loop, began, keys, env, env_len, 1);
     c->flags &= ~C_IN_APP;
     if (c->resp == RS_NONE && !(c->flags & C_DEAD)) {
         /* Python produced no response at all: never leave a client
@@ -867,8 +907,14 @@ static void batch_round(fw_loop *loop)
     /* What the connections do next is dispatched at once, so the arrays
      * stay as Python saw them until this is over. */
     loop->batch_closed = 1;
+    int64_t began = loop_clock_ms();
     fw_py_batch(loop->userdata, loop->batch_conns, loop->batch_flags,
                 loop->batch_counts, loop->batch_env, loop->batch_env_len, n);
+    if (n == 1)
+        note_slow_call(loop, began, loop->shapes[loop->batch_flags[0] >> 16].keys,
+                       loop->batch_env, loop->batch_env_len, 1);
+    else
+        note_slow_call(loop, began, NULL, NULL, 0, n);
     /* Every environ is built: the numbers may take new keys again. */
     for (int i = 0; i < n; i++)
         loop->shapes[loop->batch_flags[i] >> 16].refs--;

@@ -241,6 +241,7 @@ struct fw_loop {
     char date[64];              /* "Date: ...\r\n" */
     size_t date_len;
     int64_t date_sec;
+    int64_t slow_logged;        /* when a slow inline app call was logged */
     /* Threaded mode (pool.c); every field below is under `mu`, and so is
      * everything the loop does while app threads run. */
     int threaded;

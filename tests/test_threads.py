@@ -251,3 +251,31 @@ def test_sigterm_lets_threaded_calls_finish(start_server):
         sock.close()
     srv.proc.wait(10)
     assert srv.proc.returncode == 0, srv.output()
+
+
+def test_inline_mode_names_a_call_that_holds_the_loop(start_server):
+    """Inline, a call of more than a second is logged once, with its path
+    and the advice to use --threads; the next one within a minute is not
+    (the log must not flood)."""
+    srv = start_server("apps:router", "--threads", "0")
+    for _ in range(2):
+        sock = srv.connect()
+        try:
+            _get(sock, "/sleep?s=1.1")
+            assert _status_body(sock) == (200, b"slept")
+        finally:
+            sock.close()
+    out = srv.output()
+    assert out.count("held the event loop") == 1, out
+    assert "(path /sleep)" in out and "--threads" in out
+
+
+def test_threaded_mode_does_not_warn_about_slow_calls(start_server):
+    srv = start_server("apps:router", "--threads", "2")
+    sock = srv.connect()
+    try:
+        _get(sock, "/sleep?s=1.1")
+        assert _status_body(sock) == (200, b"slept")
+    finally:
+        sock.close()
+    assert "held the event loop" not in srv.output()
