@@ -114,6 +114,25 @@ def sleep5ms(environ: Environ, start_response: StartResponse) -> list[bytes]:
 
 
 _flask_wsgi: Any = None
+_flask_sleepy: Any = None
+
+
+def flask_sleep200(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    # The commonest WSGI app there is: a Flask view that waits 200 ms on
+    # I/O (a database, another service) before it answers.
+    global _flask_sleepy
+    if _flask_sleepy is None:
+        from flask import Flask
+
+        app = Flask("bench-sleep")
+
+        @app.route("/")
+        def hello() -> Any:
+            time.sleep(0.2)
+            return HELLO, 200, {"Content-Type": "text/plain"}
+
+        _flask_sleepy = app.wsgi_app
+    return _flask_sleepy(environ, start_response)  # type: ignore[no-any-return]
 
 
 def flask_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:

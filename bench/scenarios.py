@@ -109,6 +109,9 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("sleep5ms", "blocking app sleeping 5 ms per request (recorded, "
                  "not charted: it measures the threading model, not HTTP)",
                  "sleep5ms", _HELLO, bar=False, nginx=None),
+        Scenario("sleep200", "Flask view waiting 200 ms, 1000 connections: the limit "
+                 "is 5,000 req/s (recorded, not charted)", "flask_sleep200", _HELLO,
+                 connections=1000, bar=False, nginx=None, needs=("flask",)),
     )
 }
 

@@ -30,6 +30,17 @@ def _ours(py: str, port: int, ref: str, launch: str) -> list[str]:
     return [py, "-m", "fastwsgi", "--host", HOST, "--port", str(port), ref]
 
 
+# Threaded servers get, for the apps that wait, threads enough for their
+# connections (each peer in its best threaded configuration); for the
+# others, fastwsgi's threaded mode uses 8 and the peers keep their defaults.
+WAITING_APPS = {"apps:sleep5ms": 50, "apps:flask_sleep200": 1000}
+
+
+def _ours_threaded(py: str, port: int, ref: str, launch: str) -> list[str]:
+    threads = WAITING_APPS.get(ref, 8)
+    return [*_ours(py, port, ref, launch), "--threads", str(threads)]
+
+
 def _via_launch(name: str) -> CommandBuilder:
     def build(py: str, port: int, ref: str, launch: str) -> list[str]:
         return [py, launch, name, HOST, str(port), ref]
@@ -37,21 +48,27 @@ def _via_launch(name: str) -> CommandBuilder:
 
 
 def _granian(py: str, port: int, ref: str, launch: str) -> list[str]:
-    return [py, "-m", "granian", "--interface", "wsgi", "--workers", "1",
+    extra = (["--blocking-threads", str(WAITING_APPS[ref])]
+             if ref in WAITING_APPS else [])
+    return [py, "-m", "granian", "--interface", "wsgi", "--workers", "1", *extra,
             "--host", HOST, "--port", str(port), ref]
 
 
 def _gunicorn(worker: str) -> CommandBuilder:
     def build(py: str, port: int, ref: str, launch: str) -> list[str]:
-        extra = ["--threads", "4"] if worker == "gthread" else []
+        extra = (["--threads", str(WAITING_APPS.get(ref, 4)),
+                  "--worker-connections", "2000"] if worker == "gthread" else [])
         return [py, "-m", "gunicorn", "-w", "1", "-k", worker, *extra,
                 "-b", f"{HOST}:{port}", "--log-level", "warning", ref]
     return build
 
 
 def _waitress(py: str, port: int, ref: str, launch: str) -> list[str]:
-    # Defaults kept (4 threads, 100 connections): we compare servers as shipped.
-    return [py, "-m", "waitress", "--host", HOST, "--port", str(port), ref]
+    # Defaults kept (4 threads, 100 connections): we compare servers as
+    # shipped, except for the apps that wait (threads and connections enough).
+    extra = ([f"--threads={WAITING_APPS[ref]}", "--connection-limit=2000"]
+             if ref in WAITING_APPS else [])
+    return [py, "-m", "waitress", *extra, "--host", HOST, "--port", str(port), ref]
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,8 @@ NGINX = "nginx"
 
 SERVERS: list[ServerSpec] = [
     ServerSpec(OURS, "main", "fastwsgi", _ours, ours=True, in_smoke=True, on_pypy=True),
+    ServerSpec("fastwsgi-threads", "main", "fastwsgi", _ours_threaded, ours=True,
+               on_pypy=True),
     ServerSpec("bjoern", "main", "bjoern", _via_launch("bjoern"), in_smoke=True, on_pypy=True),
     ServerSpec("fastwsgi-0.0.9", "fastwsgi009", "fastwsgi==0.0.9",
                _via_launch("fastwsgi-0.0.9")),
