@@ -257,7 +257,34 @@ struct fw_loop {
     fw_conn *waitq_head, *waitq_tail;
     int nwaitq;
     fw_conn *kick_head, *kick_tail;
+    /* Requests parsed while every thread was busy, for the next thread
+     * that is done: it takes one without sleeping.  Bounded in count and
+     * bytes; beyond, connections wait unparsed (waitq). */
+    struct fw_queued *q_head, *q_tail;
+    int nqueued;
+    size_t queued_bytes;
 };
+
+#define FW_QUEUE_MAX 1024
+#define FW_QUEUE_BYTES (8u << 20)
+
+/* A request waiting in that queue, with its own copies in one block. */
+typedef struct fw_queued {
+    struct fw_queued *next;
+    fw_conn *conn;
+    size_t size;                /* of the whole block */
+    const char *env, *keys, *body;
+    size_t env_len, keys_len, body_len;
+    int body_fd;
+    int flags;                  /* FW_IN_*, listener, shape */
+    int shape;                  /* the pinned slot, or -1 */
+    uint64_t gen;
+    int64_t since_us;           /* when it was queued */
+} fw_queued;
+
+/* A queued request waits this long for a busy thread to take it before
+ * an idle one is woken for it (see pool_dispatch). */
+#define FW_QUEUE_WAKE_US 1000
 
 /* One app thread of the pool.  `job` must stay first: Python sees the
  * worker as its fw_job. */
@@ -342,6 +369,7 @@ int pool_dispatch(fw_conn *c, const char *env, size_t env_len,
 void pool_writable(fw_conn *c);
 void pool_run(struct fw_loop *loop);
 int pool_drain(fw_conn *c);
+int pool_next_locked(struct fw_loop *loop, fw_worker *w);
 void pool_free(struct fw_loop *loop);
 
 #endif

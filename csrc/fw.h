@@ -217,6 +217,15 @@ fw_job *fw_pool_join(fw_loop *loop);
 int fw_pool_next(fw_loop *loop, fw_job *job);
 void fw_pool_leave(fw_loop *loop, fw_job *job);
 void fw_pool_stop(fw_loop *loop);
+/* fw_response_simple for a thread's request, then, when the response is
+ * complete, what fw_pool_next does: returns FW_NEXT_TAKEN (job holds the
+ * next request) or FW_POOL_STOPS; any other value is fw_response_simple's
+ * and the request is still the thread's. */
+#define FW_NEXT_TAKEN 5
+#define FW_POOL_STOPS 6
+int fw_pool_simple_next(fw_loop *loop, fw_job *job, fw_conn *c,
+                        const char *head, size_t hlen, int nfields,
+                        const char *body, size_t blen);
 
 /* python-callbacks-begin (cffi reads these; C sees a comment)
 extern "Python+C" int fw_py_request(void *userdata, fw_conn *c,

@@ -272,6 +272,8 @@ static int next_timeout(fw_loop *loop)
     if (loop->stopping == 1 &&
         (soonest < 0 || loop->stop_deadline < soonest))
         soonest = loop->stop_deadline;
+    if (loop->threaded && loop->q_head != NULL && loop->nidle > 0)
+        return 1;               /* a queued request may need a thread woken */
     if (soonest < 0)
         return -1;
     int64_t wait = soonest - loop_now(loop);

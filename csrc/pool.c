@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -80,10 +81,16 @@ void pool_kick(fw_conn *c)
 
 /* May this connection's parsed request go to a thread now?  Only when one
  * is idle and nobody waits ahead of it. */
+static int has_room(const fw_loop *loop)
+{
+    return loop->nidle == loop->nworkers ||
+           (loop->nqueued < FW_QUEUE_MAX && loop->queued_bytes < FW_QUEUE_BYTES);
+}
+
 int pool_may_take(const fw_conn *c)
 {
     const fw_loop *loop = c->loop;
-    return loop->nidle > 0 &&
+    return has_room(loop) &&
            (loop->waitq_head == NULL || (c->flags & C_WAKE));
 }
 
@@ -122,6 +129,13 @@ void pool_unwait(fw_conn *c)
     loop->nwaitq--;
 }
 
+static int64_t clock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static int grow(char **buf, size_t *cap, size_t need)
 {
     if (need <= *cap)
@@ -137,62 +151,169 @@ static int grow(char **buf, size_t *cap, size_t need)
     return 0;
 }
 
+/* Give the worker its request: copies of the values and the body, the
+ * keys (the pinned shape's, or copied).  Under the mutex. */
+static int assign(fw_worker *w, fw_conn *c, const char *env, size_t env_len,
+                  const char *keys, size_t keys_len, uint64_t gen, int shape,
+                  const char *body, size_t body_len, int body_fd, int flags)
+{
+    if (grow(&w->env, &w->env_cap, env_len + 1) < 0 ||
+        (shape < 0 && grow(&w->keys, &w->keys_cap, keys_len + 1) < 0) ||
+        grow(&w->body, &w->body_cap, body_len + 1) < 0)
+        return -1;
+    fw_job *j = &w->job;
+    memcpy(w->env, env, env_len);
+    w->env[env_len] = '\0';
+    j->env = w->env;
+    j->env_len = env_len;
+    if (shape >= 0) {
+        j->keys = keys;         /* the slot's own, pinned */
+    } else {
+        memcpy(w->keys, keys, keys_len);
+        w->keys[keys_len] = '\0';
+        j->keys = w->keys;
+    }
+    j->keys_len = keys_len;
+    j->keys_gen = gen;
+    w->shape = shape;
+    if (body_len)
+        memcpy(w->body, body, body_len);
+    j->body = w->body;
+    j->body_len = body_len;
+    j->body_fd = body_fd;
+    j->flags = flags;
+    j->conn = c;
+    c->job = w;
+    return 0;
+}
+
+/* A queued request the thread could not take: its request ends here. */
+static void unpin(fw_loop *loop, int shape)
+{
+    if (shape >= 0)
+        loop->shapes[shape].refs--;
+}
+
 /*
- * Hand a request to an idle thread (pool_may_take said there is one).  The
- * values and the body are copied into the worker; the keys are the shape's,
- * pinned until the thread is done, or copied for FW_SHAPE_ONCE.  Returns -1
- * when memory ran out (the caller answers 500).
+ * Hand a request to an app thread (pool_may_take said there is room).
+ * When every thread is idle, one is woken for it at once.  Otherwise it
+ * joins the queue the busy threads take from as they finish: waking a
+ * thread costs a context switch and a contest for the interpreter lock,
+ * and for an app that answers in microseconds the threads already
+ * running take the whole queue sooner.  A request still queued after
+ * FW_QUEUE_WAKE_US (the busy threads are blocked: the app waits on I/O)
+ * gets an idle thread woken for it (pool_run).  The
+ * values and the body are copied; the keys are the shape's, pinned until
+ * the request is over, or copied for FW_SHAPE_ONCE.  Returns -1 when
+ * memory ran out (the caller answers 500).
  */
 int pool_dispatch(fw_conn *c, const char *env, size_t env_len,
                   const char *keys, size_t keys_len, const char *body,
                   size_t body_len, int body_fd, int in_flags, int shape)
 {
     fw_loop *loop = c->loop;
-    fw_worker *w = loop->idle;
-    if (w == NULL)
-        return -1;
-    int pinned = shape >= 0 && shape < FW_SHAPES;
-    if (grow(&w->env, &w->env_cap, env_len + 1) < 0 ||
-        (!pinned && grow(&w->keys, &w->keys_cap, keys_len + 1) < 0) ||
-        grow(&w->body, &w->body_cap, body_len + 1) < 0)
-        return -1;
-    memcpy(w->env, env, env_len);
-    w->env[env_len] = '\0';
-    fw_job *j = &w->job;
-    j->env = w->env;
-    j->env_len = env_len;
-    if (pinned) {
-        fw_shape *s = &loop->shapes[shape];
-        s->refs++;
-        j->keys = s->keys;
-        j->keys_len = s->len;
-        j->keys_gen = s->gen;
-        w->shape = shape;
-    } else {
-        memcpy(w->keys, keys, keys_len);
-        w->keys[keys_len] = '\0';
-        j->keys = w->keys;
-        j->keys_len = keys_len;
-        j->keys_gen = 0;        /* names nothing: never cached */
-        w->shape = -1;
+    int pinned = shape >= 0 && shape < FW_SHAPES ? shape : -1;
+    uint64_t gen = 0;           /* 0: the keys name nothing, never cached */
+    if (pinned >= 0) {
+        fw_shape *s = &loop->shapes[pinned];
+        keys = s->keys;
+        keys_len = s->len;
+        gen = s->gen;
     }
-    if (body_len)
-        memcpy(w->body, body, body_len);
-    j->body = w->body;
-    j->body_len = body_len;
-    j->body_fd = body_fd;
     if (body_len || body_fd >= 0)
         in_flags |= FW_IN_BODY;
-    j->flags = in_flags | (c->listener << 8) | (shape << 16);
-    j->conn = c;
-    c->job = w;
+    int flags = in_flags | (c->listener << 8) | (shape << 16);
+    fw_worker *w = loop->nidle == loop->nworkers ? loop->idle : NULL;
+    if (w != NULL) {
+        if (assign(w, c, env, env_len, keys, keys_len, gen, pinned, body,
+                   body_len, body_fd, flags) < 0)
+            return -1;
+        loop->idle = w->next_idle;
+        loop->nidle--;
+        w->next_idle = NULL;
+        w->assigned = 1;
+        pthread_cond_signal(&w->cv);
+    } else {
+        size_t own_keys = pinned >= 0 ? 0 : keys_len + 1;
+        size_t size = sizeof(fw_queued) + env_len + 1 + own_keys + body_len + 1;
+        fw_queued *q = malloc(size);
+        if (q == NULL)
+            return -1;
+        char *p = (char *)(q + 1);
+        memcpy(p, env, env_len);
+        q->env = p;
+        p += env_len + 1;
+        if (pinned < 0) {
+            memcpy(p, keys, keys_len);
+            q->keys = p;
+            p += keys_len + 1;
+        } else {
+            q->keys = keys;
+        }
+        if (body_len)
+            memcpy(p, body, body_len);
+        q->body = p;
+        q->next = NULL;
+        q->conn = c;
+        q->size = size;
+        q->env_len = env_len;
+        q->keys_len = keys_len;
+        q->body_len = body_len;
+        q->body_fd = body_fd;
+        q->flags = flags;
+        q->shape = pinned;
+        q->gen = gen;
+        q->since_us = clock_us();
+        if (loop->q_tail)
+            loop->q_tail->next = q;
+        else
+            loop->q_head = q;
+        loop->q_tail = q;
+        loop->nqueued++;
+        loop->queued_bytes += size;
+        c->job = NULL;          /* no thread has it yet */
+    }
+    if (pinned >= 0)
+        loop->shapes[pinned].refs++;
     c->flags |= C_IN_APP | C_JOB;
     c->flags &= ~C_WAKE;
-    loop->idle = w->next_idle;
-    loop->nidle--;
-    w->next_idle = NULL;
-    w->assigned = 1;
-    pthread_cond_signal(&w->cv);
+    return 0;
+}
+
+/* The next queued request for a thread that is done, if any.  A request
+ * whose client went away meanwhile is dropped.  Under the mutex. */
+static int take_queued(fw_worker *w)
+{
+    fw_loop *loop = w->loop;
+    while (loop->q_head != NULL) {
+        fw_queued *q = loop->q_head;
+        loop->q_head = q->next;
+        if (loop->q_head == NULL)
+            loop->q_tail = NULL;
+        loop->nqueued--;
+        loop->queued_bytes -= q->size;
+        if (loop->waitq_head != NULL)
+            notify(loop);       /* room in the queue: the loop parses more */
+        fw_conn *c = q->conn;
+        int ok = c->state != CS_CLOSED &&
+                 assign(w, c, q->env, q->env_len, q->keys, q->keys_len,
+                        q->gen, q->shape, q->body, q->body_len, q->body_fd,
+                        q->flags) == 0;
+        if (!ok) {
+            if (q->body_fd >= 0)
+                close(q->body_fd);
+            unpin(loop, q->shape);
+            c->flags &= ~(C_JOB | C_IN_APP);
+            if (c->state != CS_CLOSED) {
+                response_error(c, 500);
+                c->resp = RS_DONE;
+            }
+            pool_kick(c);
+        }
+        free(q);
+        if (ok)
+            return 1;
+    }
     return 0;
 }
 
@@ -204,10 +325,11 @@ void pool_writable(fw_conn *c)
         pthread_cond_signal(&w->cv);
 }
 
-/* Connections waiting for a thread get the idle ones, first come first. */
+/* Connections waiting for a thread get the room there is, first come
+ * first. */
 static void resume_waiting(fw_loop *loop)
 {
-    while (loop->nidle > 0 && loop->waitq_head != NULL) {
+    while (has_room(loop) && loop->waitq_head != NULL) {
         fw_conn *c = loop->waitq_head;
         pool_unwait(c);
         c->flags |= C_WAKE;
@@ -216,7 +338,27 @@ static void resume_waiting(fw_loop *loop)
     }
 }
 
-/* The loop's share of a turn: what app threads kicked, then the queue. */
+/* Idle threads take the requests that waited in the queue too long. */
+static void wake_for_stale(fw_loop *loop)
+{
+    if (loop->q_head == NULL || loop->nidle == 0)
+        return;
+    int64_t now = clock_us();
+    while (loop->q_head != NULL && loop->idle != NULL &&
+           now - loop->q_head->since_us >= FW_QUEUE_WAKE_US) {
+        fw_worker *w = loop->idle;
+        if (!take_queued(w))
+            break;
+        loop->idle = w->next_idle;
+        loop->nidle--;
+        w->next_idle = NULL;
+        w->assigned = 1;
+        pthread_cond_signal(&w->cv);
+    }
+}
+
+/* The loop's share of a turn: what app threads kicked, the queue, the
+ * connections waiting for room. */
 void pool_run(fw_loop *loop)
 {
     uint64_t junk;
@@ -243,6 +385,7 @@ void pool_run(fw_loop *loop)
         }
         conn_run(c);
     }
+    wake_for_stale(loop);
     resume_waiting(loop);
 }
 
@@ -281,18 +424,25 @@ static void finish_job(fw_worker *w)
     c->flags &= ~(C_JOB | C_IN_APP);
     if (c->state != CS_CLOSED && c->resp == RS_STREAM)
         response_abort(c);      /* left unfinished: the close delimits it */
-    if (w->shape >= 0) {
-        loop->shapes[w->shape].refs--;
-        w->shape = -1;
-    }
+    unpin(loop, w->shape);
+    w->shape = -1;
     pool_kick(c);
 }
 
 int fw_pool_next(fw_loop *loop, fw_job *job)
 {
-    fw_worker *w = (fw_worker *)job;
     pthread_mutex_lock(&loop->mu);
+    return pool_next_locked(loop, (fw_worker *)job);
+}
+
+/* fw_pool_next with the mutex taken; releases it. */
+int pool_next_locked(fw_loop *loop, fw_worker *w)
+{
     finish_job(w);
+    if (!loop->pool_stop && take_queued(w)) {
+        pthread_mutex_unlock(&loop->mu);
+        return 1;               /* no sleep: the next one was waiting */
+    }
     w->next_idle = loop->idle;
     loop->idle = w;
     loop->nidle++;
@@ -369,6 +519,14 @@ void pool_free(fw_loop *loop)
         w = next;
     }
     loop->workers = NULL;
+    while (loop->q_head != NULL) {
+        fw_queued *q = loop->q_head;
+        loop->q_head = q->next;
+        if (q->body_fd >= 0)
+            close(q->body_fd);
+        free(q);
+    }
+    loop->q_tail = NULL;
     if (loop->pool_io.fd >= 0 && loop->threaded)
         close(loop->pool_io.fd);
     loop->pool_io.fd = -1;

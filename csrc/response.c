@@ -696,6 +696,22 @@ int fw_response_simple(fw_conn *c, const char *head, size_t hlen, int nfields,
     return leave(c, how, response_simple(c, head, hlen, nfields, body, blen));
 }
 
+/* fw_response_simple, and when the response is complete (1), also
+ * fw_pool_next: one crossing and one hold of the mutex for both. */
+int fw_pool_simple_next(fw_loop *loop, fw_job *job, fw_conn *c,
+                        const char *head, size_t hlen, int nfields,
+                        const char *body, size_t blen)
+{
+    int how = enter(c);
+    if (how < 0)
+        return -1;
+    int rc = response_simple(c, head, hlen, nfields, body, blen);
+    if (how != 1 || rc != 1)
+        return leave(c, how, rc);
+    return pool_next_locked(loop, (fw_worker *)job) ? FW_NEXT_TAKEN
+                                                    : FW_POOL_STOPS;
+}
+
 int fw_response_error(fw_conn *c, int status)
 {
     int how = enter(c);

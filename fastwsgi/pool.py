@@ -8,6 +8,7 @@ The loop thread never runs Python here (except to log and for signals).
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -19,6 +20,8 @@ from .logs import logger
 from .wsgi import Dispatch, Environ, WSGIApp, serve_request
 
 _next = lib.fw_pool_next
+FW_NEXT_TAKEN = lib.FW_NEXT_TAKEN
+FW_POOL_STOPS = lib.FW_POOL_STOPS
 
 
 def _work(loop: Any, app: WSGIApp, templates: list[Environ]) -> None:
@@ -27,16 +30,25 @@ def _work(loop: Any, app: WSGIApp, templates: list[Environ]) -> None:
         logger.error("an app thread could not join the pool (out of memory)")
         return
     d = Dispatch(app, templates, threaded=True)
+    # A whole response and the wait for the next request in one call.
+    d.simple = functools.partial(lib.fw_pool_simple_next, loop, job)
     try:
-        while _next(loop, job):
+        more = _next(loop, job)
+        while more:
             conn = job.conn
             try:
                 environ = d.job_environ(job)
             except BaseException:  # noqa: B036 - the thread must go on serving
                 logger.exception("cannot build the environ")
                 lib.fw_response_error(conn, 500)
+                more = _next(loop, job)
                 continue
-            serve_request(d, conn, environ, job.flags)
+            rc = serve_request(d, conn, environ, job.flags)
+            if rc == FW_NEXT_TAKEN:
+                continue
+            if rc == FW_POOL_STOPS:
+                break
+            more = _next(loop, job)
     finally:
         lib.fw_pool_leave(loop, job)
 

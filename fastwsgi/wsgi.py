@@ -142,6 +142,9 @@ class Dispatch:
         # On an app thread (one Dispatch per thread): output that does not
         # fit is waited for on the spot instead of resumed by a callback.
         self.threaded = threaded
+        # The call that sends a whole [bytes] response; an app thread's
+        # also ends the request and takes the next (see pool.py).
+        self.simple: Callable[..., int] = _simple
         self.streams: dict[int, Exchange] = {}
         # Per shape: the keys that take a value from the request, and the
         # values C sent as part of the shape ("KEY=VALUE" keys).
@@ -378,10 +381,11 @@ def fw_py_batch(ud: Any, conns: Any, flags: Any, counts: Any, env: Any,
         serve_request(d, conn, environ, f)
 
 
-def serve_request(d: Dispatch, conn: Any, environ: Environ, flags: int) -> None:
+def serve_request(d: Dispatch, conn: Any, environ: Environ, flags: int) -> int:
     """Call the app and answer.  The common case, a ``[bytes]`` body, is
-    handled here with one call into C; everything else goes to an
-    Exchange."""
+    handled here with one call into C (whose result is returned: on an app
+    thread it may say the next request is taken already); everything else
+    goes to an Exchange, and 0 is returned."""
     d.conn = conn
     d.serial += 1
     d.status = None
@@ -397,7 +401,12 @@ def serve_request(d: Dispatch, conn: Any, environ: Environ, flags: int) -> None:
                     head = d.last_head
                 else:
                     head = d.head(status, headers)
-                rc = _simple(conn, head, len(head), len(headers), data, len(data))
+                if flags & FW_IN_BODY:
+                    # The app is done with its input (and an app thread
+                    # may wait for its next request inside the next call).
+                    d.input.close()
+                    d.input = EMPTY_INPUT
+                rc = d.simple(conn, head, len(head), len(headers), data, len(data))
                 if rc == 0:
                     # C sends the rest from `data` in place: it must live
                     # until the connection drains, then the response ends.
@@ -405,13 +414,10 @@ def serve_request(d: Dispatch, conn: Any, environ: Environ, flags: int) -> None:
                     d.current = None
                 elif rc == -2:
                     raise ResponseError(f"invalid status or headers: {d.status!r}")
-                elif flags & FW_IN_BODY:
-                    d.input.close()
-                    d.input = EMPTY_INPUT
                 # The request's state ends with it: a write() kept by the
                 # app and called later must find no connection.
                 d.conn = None
-                return
+                return rc
         ex = d.current or d.exchange()
     except BaseException:  # noqa: B036 - an app's SystemExit must not end the server
         ex = d.current or d.exchange()
@@ -426,6 +432,7 @@ def serve_request(d: Dispatch, conn: Any, environ: Environ, flags: int) -> None:
     d.current = None
     d.conn = None
     d.input = EMPTY_INPUT
+    return 0
 
 
 @ffi.def_extern()
