@@ -1339,6 +1339,12 @@ void conn_run(fw_conn *c)
         }
         if (c->state == CS_APP) {
             if (c->flags & C_JOB) {
+                if ((c->flags & C_EXPIRED) && conn_out_pending(c) == 0) {
+                    /* Its 503 is out; the thread keeps running without
+                     * it (conn_close wakes it if it waits). */
+                    conn_close(c);
+                    return;
+                }
                 /* An app thread has it: wake it if it waits for room. */
                 if (conn_out_pending(c) < FW_OUT_LOW && !c->file && !c->ext)
                     pool_writable(c);
@@ -1374,8 +1380,12 @@ void conn_run(fw_conn *c)
             continue;
         if (c->state == CS_HEAD || c->state == CS_BODY) {
             if (c->flags & C_PEER_EOF) {
-                /* Nothing more will come: a partial request is dropped. */
-                if (conn_out_pending(c) == 0) {
+                /* Nothing more will come: a partial request is dropped,
+                 * once what is queued is sent (output deferred while
+                 * requests were parsed goes now). */
+                if (!flush_later(c, 0))
+                    conn_flush(c);
+                if (!output_waits(c)) {
                     conn_close(c);
                     return;
                 }

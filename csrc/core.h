@@ -89,6 +89,8 @@ enum {
 #define C_KICKED      0x200000  /* on the loop's kicked list */
 #define C_WAKE        0x400000  /* taken off the wait queue: may take a
                                    thread ahead of those still waiting */
+#define C_EXPIRED     0x800000  /* past the request timeout: answered 503,
+                                   the app thread's calls fail */
 
 /* Response states. */
 enum { RS_NONE = 0, RS_STREAM, RS_DONE };
@@ -298,6 +300,7 @@ typedef struct fw_worker {
     int assigned;               /* job.conn was set for it */
     int waiting;                /* blocked in pool_drain */
     int shape;                  /* the pinned shape slot, or -1 */
+    int64_t started_us;         /* when it was given its request */
     char *env, *keys, *body;    /* copies the request owns */
     size_t env_cap, keys_cap, body_cap;
 } fw_worker;

@@ -217,6 +217,16 @@ fw_job *fw_pool_join(fw_loop *loop);
 int fw_pool_next(fw_loop *loop, fw_job *job);
 void fw_pool_leave(fw_loop *loop, fw_job *job);
 void fw_pool_stop(fw_loop *loop);
+/* The request timeout.  fw_pool_overdue lists (up to max) the threads
+ * whose request has run age_us without starting its response;
+ * fw_pool_expire answers such a request 503 and closes its connection
+ * (checking the age again), and the thread's later calls for it fail.
+ * Returns 1 when it did, 0 when the thread had moved on. */
+int fw_pool_overdue(fw_loop *loop, int64_t age_us, fw_job **out, int max);
+int fw_pool_expire(fw_loop *loop, fw_job *job, int64_t age_us);
+/* The id of the connection whose request the thread has, 0 if none (read
+ * under the loop's mutex, for a thread other than the job's own). */
+uint64_t fw_pool_conn_id(fw_loop *loop, fw_job *job);
 /* fw_response_simple for a thread's request, then, when the response is
  * complete, what fw_pool_next does: returns FW_NEXT_TAKEN (job holds the
  * next request) or FW_POOL_STOPS; any other value is fw_response_simple's

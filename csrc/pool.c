@@ -184,6 +184,7 @@ static int assign(fw_worker *w, fw_conn *c, const char *env, size_t env_len,
     j->flags = flags;
     j->conn = c;
     c->job = w;
+    w->started_us = clock_us();
     return 0;
 }
 
@@ -465,6 +466,58 @@ int pool_next_locked(fw_loop *loop, fw_worker *w)
     w->assigned = 0;
     pthread_mutex_unlock(&loop->mu);
     return 1;
+}
+
+/* The request of the thread behind `job` ran past the request timeout:
+ * its client gets 503 and the connection closes; the thread's later calls
+ * fail as if the client had gone.  (The thread itself cannot be stopped.)
+ * Returns 1 when that happened, 0 when the request was over or answered. */
+/* Has the thread's request run `age_us` without starting its response?
+ * (A response under way, a stream for instance, shows progress itself.)
+ * Under the mutex. */
+static int overdue(const fw_worker *w, int64_t now, int64_t age_us)
+{
+    const fw_conn *c = w->job.conn;
+    return c != NULL && c->state != CS_CLOSED && c->resp == RS_NONE &&
+           !(c->flags & (C_EXPIRED | C_DEAD)) && now - w->started_us >= age_us;
+}
+
+int fw_pool_overdue(fw_loop *loop, int64_t age_us, fw_job **out, int max)
+{
+    int n = 0;
+    int64_t now = clock_us();
+    pthread_mutex_lock(&loop->mu);
+    for (fw_worker *w = loop->workers; w && n < max; w = w->next_all)
+        if (overdue(w, now, age_us))
+            out[n++] = &w->job;
+    pthread_mutex_unlock(&loop->mu);
+    return n;
+}
+
+uint64_t fw_pool_conn_id(fw_loop *loop, fw_job *job)
+{
+    pthread_mutex_lock(&loop->mu);
+    uint64_t id = job->conn ? job->conn->id : 0;
+    pthread_mutex_unlock(&loop->mu);
+    return id;
+}
+
+int fw_pool_expire(fw_loop *loop, fw_job *job, int64_t age_us)
+{
+    int done = 0;
+    fw_worker *w = (fw_worker *)job;
+    pthread_mutex_lock(&loop->mu);
+    /* Checked again: the thread may have moved on to another request. */
+    if (overdue(w, clock_us(), age_us)) {
+        fw_conn *c = w->job.conn;
+        c->flags |= C_EXPIRED;
+        response_error(c, 503);
+        c->resp = RS_DONE;
+        pool_kick(c);
+        done = 1;
+    }
+    pthread_mutex_unlock(&loop->mu);
+    return done;
 }
 
 void fw_pool_stop(fw_loop *loop)

@@ -617,7 +617,7 @@ static int enter(fw_conn *c)
     if (w == NULL)
         return c->state != CS_CLOSED && (c->flags & C_IN_APP) ? 0 : -1;
     pthread_mutex_lock(&w->loop->mu);
-    if (w->job.conn != c || c->state == CS_CLOSED) {
+    if (w->job.conn != c || c->state == CS_CLOSED || (c->flags & C_EXPIRED)) {
         pthread_mutex_unlock(&w->loop->mu);
         return -1;
     }

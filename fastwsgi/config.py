@@ -222,6 +222,11 @@ SETTINGS: tuple[Setting, ...] = (
              "App threads: 0 runs the app on the event loop's thread (fastest"
              " for apps that never wait); N runs app calls on a pool of N"
              " threads while the loop goes on serving.", metavar="N"),
+    _setting("request_timeout", 0.0, _seconds(0, 86400),
+             "Threaded mode: a request whose app call has not started its"
+             " response after this long gets 503 and is closed, and the stack"
+             " of the thread running it is logged (0: off).",
+             metavar="SECONDS"),
     _setting("keepalive_timeout", 5.0, _seconds(0.01, 3600),
              "Close an idle keep-alive connection after this long.",
              metavar="SECONDS"),
@@ -308,6 +313,11 @@ def make_config(settings: Mapping[str, Any]) -> Config:
         values[name] = setting.convert(value)
     for setting in SETTINGS:
         values.setdefault(setting.name, setting.default)
+    if values["request_timeout"] and not values["threads"]:
+        # Inline, the app runs on the loop's own thread: nothing could
+        # answer for it while it hangs.
+        raise ConfigError("request_timeout: needs threaded mode (threads of 1 or "
+                          "more); inline the app call holds the loop itself")
     return Config(values)
 
 

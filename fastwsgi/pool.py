@@ -24,11 +24,14 @@ FW_NEXT_TAKEN = lib.FW_NEXT_TAKEN
 FW_POOL_STOPS = lib.FW_POOL_STOPS
 
 
-def _work(loop: Any, app: WSGIApp, templates: list[Environ]) -> None:
+def _work(loop: Any, app: WSGIApp, templates: list[Environ],
+          jobs: dict[int, threading.Thread]) -> None:
     job = lib.fw_pool_join(loop)
     if job == ffi.NULL:
         logger.error("an app thread could not join the pool (out of memory)")
         return
+    # So that the request timeout can name the thread behind a job.
+    jobs[int(ffi.cast("uintptr_t", job))] = threading.current_thread()
     d = Dispatch(app, templates, threaded=True)
     # A whole response and the wait for the next request in one call.
     d.simple = functools.partial(lib.fw_pool_simple_next, loop, job)
@@ -57,22 +60,28 @@ class Pool:
     """The app threads of one loop."""
 
     def __init__(self, loop: Any, app: WSGIApp, templates: list[Environ],
-                 size: int) -> None:
+                 size: int, request_timeout: float = 0.0) -> None:
         self.loop = loop
+        self.jobs: dict[int, threading.Thread] = {}
         self.threads = [
-            threading.Thread(target=_work, args=(loop, app, templates),
+            threading.Thread(target=_work, args=(loop, app, templates, self.jobs),
                              name=f"fastwsgi-app-{i}", daemon=True)
             for i in range(size)
         ]
+        self.watch = RequestTimeout(self, request_timeout) if request_timeout else None
 
     def start(self) -> None:
         for thread in self.threads:
             thread.start()
+        if self.watch is not None:
+            self.watch.start()
 
     def stop(self, wait: float) -> bool:
         """Tell the threads to leave once their request is over, and wait
         up to `wait` seconds.  True when every one has left (the loop may
         then be freed); a thread still in the app keeps it alive."""
+        if self.watch is not None:
+            self.watch.stop()
         lib.fw_pool_stop(self.loop)
         deadline = time.monotonic() + wait
         for thread in self.threads:
@@ -85,3 +94,60 @@ class Pool:
             logger.warning("%s is still inside the app at exit; it is left "
                            "behind, here:\n%s", thread.name, where.rstrip())
         return not busy
+
+
+def _stack(thread: threading.Thread) -> str:
+    frame = sys._current_frames().get(thread.ident or -1)
+    return "".join(traceback.format_stack(frame)).rstrip() if frame else "(unknown)"
+
+
+class RequestTimeout:
+    """Watches the app threads: a request whose app call has not started
+    its response within the timeout is answered 503 and closed (in C), and
+    the stack of the thread running it is logged: where the app is stuck.
+    The thread cannot be stopped; the threads stuck so are counted."""
+
+    def __init__(self, pool: Pool, timeout: float) -> None:
+        self.pool = pool
+        self.age_us = int(timeout * 1_000_000)
+        self.every = max(0.05, min(1.0, timeout / 4))
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="fastwsgi-timeout",
+                                       daemon=True)
+        # Threads past the timeout, with the connection they were stuck on.
+        self.stuck: dict[threading.Thread, int] = {}
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.done.set()
+
+    def _run(self) -> None:
+        size = max(1, len(self.pool.threads))
+        found = ffi.new("fw_job *[]", size)
+        loop = self.pool.loop
+        while not self.done.wait(self.every):
+            self._forget_finished()
+            for i in range(lib.fw_pool_overdue(loop, self.age_us, found, size)):
+                job = found[i]
+                thread = self.pool.jobs.get(int(ffi.cast("uintptr_t", job)))
+                conn = lib.fw_pool_conn_id(loop, job)
+                if thread is None or not lib.fw_pool_expire(loop, job, self.age_us):
+                    continue
+                self.stuck[thread] = conn
+                logger.warning(
+                    "a request ran past the request timeout (%gs): answered 503 and "
+                    "closed; %s is still in the app (%d thread(s) stuck), here:\n%s",
+                    self.age_us / 1e6, thread.name, len(self.stuck), _stack(thread))
+
+    def _forget_finished(self) -> None:
+        """A stuck thread that left its request is counted no more."""
+        jobs = {thread: job for job, thread in self.pool.jobs.items()}
+        for thread, conn in list(self.stuck.items()):
+            job = jobs.get(thread)
+            if job is None or lib.fw_pool_conn_id(
+                    self.pool.loop, ffi.cast("fw_job *", job)) != conn:
+                del self.stuck[thread]
+                logger.warning("%s left the request that had run past the timeout "
+                               "(%d thread(s) still stuck)", thread.name, len(self.stuck))

@@ -109,7 +109,8 @@ class Server:
             if self.cfg.threads:
                 if lib.fw_loop_threads(self.loop) < 0:
                     raise OSError(ffi.errno, os.strerror(ffi.errno))
-                pool = Pool(self.loop, self.app, self.templates, self.cfg.threads)
+                pool = Pool(self.loop, self.app, self.templates, self.cfg.threads,
+                            self.cfg.request_timeout)
                 pool.start()
             urls = ", ".join(listener.url for listener in self.listeners)
             logger.info("fastwsgi %s listening on %s (pid %d)", __version__, urls,

@@ -828,16 +828,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", type=float, default=1.0,
                     help="seconds between RSS and fd samples (default 1)")
     ap.add_argument("--keep-log", action="store_true", help="keep the server log")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="the server's --threads (default 0: inline)")
     args = ap.parse_args(argv)
+    options = [*SERVER_OPTIONS, "--threads", str(args.threads)]
     warmup = args.warmup if args.warmup is not None else min(
         100_000, max(10_000, args.requests // 10))
 
-    server = Server(SERVER_OPTIONS)
+    server = Server(options)
     failures: list[str] = []
     try:
         time.sleep(0.3)
         idle_fds = server.fds()
-        print(f"fastwsgi pid {server.pid} on port {server.port} ({' '.join(SERVER_OPTIONS)}); "
+        print(f"fastwsgi pid {server.pid} on port {server.port} ({' '.join(options)}); "
               f"idle: {server.rss_kib():,} KiB RSS, {idle_fds} fds", flush=True)
         print(f"warm-up: {warmup:,} requests", flush=True)
         started = time.monotonic()

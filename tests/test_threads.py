@@ -279,3 +279,67 @@ def test_threaded_mode_does_not_warn_about_slow_calls(start_server):
     finally:
         sock.close()
     assert "held the event loop" not in srv.output()
+
+
+def test_request_timeout_answers_503_and_names_where_the_app_hangs(start_server):
+    """A call that has not started its response after --request-timeout:
+    its client gets 503 and a close, the stack of the thread is logged
+    (the app's own line in it), the thread is counted as stuck until it
+    leaves, and the server serves on meanwhile."""
+    srv = start_server("apps:router", "--threads", "2", "--request-timeout", "0.5")
+    hung = srv.connect()
+    try:
+        began = time.monotonic()
+        _get(hung, "/sleep?s=2.5")
+        data, closed = read_until_close(hung, 3.0)
+        took = time.monotonic() - began
+    finally:
+        hung.close()
+    assert data.startswith(b"HTTP/1.1 503 "), data[:200]
+    assert closed and took < 2.0, took
+    for _ in range(5):
+        sock = srv.connect()
+        try:
+            _get(sock, "/hello")
+            assert _status_body(sock) == (200, b"Hello, World!")
+        finally:
+            sock.close()
+    out = srv.output()
+    assert "ran past the request timeout (0.5s)" in out
+    assert "time.sleep(float(q.get(\"s\"" in out, out   # the app's own line
+    assert "1 thread(s) stuck" in out
+    deadline = time.monotonic() + 5
+    while "left the request" not in srv.output() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "(0 thread(s) still stuck)" in srv.output()
+
+
+def test_request_timeout_spares_a_response_under_way(start_server):
+    """A stream that started its response is progress, not a hang."""
+    srv = start_server("apps:router", "--threads", "2", "--request-timeout", "0.3")
+    stream = srv.connect()
+    try:
+        _get(stream, "/sse?every=0.05")
+        stream.settimeout(5)
+        got = b""
+        while b"data: 25" not in got:      # about 1.3 s of events
+            more = stream.recv(65536)
+            assert more, f"the stream was cut: {got[-200:]!r}"
+            got += more
+    finally:
+        stream.close()
+    assert "request timeout" not in srv.output()
+
+
+def test_request_timeout_needs_threads(tmp_path):
+    import subprocess
+
+    from conftest import fastwsgi_env, server_command
+
+    proc = subprocess.run([*server_command(), "--request-timeout", "1", "apps:router"],
+                          capture_output=True, text=True, timeout=30,
+                          env=fastwsgi_env(), cwd=str(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "fastwsgi: error: --request-timeout: needs threaded mode (threads of 1 or "
+        "more); inline the app call holds the loop itself"]
