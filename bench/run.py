@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     if base is not None:
         envs.add_revision(base.label, base.commit)
         say(f"baseline {base.label}: {base.describe()}")
-    scenario_names = args.scenario or list(SCENARIOS)
+    scenario_names = args.scenario or [name for name, scen in SCENARIOS.items()
+                                       if scen.in_smoke or not args.smoke]
     specs = pick_servers(args)
     chart = not args.smoke  # smoke skips matplotlib (the slowest install)
 

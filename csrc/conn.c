@@ -26,6 +26,12 @@
 
 #include "core.h"
 
+/* Set while this thread is inside an inline app call (one of the
+ * fw_py_* callbacks that hand over requests or ask for output): response
+ * calls from any other thread that is not an app thread of the pool are
+ * refused before the connection pointer is even read. */
+__thread int fw_tls_in_call;
+
 /* ---- creation and teardown ---- */
 
 static void format_peer(fw_conn *c, const void *sap, unsigned salen)
@@ -107,13 +113,14 @@ void conn_close(fw_conn *c)
         return;
     /* Inline, Python keeps a streamed response's state until told; a
      * thread finds out from its next call, or is woken if it waits. */
-    int python_holds = c->resp == RS_STREAM && !(c->flags & C_JOB);
+    int streaming = c->resp == RS_STREAM;
+    int python_holds = streaming && !(c->flags & C_JOB);
     c->state = CS_CLOSED;
     pool_unwait(c);
     if (c->flags & C_JOB)
         pool_writable(c);
     loop_timer_clear(loop, c);
-    if (c->out_mode == OUT_CLOSE && (python_holds || output_waits(c)))
+    if (c->out_mode == OUT_CLOSE && (streaming || output_waits(c)))
         c->flags |= C_RESET;    /* a FIN would look like the body's end */
     if (c->io.fd >= 0 && (c->flags & C_RESET)) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
@@ -829,8 +836,10 @@ static void dispatch_shaped(fw_conn *c, const char *env, size_t env_len,
     if (body_len || body_fd >= 0)
         in_flags |= FW_IN_BODY;
     int64_t began = loop_clock_ms();
+    fw_tls_in_call++;
     fw_py_request(loop->userdata, c, env, env_len,
                   in_flags | (c->listener << 8) | (shape << 16));
+    fw_tls_in_call--;
     note_slow_call(loop, began, keys, env, env_len, 1);
     c->flags &= ~C_IN_APP;
     if (c->resp == RS_NONE && !(c->flags & C_DEAD)) {
@@ -908,8 +917,10 @@ static void batch_round(fw_loop *loop)
      * stay as Python saw them until this is over. */
     loop->batch_closed = 1;
     int64_t began = loop_clock_ms();
+    fw_tls_in_call++;
     fw_py_batch(loop->userdata, loop->batch_conns, loop->batch_flags,
                 loop->batch_counts, loop->batch_env, loop->batch_env_len, n);
+    fw_tls_in_call--;
     if (n == 1)
         note_slow_call(loop, began, loop->shapes[loop->batch_flags[0] >> 16].keys,
                        loop->batch_env, loop->batch_env_len, 1);
@@ -1266,8 +1277,11 @@ static void set_rest_timer(fw_conn *c)
     } else if (c->state == CS_BODY) {
         if (c->timer != T_BODY || (c->flags & C_BODY_MOVED))
             loop_timer_set(loop, c, T_BODY);
-    } else if (c->state == CS_APP && c->timer != T_NONE &&
-               c->timer != T_WRITE) {
+    } else if (c->state == CS_APP && c->timer != T_NONE) {
+        /* Nothing waits to be sent (that case is above): a write deadline
+         * left from output sent since would cut an app that is merely
+         * slow to produce more (a stream's next event, a pipelined
+         * request's long call). */
         loop_timer_clear(loop, c);
     }
     c->flags &= ~C_BODY_MOVED;
@@ -1341,9 +1355,12 @@ void conn_run(fw_conn *c)
             if (c->flags & C_JOB) {
                 if ((c->flags & C_EXPIRED) && conn_out_pending(c) == 0) {
                     /* Its 503 is out; the thread keeps running without
-                     * it (conn_close wakes it if it waits). */
-                    conn_close(c);
-                    return;
+                     * it.  Closed as after any error (the client's unread
+                     * input must not turn the 503 into a reset). */
+                    begin_close(c);
+                    if (c->state != CS_LINGER)
+                        return;
+                    continue;
                 }
                 /* An app thread has it: wake it if it waits for room. */
                 if (conn_out_pending(c) < FW_OUT_LOW && !c->file && !c->ext)
@@ -1353,7 +1370,9 @@ void conn_run(fw_conn *c)
             if (c->resp == RS_STREAM && !c->file && !c->ext &&
                 conn_out_pending(c) < FW_OUT_LOW) {
                 c->flags |= C_IN_APP;
+                fw_tls_in_call++;
                 fw_py_writable(loop->userdata, c, c->id);
+                fw_tls_in_call--;
                 c->flags &= ~C_IN_APP;
                 if (c->state == CS_CLOSED)
                     return;

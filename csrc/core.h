@@ -306,6 +306,7 @@ typedef struct fw_worker {
 } fw_worker;
 
 extern __thread fw_worker *fw_tls_worker;
+extern __thread int fw_tls_in_call;
 
 /* Take the loop's mutex in threaded mode (a no-op inline). */
 static inline void loop_lock(struct fw_loop *loop)

@@ -604,8 +604,10 @@ int stop_passed(fw_conn *c)
 
 /*
  * Who may act on `c`.  Python may hold a connection pointer past its
- * request (an app that keeps write() for later).  Inline, C acts only for
- * a connection whose Python call is on the stack and that is still open.
+ * request (an app that keeps write() for later).  Inline, C acts only on
+ * the thread running the app call (another thread's call is refused
+ * before `c` is read) and for a connection whose Python call is on the
+ * stack and that is still open.
  * On an app thread, only for the request that thread was given, which is
  * compared before `c` is read at all (a pointer kept from another request
  * may be freed), and with the loop's mutex taken: returns 1 then, and
@@ -614,8 +616,9 @@ int stop_passed(fw_conn *c)
 static int enter(fw_conn *c)
 {
     fw_worker *w = fw_tls_worker;
-    if (w == NULL)
-        return c->state != CS_CLOSED && (c->flags & C_IN_APP) ? 0 : -1;
+    if (w == NULL)              /* inline: only from within the app call */
+        return fw_tls_in_call && c->state != CS_CLOSED &&
+               (c->flags & C_IN_APP) ? 0 : -1;
     pthread_mutex_lock(&w->loop->mu);
     if (w->job.conn != c || c->state == CS_CLOSED || (c->flags & C_EXPIRED)) {
         pthread_mutex_unlock(&w->loop->mu);

@@ -9,6 +9,7 @@ The loop thread never runs Python here (except to log and for signals).
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import threading
 import time
@@ -17,9 +18,10 @@ from typing import Any
 
 from ._fastwsgi import ffi, lib
 from .logs import logger
-from .wsgi import Dispatch, Environ, WSGIApp, serve_request
+from .wsgi import EMPTY_INPUT, Dispatch, Environ, WSGIApp, serve_request
 
 _next = lib.fw_pool_next
+FW_IN_BODY = lib.FW_IN_BODY
 FW_NEXT_TAKEN = lib.FW_NEXT_TAKEN
 FW_POOL_STOPS = lib.FW_POOL_STOPS
 
@@ -43,6 +45,11 @@ def _work(loop: Any, app: WSGIApp, templates: list[Environ],
                 environ = d.job_environ(job)
             except BaseException:  # noqa: B036 - the thread must go on serving
                 logger.exception("cannot build the environ")
+                if d.input is not EMPTY_INPUT:
+                    d.input.close()
+                    d.input = EMPTY_INPUT
+                elif job.flags & FW_IN_BODY and job.body_fd >= 0:
+                    os.close(job.body_fd)  # no file object was made of it
                 lib.fw_response_error(conn, 500)
                 more = _next(loop, job)
                 continue
@@ -121,7 +128,11 @@ class RequestTimeout:
         self.thread.start()
 
     def stop(self) -> None:
+        """Stop watching; returns once the watcher no longer touches the
+        loop (which may be freed next)."""
         self.done.set()
+        if self.thread.is_alive():
+            self.thread.join()
 
     def _run(self) -> None:
         size = max(1, len(self.pool.threads))
@@ -143,7 +154,7 @@ class RequestTimeout:
 
     def _forget_finished(self) -> None:
         """A stuck thread that left its request is counted no more."""
-        jobs = {thread: job for job, thread in self.pool.jobs.items()}
+        jobs = {thread: job for job, thread in list(self.pool.jobs.items())}
         for thread, conn in list(self.stuck.items()):
             job = jobs.get(thread)
             if job is None or lib.fw_pool_conn_id(

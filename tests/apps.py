@@ -281,6 +281,14 @@ def router(environ, start_response):
                 time.sleep(every)
         start_response("200 OK", [("Content-Type", "text/event-stream")])
         return _Closing(events())
+    if path == "/burst-then-pause":
+        # More than socket buffers hold, then a long pause, then the end.
+        def burst():
+            yield b"b" * (16 << 20)
+            time.sleep(float(q.get("s", "2")))
+            yield b"end"
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return burst()
     if path == "/write-flood":
         # write() far more than any socket buffer holds.
         write = start_response("200 OK", [("Content-Type", "application/octet-stream")])

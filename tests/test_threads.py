@@ -343,3 +343,25 @@ def test_request_timeout_needs_threads(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "fastwsgi: error: --request-timeout: needs threaded mode (threads of 1 or "
         "more); inline the app call holds the loop itself"]
+
+
+def test_a_pause_after_output_drained_is_not_a_write_timeout(start_server):
+    """A big block the client reads at once, then a pause longer than
+    --write-timeout before the next: nothing waited to be sent during the
+    pause, so the write deadline must not cut the stream (threaded: the
+    app thread produces on its own time; inline too)."""
+    for threads in ("4", "0"):
+        srv = start_server("apps:router", "--threads", threads, "--write-timeout", "1")
+        sock = srv.connect()
+        try:
+            _get(sock, "/burst-then-pause?s=2")
+            time.sleep(0.5)     # the burst fills the socket: a deadline is set
+            sock.settimeout(6)
+            buf = bytearray()
+            while not buf.endswith(b"\r\n0\r\n\r\n"):
+                more = sock.recv(1 << 20)
+                assert more, f"--threads {threads}: cut after {len(buf)} bytes"
+                buf += more
+            assert b"end" in buf[-20:]
+        finally:
+            sock.close()
