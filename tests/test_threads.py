@@ -27,6 +27,16 @@ def _status_body(sock: socket.socket, timeout: float = 10.0) -> tuple[int, bytes
     return status, body
 
 
+def _ask(srv, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    """One request on a connection of its own: (status, body)."""
+    sock = srv.connect()
+    try:
+        _get(sock, path)
+        return _status_body(sock, timeout)
+    finally:
+        sock.close()
+
+
 def test_blocking_calls_run_side_by_side(start_server):
     """200 requests to an app that sleeps 0.5 s, all at once, with 64
     threads: about 4 rounds of 0.5 s, never 200 of them in a row."""
@@ -92,10 +102,7 @@ def test_an_endless_stream_takes_one_thread_not_the_server(start_server):
     # Its close() runs once the client is gone (the next block fails).
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        sock = srv.connect()
-        _get(sock, "/stats")
-        stats = json.loads(_status_body(sock)[1])
-        sock.close()
+        stats = json.loads(_ask(srv, "/stats")[1])
         if stats["closed"] >= 1:
             break
         time.sleep(0.05)
@@ -115,12 +122,7 @@ def test_write_to_a_stalled_reader_blocks_only_its_thread(start_server):
         _get(stalled, "/write-flood?blocks=800")
         time.sleep(0.3)
         for _ in range(20):
-            sock = srv.connect()
-            try:
-                _get(sock, "/hello")
-                assert _status_body(sock, 5.0) == (200, b"Hello, World!")
-            finally:
-                sock.close()
+            assert _ask(srv, "/hello", 5.0) == (200, b"Hello, World!")
         # And the stalled client, once it reads, gets every byte.
         stalled.settimeout(10)
         buf = bytearray()
@@ -161,13 +163,8 @@ def test_app_errors_on_threads(start_server):
     finally:
         for sock in socks:
             sock.close()
-    sock = srv.connect()
-    try:
-        time.sleep(0.2)
-        _get(sock, "/stats")
-        stats = json.loads(_status_body(sock)[1])
-    finally:
-        sock.close()
+    time.sleep(0.2)
+    stats = json.loads(_ask(srv, "/stats")[1])
     # Tracked iterables: raise-in-iter, raise-in-close, stream, stream-cl.
     assert stats["created"] == 20 and stats["closed"] == 20, stats
     assert stats["close_errors"] == 5
@@ -260,12 +257,7 @@ def test_inline_mode_names_a_call_that_holds_the_loop(start_server):
     (the log must not flood)."""
     srv = start_server("apps:router", "--threads", "0")
     for _ in range(2):
-        sock = srv.connect()
-        try:
-            _get(sock, "/sleep?s=1.1")
-            assert _status_body(sock) == (200, b"slept")
-        finally:
-            sock.close()
+        assert _ask(srv, "/sleep?s=1.1") == (200, b"slept")
     out = srv.output()
     assert out.count("held the event loop") == 1, out
     assert "(path /sleep)" in out and "--threads" in out
@@ -273,12 +265,7 @@ def test_inline_mode_names_a_call_that_holds_the_loop(start_server):
 
 def test_threaded_mode_does_not_warn_about_slow_calls(start_server):
     srv = start_server("apps:router", "--threads", "2")
-    sock = srv.connect()
-    try:
-        _get(sock, "/sleep?s=1.1")
-        assert _status_body(sock) == (200, b"slept")
-    finally:
-        sock.close()
+    assert _ask(srv, "/sleep?s=1.1") == (200, b"slept")
     assert "held the event loop" not in srv.output()
 
 
@@ -307,12 +294,7 @@ def test_request_timeout_answers_503_and_names_where_the_app_hangs(start_server)
     assert data.startswith(b"HTTP/1.1 503 "), data[:200]
     assert closed and took < 2.0, took
     for _ in range(5):
-        sock = srv.connect()
-        try:
-            _get(sock, "/hello")
-            assert _status_body(sock) == (200, b"Hello, World!")
-        finally:
-            sock.close()
+        assert _ask(srv, "/hello") == (200, b"Hello, World!")
     out = srv.output()
     assert "ran past the request timeout (0.5s)" in out
     assert "time.sleep(float(q.get(\"s\"" in out, out   # the app's own line
