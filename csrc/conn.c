@@ -749,6 +749,28 @@ static int shape_of(fw_loop *loop, const char *keys, size_t len, int *fresh)
  * when there was one, and what to do about it.  `keys` and `env` are one
  * request's (NULL for a round of `n` requests together).
  */
+/* "METHOD /path" of a request, for the log and the master's slot:
+ * REQUEST_METHOD is the first value unless it travels in the keys
+ * ("REQUEST_METHOD=GET"), and PATH_INFO comes next. */
+static void request_name(const char *keys, const char *env, size_t env_len,
+                         char *out, size_t cap)
+{
+    const char *v = env, *end = env + env_len;
+    const char *method;
+    size_t mlen;
+    if (strncmp(keys, "REQUEST_METHOD=", 15) == 0) {
+        method = keys + 15;
+        mlen = strnlen(method, 32);
+    } else {
+        method = v;
+        mlen = strnlen(v, (size_t)(end - v));
+        v += mlen < (size_t)(end - v) ? mlen + 1 : (size_t)(end - v);
+    }
+    size_t plen = v < end ? strnlen(v, (size_t)(end - v)) : 0;
+    snprintf(out, cap, "%.*s %.*s", (int)(mlen > 32 ? 32 : mlen), method,
+             (int)(plen > 200 ? 200 : plen), v);
+}
+
 static void note_slow_call(fw_loop *loop, int64_t began, const char *keys,
                            const char *env, size_t env_len, int n)
 {
@@ -759,15 +781,9 @@ static void note_slow_call(fw_loop *loop, int64_t began, const char *keys,
     loop->slow_logged = now;
     char what[160] = "";
     if (keys != NULL) {
-        /* PATH_INFO is the first value, after REQUEST_METHOD's unless the
-         * method travels in the keys ("REQUEST_METHOD=GET"). */
-        const char *v = env, *end = env + env_len;
-        if (strncmp(keys, "REQUEST_METHOD=", 15) != 0) {
-            const char *nul = memchr(v, '\0', (size_t)(end - v));
-            v = nul ? nul + 1 : end;
-        }
-        size_t len = v < end ? strnlen(v, (size_t)(end - v)) : 0;
-        snprintf(what, sizeof what, " (path %.*s)", (int)(len > 100 ? 100 : len), v);
+        char name[120];
+        request_name(keys, env, env_len, name, sizeof name);
+        snprintf(what, sizeof what, " (%s)", name);
     } else {
         snprintf(what, sizeof what, " (a round of %d requests)", n);
     }
@@ -776,6 +792,18 @@ static void note_slow_call(fw_loop *loop, int64_t began, const char *keys,
              "client waited meanwhile; an app that waits (on a database, "
              "another service) should run with --threads N",
              (double)(now - began) / 1000, what);
+}
+
+/* Tell the master which inline app call the loop is in, and since when:
+ * a loop stuck in it past --timeout is named in the log before it is
+ * killed.  A round names its first request. */
+static void beat_call(fw_loop *loop, int64_t began, const char *keys,
+                      const char *env, size_t env_len, int n)
+{
+    fw_beat *b = loop->beat;
+    request_name(keys, env, env_len, b->request, sizeof b->request);
+    b->round = n;
+    b->call_ms = began;
 }
 
 static void fail(fw_conn *c, int status);
@@ -813,6 +841,7 @@ static void dispatch_shaped(fw_conn *c, const char *env, size_t env_len,
     c->resp = RS_NONE;
     c->out_mode = 0;
     c->resp_left = -1;
+    loop->served++;
     if (c->timer != T_WRITE)    /* output still waiting keeps its deadline */
         loop_timer_clear(loop, c);
     if (loop->threaded) {
@@ -836,10 +865,14 @@ static void dispatch_shaped(fw_conn *c, const char *env, size_t env_len,
     if (body_len || body_fd >= 0)
         in_flags |= FW_IN_BODY;
     int64_t began = loop_clock_ms();
+    if (loop->beat)
+        beat_call(loop, began, keys, env, env_len, 1);
     fw_tls_in_call++;
     fw_py_request(loop->userdata, c, env, env_len,
                   in_flags | (c->listener << 8) | (shape << 16));
     fw_tls_in_call--;
+    if (loop->beat)
+        loop->beat->call_ms = 0;
     note_slow_call(loop, began, keys, env, env_len, 1);
     c->flags &= ~C_IN_APP;
     if (c->resp == RS_NONE && !(c->flags & C_DEAD)) {
@@ -884,6 +917,7 @@ static int enqueue(fw_conn *c, long env_len, int in_flags, int shape,
     loop->shapes[shape].refs++;     /* the number must mean these keys
                                        until Python has built the environ */
     loop->batch_n = n + 1;
+    loop->served++;
     c->state = CS_QUEUED;
     c->resp = RS_NONE;
     c->out_mode = 0;
@@ -917,10 +951,15 @@ static void batch_round(fw_loop *loop)
      * stay as Python saw them until this is over. */
     loop->batch_closed = 1;
     int64_t began = loop_clock_ms();
+    if (loop->beat)
+        beat_call(loop, began, loop->shapes[loop->batch_flags[0] >> 16].keys,
+                  loop->batch_env, loop->batch_env_len, n);
     fw_tls_in_call++;
     fw_py_batch(loop->userdata, loop->batch_conns, loop->batch_flags,
                 loop->batch_counts, loop->batch_env, loop->batch_env_len, n);
     fw_tls_in_call--;
+    if (loop->beat)
+        loop->beat->call_ms = 0;
     if (n == 1)
         note_slow_call(loop, began, loop->shapes[loop->batch_flags[0] >> 16].keys,
                        loop->batch_env, loop->batch_env_len, 1);

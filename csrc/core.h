@@ -199,6 +199,11 @@ struct fw_loop {
     int epfd;
     int running;
     int stopping;               /* 1 graceful, 2 immediate */
+    int gentle;                 /* graceful as FW_STOP_RETIRE: idle
+                                   connections are not closed under a
+                                   client that may be sending */
+    fw_beat *beat;              /* the master's slot, or NULL */
+    uint64_t served;            /* requests handed to the app */
     void *userdata;             /* the Python server object's handle */
     fw_config cfg;
     char *spool_dir;

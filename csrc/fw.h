@@ -104,7 +104,9 @@ typedef struct fw_config {
     int body_timeout_ms;        /* between two pieces of a request body */
     int write_timeout_ms;       /* between two successful writes */
     int graceful_timeout_ms;    /* in-flight requests at shutdown */
-    int backlog_hint;           /* accepted connections per wakeup */
+    int shared_listeners;       /* 1: other processes accept on the same
+                                   sockets (woken one at a time); 2: each
+                                   process has its own (SO_REUSEPORT) */
     const char *spool_dir;      /* directory for spooled request bodies */
     const char *server_name;    /* value of the Server header */
 } fw_config;
@@ -118,9 +120,44 @@ int fw_loop_listen(fw_loop *loop, int fd, int index);
 int fw_loop_wakeup_fd(fw_loop *loop, int fd);
 /* Serve until fw_loop_stop; returns 0, or -1 with errno on a loop failure. */
 int fw_loop_run(fw_loop *loop);
-/* graceful = 1: stop accepting and let in-flight requests finish. */
-void fw_loop_stop(fw_loop *loop, int graceful);
+/* How to stop.  FW_STOP_NOW: close everything at once.  FW_STOP_GRACEFUL:
+ * stop accepting, close idle connections, let in-flight requests finish
+ * within graceful_timeout.  FW_STOP_RETIRE: the same, but an idle
+ * keep-alive connection is not closed under a client that may be sending
+ * on it: it keeps its keep-alive deadline and its next response closes
+ * it (a worker handing over to its replacement loses no request).  A
+ * second FW_STOP_GRACEFUL means FW_STOP_NOW. */
+#define FW_STOP_NOW 0
+#define FW_STOP_GRACEFUL 1
+#define FW_STOP_RETIRE 2
+void fw_loop_stop(fw_loop *loop, int how);
 int fw_loop_connections(fw_loop *loop);
+
+/*
+ * Supervision.  A worker's loop writes its health into a slot of memory
+ * it shares with the master, which reads it without a syscall.  Plain
+ * aligned 64-bit stores: a reader sees each field whole; `request` may be
+ * read half-written, which only ever garbles a log line.
+ */
+typedef struct fw_beat {
+    int64_t turn_ms;            /* fw_clock_ms() when the loop last woke */
+    int64_t call_ms;            /* when the inline app call in progress
+                                   began; 0 when none is */
+    uint64_t requests;          /* requests handed to the app so far */
+    int32_t state;              /* FW_BEAT_* */
+    int32_t waiting;            /* 1 while the loop sleeps in epoll_wait */
+    int32_t round;              /* requests in the call in progress */
+    int32_t pad;
+    char request[96];           /* "METHOD /path" of the call in progress
+                                   (the first of a round) */
+} fw_beat;
+#define FW_BEAT_STARTING 0
+#define FW_BEAT_SERVING 1
+#define FW_BEAT_STOPPING 2
+/* Start writing to `slot` (NULL: stop). */
+void fw_loop_beat(fw_loop *loop, fw_beat *slot);
+/* The clock fw_beat's times are read on (monotonic, in ms). */
+int64_t fw_clock_ms(void);
 
 /*
  * Flags passed to fw_py_request.  The listener's index is (flags >> 8) & 255

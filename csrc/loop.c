@@ -32,6 +32,11 @@ int64_t loop_clock_ms(void)
 }
 #endif
 
+int64_t fw_clock_ms(void)
+{
+    return loop_clock_ms();
+}
+
 /* The time now, also kept as loop->now.  Every deadline is computed from a
  * fresh reading: the app may have run for a long time since the last one. */
 int64_t loop_now(fw_loop *loop)
@@ -165,6 +170,13 @@ void fw_loop_free(fw_loop *loop)
     free(loop);
 }
 
+/* Workers sharing a socket are woken one at a time (no thundering herd);
+ * level-triggered, so what one leaves pending wakes the next. */
+static uint32_t listen_events(fw_loop *loop)
+{
+    return EPOLLIN | (loop->cfg.shared_listeners == 1 ? EPOLLEXCLUSIVE : 0);
+}
+
 int fw_loop_listen(fw_loop *loop, int fd, int index)
 {
     /* Listeners are numbered in the order they are added: the number is
@@ -186,11 +198,16 @@ int fw_loop_listen(fw_loop *loop, int fd, int index)
     fw_io *io = &loop->listeners[loop->nlisteners];
     io->kind = IO_LISTENER;
     io->fd = fd;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = io};
+    struct epoll_event ev = {.events = listen_events(loop), .data.ptr = io};
     if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
         return -1;
     loop->nlisteners++;
     return 0;
+}
+
+void fw_loop_beat(fw_loop *loop, fw_beat *slot)
+{
+    loop->beat = slot;
 }
 
 int fw_loop_wakeup_fd(fw_loop *loop, int fd)
@@ -303,16 +320,18 @@ static void listeners_enable(fw_loop *loop, int on)
         fw_io *io = &loop->listeners[i];
         if (io->fd < 0)
             continue;
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = io};
+        struct epoll_event ev = {.events = listen_events(loop), .data.ptr = io};
         epoll_ctl(loop->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, io->fd,
                   &ev);
     }
 }
 
-static void accept_all(fw_loop *loop, fw_io *lis)
+/* Accepts what is pending, up to `max` connections; once stopping, only
+ * when draining a retiring worker's own socket. */
+static void accept_some(fw_loop *loop, fw_io *lis, int max, int drain)
 {
     int index = (int)(lis - loop->listeners);
-    for (int n = 0; n < 128 && !loop->stopping; n++) {
+    for (int n = 0; n < max && (drain || !loop->stopping); n++) {
         struct sockaddr_storage sa;
         socklen_t salen = sizeof sa;
         int fd = accept4(lis->fd, (struct sockaddr *)&sa, &salen,
@@ -367,6 +386,13 @@ static void close_idle(fw_loop *loop)
 /* Stop accepting at once; the kernel refuses what comes next. */
 static void close_listeners(fw_loop *loop)
 {
+    /* A socket of this process's own (SO_REUSEPORT) drops the connections
+     * queued on it when it closes: a retiring worker takes them first.
+     * (Shared sockets stay open in the other processes.) */
+    if (loop->gentle && loop->cfg.shared_listeners == 2)
+        for (int i = 0; i < loop->nlisteners; i++)
+            if (loop->listeners[i].fd >= 0 && loop->running)
+                accept_some(loop, &loop->listeners[i], 4096, 1);
     for (int i = 0; i < loop->nlisteners; i++) {
         if (loop->listeners[i].fd >= 0) {
             close(loop->listeners[i].fd);
@@ -377,19 +403,30 @@ static void close_listeners(fw_loop *loop)
 }
 
 /* This may run from a signal handler in Python, in the middle of any
- * callback: only flags change, and the listeners close (accept_all checks
+ * callback: only flags change, and the listeners close (accept_some checks
  * `stopping` before each accept), so that new clients are refused at once
  * rather than queued behind an app call and reset later.  The loop acts
  * on the flags at a safe point. */
-void fw_loop_stop(fw_loop *loop, int graceful)
+void fw_loop_stop(fw_loop *loop, int how)
 {
-    if (loop->stopping == 0 && graceful) {
+    if (loop->stopping == 0 && how != FW_STOP_NOW) {
         loop->stopping = 1;
+        loop->gentle = how == FW_STOP_RETIRE;
         loop->stop_deadline = loop_now(loop) + loop->cfg.graceful_timeout_ms;
+    } else if (loop->stopping == 1 && how == FW_STOP_RETIRE) {
+        /* already stopping, as gently or less */
+    } else if (loop->stopping == 1 && loop->gentle && how == FW_STOP_GRACEFUL) {
+        loop->gentle = 0;
     } else {
         loop->stopping = 2;
+        loop->gentle = 0;
     }
-    close_listeners(loop);
+    if (loop->beat)
+        loop->beat->state = FW_BEAT_STOPPING;
+    /* Own sockets of a retiring worker are closed at a safe point in
+     * stop_due, after taking what is queued on them. */
+    if (!(loop->gentle && loop->cfg.shared_listeners == 2))
+        close_listeners(loop);
 }
 
 static void drain_wakeup(fw_loop *loop)
@@ -410,6 +447,11 @@ int loop_turn(fw_loop *loop, int timeout_ms)
     loop_unlock(loop);
     if (timeout_ms >= 0 && (wait < 0 || timeout_ms < wait))
         wait = timeout_ms;
+    fw_beat *beat = loop->beat;
+    if (beat) {
+        beat->requests = loop->served;
+        beat->waiting = 1;
+    }
     int n = epoll_wait(loop->epfd, events, FW_MAX_EVENTS, wait);
     if (n < 0) {
         if (errno != EINTR)
@@ -418,6 +460,10 @@ int loop_turn(fw_loop *loop, int timeout_ms)
     }
     loop_lock(loop);
     int64_t polled = loop_now(loop);
+    if (beat) {
+        beat->turn_ms = polled;
+        beat->waiting = 0;
+    }
     int64_t sec = (int64_t)time(NULL);
     if (sec != loop->date_sec)
         response_date_refresh(loop, sec);
@@ -426,8 +472,10 @@ int loop_turn(fw_loop *loop, int timeout_ms)
         if (io->kind == IO_CONN) {
             conn_event((fw_conn *)io, events[i].events);
         } else if (io->kind == IO_LISTENER) {
+            /* Sharing a socket with other workers: take a few and leave
+             * the rest to wake the next worker, so that load spreads. */
             if (io->fd >= 0 && !loop->stopping)
-                accept_all(loop, io);
+                accept_some(loop, io, loop->cfg.shared_listeners == 1 ? 16 : 128, 0);
         } else if (io->kind == IO_POOL) {
             /* pool_run below, every turn */
         } else {
@@ -459,7 +507,7 @@ static int stop_due(fw_loop *loop)
     if (!loop->stopping)
         return 0;
     close_listeners(loop);
-    if (loop->stopping == 1)
+    if (loop->stopping == 1 && !loop->gentle)
         close_idle(loop);
     if (loop->nconns == 0 || loop->stopping == 2 ||
         loop_now(loop) >= loop->stop_deadline) {
@@ -474,6 +522,10 @@ static int stop_due(fw_loop *loop)
 int fw_loop_run(fw_loop *loop)
 {
     loop->running = 1;
+    if (loop->beat) {
+        loop->beat->turn_ms = loop_now(loop);
+        loop->beat->state = loop->stopping ? FW_BEAT_STOPPING : FW_BEAT_SERVING;
+    }
     for (;;) {
         loop_lock(loop);
         int done = !loop->running || stop_due(loop);
@@ -486,5 +538,9 @@ int fw_loop_run(fw_loop *loop)
         }
     }
     loop->running = 0;
+    if (loop->beat) {
+        loop->beat->requests = loop->served;
+        loop->beat->state = FW_BEAT_STOPPING;
+    }
     return 0;
 }

@@ -24,15 +24,29 @@ from .wsgi import WSGIApp
 __all__ = ["ConfigError", "__version__", "run"]
 
 
-def run(app: WSGIApp, host: str = "127.0.0.1", port: int = 8000,
+def run(app: WSGIApp, host: str | None = None, port: int | None = None,
         **settings: Any) -> None:
-    """Serve `app` until SIGINT or SIGTERM.
+    """Serve `app` until SIGINT or SIGTERM (127.0.0.1:8000 unless told).
 
     `settings` are the names in README's settings table (``bind``,
-    ``keepalive_timeout``, ``max_body_size``, ...).  A bad value raises
-    ConfigError naming the setting and what it allows.
+    ``workers``, ``threads``, ``keepalive_timeout``, ...).  A bad value
+    raises ConfigError naming the setting and what it allows.  With
+    workers, the app is already imported here: the workers are forked
+    with it, as with ``preload``.
     """
+    given = dict(settings)
+    if host is not None:
+        given["host"] = host
+    if port is not None:
+        given["port"] = port
+    cfg = make_config(given)
+    if cfg.supervised:
+        from .master import Master
+
+        code = Master(cfg, app=app).run()
+        if code:
+            raise SystemExit(code)
+        return
     from .server import serve
 
-    cfg = make_config({"host": host, "port": port, **settings})
     serve(app, cfg)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ._version import __version__
-from .config import SETTINGS, ConfigError, make_config
+from .config import SETTINGS, Config, ConfigError, make_config
 from .wsgi import WSGIApp
 
 
@@ -99,16 +99,26 @@ def load_app(spec: str) -> WSGIApp:
          + " or ".join(repr(n) for n in names))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+def _config(args: argparse.Namespace) -> Config:
     given = {s.name: getattr(args, s.name) for s in SETTINGS
              if getattr(args, s.name) is not None}
+    return make_config(given)
+
+
+def _option_error(exc: ConfigError) -> str:
+    name = str(exc).split(":", 1)[0]
+    return "--" + name.replace("_", "-") + str(exc)[len(name):]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        cfg = make_config(given)
+        cfg = _config(args)
     except ConfigError as exc:
-        name = str(exc).split(":", 1)[0]
-        option = "--" + name.replace("_", "-")
-        fail(f"{option}{str(exc)[len(name):]}")
+        fail(_option_error(exc))
+    if cfg.supervised:
+        _supervise(parser, args, cfg, argv)
     app = load_app(args.app)
     from .server import serve
 
@@ -121,3 +131,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     sys.exit(0)
+
+
+def _supervise(parser: argparse.ArgumentParser, args: argparse.Namespace, cfg: Config,
+               argv: Sequence[str] | None) -> NoReturn:
+    """Run the master; each worker imports the app itself unless --preload."""
+    from .master import Master
+
+    def reconfigure() -> Config:
+        # SIGHUP: the command line again, and the environment as it is now.
+        try:
+            return _config(parser.parse_args(argv))
+        except SystemExit:
+            raise ConfigError("the command line no longer parses") from None
+        except ConfigError as exc:
+            raise ConfigError(_option_error(exc)) from None
+
+    app = load_app(args.app) if cfg.preload else None
+    master = Master(cfg, app=app, load=lambda: load_app(args.app), spec=args.app,
+                    reconfigure=reconfigure)
+    try:
+        code = master.run()
+    except OSError as exc:
+        fail(str(exc.strerror or exc))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    sys.exit(code)

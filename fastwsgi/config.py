@@ -155,6 +155,53 @@ def _address_key(item: str) -> tuple[str, int] | None:
     return (host, int(port))
 
 
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity, not the machine's)."""
+    return len(os.sched_getaffinity(0))
+
+
+def _workers() -> tuple[Callable[[Any], int], str]:
+    check_int, _ = _int_range(0, 1024)
+
+    def check(value: Any) -> int:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return cpu_count()
+        number = check_int(value)
+        return number or cpu_count()
+
+    return check, "an integer from 1 to 1024, or 0 or auto for one per CPU"
+
+
+def _fds() -> tuple[Callable[[Any], tuple[int, ...]], str]:
+    def check(value: Any) -> tuple[int, ...]:
+        items = [value] if isinstance(value, (str, int)) else list(value)
+        fds = []
+        for item in items:
+            if isinstance(item, bool):
+                raise ValueError
+            number = int(item)
+            if not 3 <= number <= 65535:
+                raise ValueError
+            fds.append(number)
+        return tuple(fds)
+
+    return check, "a descriptor number from 3 to 65535"
+
+
+def _umask() -> tuple[Callable[[Any], int | None], str]:
+    def check(value: Any) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise ValueError
+        number = int(value, 8) if isinstance(value, str) else int(value)
+        if not 0 <= number <= 0o777:
+            raise ValueError
+        return number
+
+    return check, "an octal mask from 0 to 777"
+
+
 def _directory() -> tuple[Callable[[Any], str], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str) or not value:
@@ -227,6 +274,41 @@ SETTINGS: tuple[Setting, ...] = (
              " response after this long gets 503 and is closed, and the stack"
              " of the thread running it is logged (0: off).",
              metavar="SECONDS"),
+    _setting("workers", 1, _workers(),
+             "Worker processes, each with its own event loop (and app threads)."
+             " 1 runs one process with no master; more run a master that"
+             " binds, forks and supervises them.", metavar="N", short="-w"),
+    _setting("master", False, _boolean(),
+             "Run the supervising master even with one worker (implied by"
+             " more workers, --max-requests and --reload).", flag=True),
+    _setting("reuse_port", False, _boolean(),
+             "Each worker opens its own SO_REUSEPORT socket, and the kernel"
+             " spreads connections among them (else the workers share the"
+             " master's sockets, woken one at a time).", flag=True),
+    _setting("timeout", 30.0, _seconds(0, 86400),
+             "With a master: a worker whose event loop has been stuck this long"
+             " (an inline app call that does not return) is killed and"
+             " replaced; the log names the request (0: off).",
+             metavar="SECONDS"),
+    _setting("max_requests", 0, _int_range(0, 1 << 40),
+             "With a master: a worker retires after this many requests, its"
+             " replacement already serving (0: never).", metavar="N"),
+    _setting("max_requests_jitter", 0, _int_range(0, 1 << 40),
+             "Add a random 0..N to each worker's max_requests, so that"
+             " workers do not all retire at once.", metavar="N"),
+    _setting("preload", False, _boolean(),
+             "Import the app once in the master before forking (memory is"
+             " shared copy-on-write; SIGHUP then keeps the loaded code).",
+             flag=True),
+    _setting("reload", False, _boolean(),
+             "Development: restart the workers when a Python file of the"
+             " app changes.", flag=True),
+    _setting("fd", (), _fds(),
+             "Serve on an inherited listening socket, descriptor N; repeat for"
+             " several.", metavar="N", repeat=True, default_text="none"),
+    _setting("umask", None, _umask(),
+             "Mask for the unix sockets fastwsgi creates (octal, e.g. 007).",
+             metavar="MASK", default_text="the process's"),
     _setting("keepalive_timeout", 5.0, _seconds(0.01, 3600),
              "Close an idle keep-alive connection after this long.",
              metavar="SECONDS"),
@@ -279,6 +361,7 @@ class Config:
     """Checked settings, ready to use."""
 
     values: Mapping[str, Any] = field(default_factory=dict)
+    given: frozenset[str] = frozenset()  # the names set explicitly
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -289,6 +372,12 @@ class Config:
     @property
     def spool_directory(self) -> str:
         return str(self.values["spool_dir"] or tempfile.gettempdir())
+
+    @property
+    def supervised(self) -> bool:
+        """Whether a master process runs the workers."""
+        v = self.values
+        return bool(v["workers"] != 1 or v["master"] or v["max_requests"] or v["reload"])
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -313,12 +402,17 @@ def make_config(settings: Mapping[str, Any]) -> Config:
         values[name] = setting.convert(value)
     for setting in SETTINGS:
         values.setdefault(setting.name, setting.default)
+    if values["reload"] and values["preload"]:
+        # The master would hold the old code: workers forked from it could
+        # never see the change.
+        raise ConfigError("reload: cannot be combined with preload (the "
+                          "master would keep the code it loaded)")
     if values["request_timeout"] and not values["threads"]:
         # Inline, the app runs on the loop's own thread: nothing could
         # answer for it while it hangs.
         raise ConfigError("request_timeout: needs threaded mode (threads of 1 or "
                           "more); inline the app call holds the loop itself")
-    return Config(values)
+    return Config(values, frozenset(settings))
 
 
 def markdown_table() -> str:

@@ -32,6 +32,21 @@ def setup(level: str) -> None:
     logger.propagate = False
 
 
+def reopen_logs() -> None:
+    """SIGUSR1: log files rotated away are reopened under their names (the
+    handlers of the fastwsgi logger and of the root logger)."""
+    for owner in (logger, logging.getLogger()):
+        for handler in owner.handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.acquire()
+                try:
+                    if handler.stream is not None:
+                        handler.stream.close()
+                    handler.stream = handler._open()
+                finally:
+                    handler.release()
+
+
 class ErrorStream:
     """``wsgi.errors``: what the app writes here goes to the log."""
 

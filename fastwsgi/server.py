@@ -6,19 +6,23 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from ._fastwsgi import ffi, lib
 from ._version import __version__
 from .config import Config
-from .listeners import Listener, open_listener
-from .logs import ErrorStream, logger, setup
+from .listeners import Listener, inherit_listener, open_listener, systemd_listeners
+from .logs import ErrorStream, logger, reopen_logs, setup
 from .pool import Pool
 from .wsgi import Dispatch, Environ, FileWrapper, WSGIApp, activate
 
 _unpack = ffi.unpack
 _from_handle = ffi.from_handle
+STOP_NOW = lib.FW_STOP_NOW
+STOP_GRACEFUL = lib.FW_STOP_GRACEFUL
+STOP_RETIRE = lib.FW_STOP_RETIRE
 
 
 def _c_config(cfg: Config, keep: list[Any]) -> Any:
@@ -45,12 +49,46 @@ def _c_config(cfg: Config, keep: list[Any]) -> Any:
     return c
 
 
+def open_listeners(cfg: Config, listen: bool = True) -> list[Listener]:
+    """Every socket the settings name: inherited ones (systemd socket
+    activation, --fd) and the addresses to bind.  The default host:port is
+    bound only when nothing else was given.  On failure the ones already
+    open are closed before the OSError goes up."""
+    listeners: list[Listener] = []
+    try:
+        listeners += systemd_listeners()
+        listeners += [inherit_listener(fd, "--fd") for fd in cfg.fd]
+        addresses = cfg.addresses
+        if listeners and not cfg.bind and not ({"host", "port"} & cfg.given):
+            addresses = ()
+        for address in addresses:
+            listeners.append(open_listener(address, cfg.backlog, reuse_port=cfg.reuse_port,
+                                           umask=cfg.umask, listen=listen))
+    except BaseException:
+        for listener in listeners:
+            listener.sock.close()
+        raise
+    return listeners
+
+
+@dataclass
+class WorkerRole:
+    """What a worker forked by the master gets: its slot in the shared
+    memory and how it shares the listening sockets (1 shared, 2 own)."""
+
+    number: int
+    beat: Any
+    sharing: int
+
+
 class Server:
     """One C loop serving one app on one or more listeners."""
 
-    def __init__(self, app: WSGIApp, cfg: Config) -> None:
+    def __init__(self, app: WSGIApp, cfg: Config, listeners: list[Listener] | None = None,
+                 role: WorkerRole | None = None) -> None:
         self.app = app
         self.cfg = cfg
+        self.role = role
         self.listeners: list[Listener] = []
         self.templates: list[Environ] = []
         self.dispatch: Dispatch | None = None
@@ -59,14 +97,18 @@ class Server:
         self._keep: list[Any] = []
         self._handle = ffi.new_handle(self)
         self.loop = ffi.NULL
+        for listener in listeners or ():
+            self.add(listener)
 
     # -- set-up --
 
+    def add(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+        self.templates.append(self._template(listener))
+
     def bind(self) -> None:
-        for address in self.cfg.addresses:
-            listener = open_listener(address, self.cfg.backlog)
-            self.listeners.append(listener)
-            self.templates.append(self._template(listener))
+        for listener in open_listeners(self.cfg):
+            self.add(listener)
 
     def _template(self, listener: Listener) -> Environ:
         return {
@@ -78,7 +120,7 @@ class Server:
             "wsgi.url_scheme": "http",
             "wsgi.errors": self.errors,
             "wsgi.multithread": self.cfg.threads > 0,
-            "wsgi.multiprocess": False,
+            "wsgi.multiprocess": self.role is not None,
             "wsgi.run_once": False,
             "wsgi.input_terminated": True,
             "wsgi.file_wrapper": FileWrapper,
@@ -90,9 +132,14 @@ class Server:
 
         The command line passes restore_signals=False: the process is about
         to exit 0, and a late signal must not kill it on the way out."""
-        self.loop = lib.fw_loop_new(_c_config(self.cfg, self._keep), self._handle)
+        ccfg = _c_config(self.cfg, self._keep)
+        if self.role is not None:
+            ccfg.shared_listeners = self.role.sharing
+        self.loop = lib.fw_loop_new(ccfg, self._handle)
         if self.loop == ffi.NULL:
             raise MemoryError("cannot create the event loop")
+        if self.role is not None:
+            lib.fw_loop_beat(self.loop, self.role.beat)
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
@@ -112,9 +159,12 @@ class Server:
                 pool = Pool(self.loop, self.app, self.templates, self.cfg.threads,
                             self.cfg.request_timeout)
                 pool.start()
-            urls = ", ".join(listener.url for listener in self.listeners)
-            logger.info("fastwsgi %s listening on %s (pid %d)", __version__, urls,
-                        os.getpid())
+            if self.role is None:
+                urls = ", ".join(listener.url for listener in self.listeners)
+                logger.info("fastwsgi %s listening on %s (pid %d)", __version__, urls,
+                            os.getpid())
+            else:
+                logger.debug("worker %d (pid %d) serving", self.role.number, os.getpid())
             if lib.fw_loop_run(self.loop) < 0:
                 raise OSError(ffi.errno, "event loop failed: " + os.strerror(ffi.errno))
         finally:
@@ -131,7 +181,7 @@ class Server:
             restore(wakeup_only=True)
             wake_r.close()
             wake_w.close()
-            for listener in self.listeners:
+            for listener in self.listeners if self.role is None else ():
                 if listener.unix_path:
                     try:
                         os.unlink(listener.unix_path)
@@ -141,21 +191,23 @@ class Server:
             # our handler, not the default one that would kill the process.
             if restore_signals:
                 restore()
-        logger.info("fastwsgi stopped")
+        if self.role is None:
+            logger.info("fastwsgi stopped")
 
-    def stop(self, graceful: bool = True) -> None:
+    def stop(self, how: int = STOP_GRACEFUL) -> None:
         if self.loop != ffi.NULL:
-            lib.fw_loop_stop(self.loop, int(graceful))
+            lib.fw_loop_stop(self.loop, how)
 
     def _install_signals(self, wake_fd: int) -> Any:
-        """SIGINT/SIGTERM: first graceful, second immediate.  The wake-up fd
-        gets the C loop out of epoll_wait so the handler runs at once."""
+        """Signals as the table in README.md gives them.  The wake-up fd
+        gets the C loop out of epoll_wait so that the handler runs at once."""
         try:
             old_wake = signal.set_wakeup_fd(wake_fd, warn_on_full_buffer=False)
         except ValueError:  # not the main thread: no signal handling
             return lambda wakeup_only=False: None
-        old = {sig: signal.signal(sig, self._on_signal)
-               for sig in (signal.SIGINT, signal.SIGTERM)}
+        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP,
+                   signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU)
+        old = {sig: signal.signal(sig, self._on_signal) for sig in handled}
 
         def restore(wakeup_only: bool = False) -> None:
             signal.set_wakeup_fd(old_wake)
@@ -168,15 +220,44 @@ class Server:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.loop == ffi.NULL:
             return  # already stopped, on the way out
+        sig = signal.Signals(signum)
+        if sig == signal.SIGUSR1:
+            reopen_logs()
+            return
+        if self.role is not None:
+            self._worker_signal(sig)
+            return
+        if sig in (signal.SIGHUP, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
+            logger.warning("%s: one process without a master has no workers to "
+                           "reload or change (run with --master or --workers N); "
+                           "ignored", sig.name)
+            return
+        if sig == signal.SIGQUIT:
+            logger.info("SIGQUIT: stopping now")
+            self.stop(STOP_NOW)
+            return
         self.signals += 1
-        name = signal.Signals(signum).name
         if self.signals == 1:
-            logger.info("%s: finishing in-flight requests (up to %gs)", name,
+            logger.info("%s: finishing in-flight requests (up to %gs)", sig.name,
                         self.cfg.graceful_timeout)
-            self.stop(graceful=True)
+            self.stop(STOP_GRACEFUL)
         else:
-            logger.info("%s again: stopping now", name)
-            self.stop(graceful=False)
+            logger.info("%s again: stopping now", sig.name)
+            self.stop(STOP_NOW)
+
+    def _worker_signal(self, sig: signal.Signals) -> None:
+        """In a worker the master decides: SIGTERM stops gracefully (twice:
+        at once), SIGUSR2 retires (hands over without cutting a keep-alive
+        connection under a client), SIGQUIT stops at once.  SIGINT is
+        ignored: a terminal's Ctrl-C reaches the whole process group, and
+        the master's graceful stop must not count it as a second signal."""
+        if sig == signal.SIGTERM:
+            self.signals += 1
+            self.stop(STOP_GRACEFUL)
+        elif sig == signal.SIGUSR2:
+            self.stop(STOP_RETIRE)
+        elif sig == signal.SIGQUIT:
+            self.stop(STOP_NOW)
 
 
 @ffi.def_extern()

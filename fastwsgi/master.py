@@ -1,0 +1,395 @@
+"""The master: binds the listeners, forks the workers and supervises them.
+
+It never serves a request.  Signals only append to a queue; one loop
+reaps dead workers, acts on the queued signals, reads every worker's
+heartbeat from shared memory, and spawns, retires or kills.  README.md's
+"Workers and signals" section is the operator's view of it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import select
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+from ._version import __version__
+from .beats import Beats, clock_ms
+from .config import Config, ConfigError
+from .listeners import Listener
+from .logs import logger, reopen_logs, setup
+from .reloader import Watcher
+from .server import open_listeners
+from .titles import set_title
+from .worker import EXIT_NO_APP, run_worker
+from .wsgi import WSGIApp
+
+TICK = 0.1                 # seconds between two looks at the workers
+YOUNG = 2.0                # a worker that dies younger than this counts as failing
+BACKOFF_MAX = 5.0          # longest wait before the next spawn after failures
+KILL_MARGIN = 1.0          # past graceful_timeout, before SIGKILL
+MAX_WORKERS = 1024
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP,
+            signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
+
+
+@dataclass
+class Worker:
+    pid: int
+    number: int            # 1, 2, ... in the order they were started
+    slot: int
+    born: float            # time.monotonic() at fork
+    limit: int             # retire after this many requests (0: never)
+    ready: bool = False    # its loop is serving
+    due: bool = False      # to be replaced: reload, max_requests
+    retiring: bool = False
+    stop_at: float = 0.0   # when it was told to stop
+    kill_reason: str = ""  # why the master killed it
+    requests: int = 0      # the last count read from its slot
+
+
+@dataclass
+class Master:
+    cfg: Config
+    app: WSGIApp | None = None                # imported here (preload, run())
+    load: Callable[[], WSGIApp] | None = None  # imports it (in a worker)
+    spec: str = "app"
+    reconfigure: Callable[[], Config] | None = None
+    workers: dict[int, Worker] = field(default_factory=dict)
+    listeners: list[Listener] = field(default_factory=list)
+    target: int = 1
+    numbers: int = 0
+    failures: int = 0
+    spawn_after: float = 0.0
+    stopping: str = ""     # "", "graceful" or "now"
+    stop_deadline: float = 0.0
+    exit_code: int = 0
+    pending: list[int] = field(default_factory=list)
+
+    # -- the loop --
+
+    def run(self) -> int:
+        setup(self.cfg.log_level)
+        if self.app is None and self.load is None:
+            raise ValueError("Master needs an app or a way to load it")
+        self.target = self.cfg.workers
+        # With SO_REUSEPORT each worker listens on its own socket: the master
+        # only binds, to hold the address and learn a port 0's number.
+        self.listeners = open_listeners(self.cfg, listen=not self.cfg.reuse_port)
+        self.beats = Beats(max(64, 4 * MAX_WORKERS // 16, 4 * self.target))
+        wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        old_wake = signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        old = {sig: signal.signal(sig, self._on_signal) for sig in _SIGNALS}
+        self.watcher = Watcher(self.spec, self.wake_w) if self.cfg.reload else None
+        set_title(f"fastwsgi: master [{self.spec}]")
+        urls = ", ".join(listener.url for listener in self.listeners)
+        logger.info("fastwsgi %s master (pid %d) listening on %s; %d worker%s%s",
+                    __version__, os.getpid(), urls, self.target,
+                    "s" if self.target != 1 else "",
+                    f", {self.cfg.threads} threads each" if self.cfg.threads else "")
+        try:
+            self._close_fds = (wake_r, self.wake_w)
+            while True:
+                self._reap()
+                self._act_on_signals()
+                if self.stopping:
+                    if not self.workers:
+                        break
+                    self._enforce_stop()
+                else:
+                    if self.watcher is not None and self.watcher.changed():
+                        logger.info("a file of the app changed: reloading")
+                        self._reload()
+                    self._look_at_workers()
+                    self._spawn_and_retire()
+                self._sleep(wake_r)
+        finally:
+            if self.watcher is not None:
+                self.watcher.close()
+            signal.set_wakeup_fd(old_wake)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            os.close(wake_r)
+            os.close(self.wake_w)
+            self._close_listeners()
+        logger.info("fastwsgi master stopped")
+        return self.exit_code
+
+    def _sleep(self, wake_r: int) -> None:
+        try:
+            select.select([wake_r], [], [], TICK)
+        except InterruptedError:
+            pass
+        try:
+            while os.read(wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.pending.append(signum)
+
+    # -- signals --
+
+    def _act_on_signals(self) -> None:
+        while self.pending:
+            sig = signal.Signals(self.pending.pop(0))
+            if sig == signal.SIGCHLD:
+                continue  # _reap runs every tick
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                if not self.stopping:
+                    logger.info("%s: stopping the workers gracefully (up to %gs)",
+                                sig.name, self.cfg.graceful_timeout)
+                    self._stop("graceful")
+                else:
+                    logger.info("%s again: stopping now", sig.name)
+                    self._stop("now")
+            elif sig == signal.SIGQUIT:
+                logger.info("SIGQUIT: stopping now")
+                self._stop("now")
+            elif self.stopping:
+                continue
+            elif sig == signal.SIGHUP:
+                logger.info("SIGHUP: reloading")
+                self._reload()
+            elif sig == signal.SIGTTIN:
+                self.target = min(self.target + 1, self.beats.count // 2, MAX_WORKERS)
+                logger.info("SIGTTIN: %d workers", self.target)
+            elif sig == signal.SIGTTOU:
+                self.target = max(1, self.target - 1)
+                logger.info("SIGTTOU: %d worker%s", self.target,
+                            "s" if self.target != 1 else "")
+            elif sig == signal.SIGUSR1:
+                reopen_logs()
+                self._signal_all(signal.SIGUSR1)
+
+    def _stop(self, how: str) -> None:
+        # The kernel refuses new connections once the workers have closed
+        # their copies too, instead of queueing them for nobody.
+        self._close_listeners()
+        self.stopping = how
+        now = time.monotonic()
+        if how == "graceful":
+            self.stop_deadline = now + self.cfg.graceful_timeout + KILL_MARGIN
+            self._signal_all(signal.SIGTERM)
+        else:
+            self.stop_deadline = min(self.stop_deadline or now + KILL_MARGIN,
+                                     now + KILL_MARGIN)
+            self._signal_all(signal.SIGQUIT)
+
+    def _enforce_stop(self) -> None:
+        if time.monotonic() < self.stop_deadline:
+            return
+        for w in self.workers.values():
+            if not w.kill_reason:
+                beat = self.beats.read(w.slot)
+                w.kill_reason = "still busy when the graceful timeout ran out"
+                if beat.call_ms:
+                    w.kill_reason += f" (in {beat.request})"
+                logger.warning("worker %d (pid %d) %s: killing it", w.number, w.pid,
+                               w.kill_reason)
+                self._kill(w.pid, signal.SIGKILL)
+
+    def _reload(self) -> None:
+        if self.reconfigure is not None:
+            try:
+                cfg = self.reconfigure()
+            except ConfigError as exc:
+                logger.error("reload: %s; the running configuration is kept", exc)
+                return
+            if cfg.addresses != self.cfg.addresses or cfg.fd != self.cfg.fd:
+                logger.warning("reload: the addresses to listen on changed; that "
+                               "needs a restart, the current ones are kept")
+            self.cfg = cfg
+            self.target = cfg.workers
+        for w in self.workers.values():
+            if not w.retiring:
+                w.due = True
+
+    # -- workers --
+
+    def _look_at_workers(self) -> None:
+        now = clock_ms()
+        timeout_ms = int(self.cfg.timeout * 1000)
+        for w in list(self.workers.values()):
+            if w.retiring or w.kill_reason:
+                continue
+            beat = self.beats.read(w.slot)
+            w.requests = beat.requests
+            if beat.serving and not w.ready:
+                w.ready = True
+                logger.debug("worker %d (pid %d) is serving", w.number, w.pid)
+            if (timeout_ms and w.ready and beat.serving and not beat.waiting
+                    and beat.turn_ms and now - beat.turn_ms > timeout_ms):
+                stuck = (now - beat.turn_ms) / 1000
+                if beat.call_ms:
+                    what = (f"in an app call ({beat.request}"
+                            + (f", the first of a round of {beat.round}" if beat.round > 1
+                               else "")
+                            + f", started {(now - beat.call_ms) / 1000:.1f} s ago)")
+                else:
+                    what = "outside any app call"
+                w.kill_reason = f"its event loop was stuck for {stuck:.1f} s {what}"
+                logger.error("worker %d (pid %d): %s, longer than --timeout %gs; "
+                             "killing it", w.number, w.pid, w.kill_reason,
+                             self.cfg.timeout)
+                self._kill(w.pid, signal.SIGKILL)
+                continue
+            if w.limit and not w.due and beat.requests >= w.limit:
+                logger.info("worker %d (pid %d) has served %d requests (max_requests):"
+                            " replacing it", w.number, w.pid, beat.requests)
+                w.due = True
+
+    def _spawn_and_retire(self) -> None:
+        active = [w for w in self.workers.values()
+                  if not w.retiring and not w.due and not w.kill_reason]
+        while len(active) < self.target and time.monotonic() >= self.spawn_after:
+            w = self._spawn()
+            if w is None:
+                break
+            active.append(w)
+        # Retire a worker due for replacement once a ready one can take its
+        # place; too many workers (SIGTTOU): the newest go.
+        due = sorted((w for w in self.workers.values() if w.due and not w.retiring),
+                     key=lambda w: w.number)
+        ready = sum(1 for w in active if w.ready)
+        for w in due[:max(0, ready + len(due) - self.target)]:
+            self._retire(w)
+        for w in sorted(active, key=lambda w: -w.number)[:max(0, len(active) - self.target)]:
+            self._retire(w)
+
+    def _spawn(self) -> Worker | None:
+        slot = self.beats.take()
+        if slot is None:
+            return None
+        self.numbers += 1
+        number = self.numbers
+        limit = 0
+        if self.cfg.max_requests:
+            limit = self.cfg.max_requests + random.randint(0, self.cfg.max_requests_jitter)
+        pid = os.fork()
+        if pid == 0:
+            run_worker(number, self.beats.pointer(slot), self.cfg, self.listeners,
+                       self.app, self._load, self.spec, self._close_fds)
+        w = Worker(pid, number, slot, time.monotonic(), limit)
+        self.workers[pid] = w
+        logger.debug("worker %d (pid %d) started", number, pid)
+        return w
+
+    def _load(self) -> WSGIApp:
+        assert self.load is not None
+        return self.load()
+
+    def _retire(self, w: Worker) -> None:
+        w.retiring = True
+        w.stop_at = time.monotonic()
+        self._kill(w.pid, signal.SIGUSR2)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            w = self.workers.pop(pid, None)
+            if w is None:
+                continue
+            w.requests = max(w.requests, self.beats.read(w.slot).requests)
+            self.beats.give_back(w.slot)
+            self._reaped(w, status)
+        # A retiring worker past its graceful deadline is killed.
+        now = time.monotonic()
+        for w in self.workers.values():
+            if (w.retiring and not w.kill_reason
+                    and now > w.stop_at + self.cfg.graceful_timeout + KILL_MARGIN):
+                w.kill_reason = "did not finish within the graceful timeout"
+                logger.warning("worker %d (pid %d) %s: killing it", w.number, w.pid,
+                               w.kill_reason)
+                self._kill(w.pid, signal.SIGKILL)
+
+    def _reaped(self, w: Worker, status: int) -> None:
+        code = os.waitstatus_to_exitcode(status)
+        how = (f"exit status {code}" if code >= 0
+               else f"killed by {signal.Signals(-code).name}")
+        expected = self.stopping or w.retiring
+        if code == 0 and expected:
+            logger.info("worker %d (pid %d) exited after %d requests", w.number, w.pid,
+                        w.requests)
+            return
+        if w.kill_reason:
+            logger.warning("worker %d (pid %d) exited after %d requests (%s; %s)",
+                           w.number, w.pid, w.requests, how, w.kill_reason)
+        elif expected:
+            logger.warning("worker %d (pid %d) exited after %d requests (%s)",
+                           w.number, w.pid, w.requests, how)
+            return
+        if code == EXIT_NO_APP:
+            self._no_app(w)
+            return
+        if not w.kill_reason:
+            logger.error("worker %d (pid %d) died after %d requests (%s); starting "
+                         "another", w.number, w.pid, w.requests, how)
+        if self.stopping:
+            return
+        if time.monotonic() - w.born < YOUNG:
+            self.failures += 1
+            delay = min(0.1 * 2 ** self.failures, BACKOFF_MAX)
+            self.spawn_after = time.monotonic() + delay
+        else:
+            self.failures = 0
+
+    def _no_app(self, w: Worker) -> None:
+        """A worker could not import the app.  At start-up that ends the
+        master (status 1) instead of forking again and again; after a
+        reload the workers still running go on with the old code."""
+        serving = [o for o in self.workers.values() if o.ready and not o.retiring]
+        if self.stopping:
+            return
+        if not serving:
+            logger.error("worker %d could not load the app %s (the reason is above); "
+                         "stopping", w.number, self.spec)
+            self.exit_code = 1
+            self._stop("now")
+            return
+        logger.error("reload: worker %d could not load the app %s (the reason is "
+                     "above); the running workers go on with the code they have",
+                     w.number, self.spec)
+        for o in self.workers.values():
+            o.due = False
+        for o in list(self.workers.values()):
+            if not o.ready and not o.retiring:
+                self._retire(o)
+        self.failures += 1
+        self.spawn_after = time.monotonic() + min(0.1 * 2 ** self.failures, BACKOFF_MAX)
+
+    def _signal_all(self, sig: signal.Signals) -> None:
+        for pid in list(self.workers):
+            self._kill(pid, sig)
+
+    def _kill(self, pid: int, sig: signal.Signals) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+        except OSError as exc:
+            if exc.errno != errno.ESRCH:
+                raise
+
+    def _close_listeners(self) -> None:
+        for listener in self.listeners:
+            if listener.sock.fileno() < 0:
+                continue
+            listener.sock.close()
+            if listener.unix_path:
+                try:
+                    os.unlink(listener.unix_path)
+                except OSError:
+                    pass

@@ -1,0 +1,94 @@
+"""What a worker process runs once the master has forked it.
+
+A worker is the single-process server (one C loop, and with --threads its
+own app pool) on the sockets the master opened, writing its health into
+its slot of the shared memory.  It never returns into the master's code:
+it ends with os._exit and a status the master reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from .config import Config
+from .listeners import Listener, open_listener
+from .logs import logger
+from .titles import set_title
+from .wsgi import WSGIApp
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_NO_APP = 3  # the app could not be loaded: respawning would not help
+
+# The master's handlers must not run in a worker: back to the defaults
+# until the worker's server installs its own.
+_MASTER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP,
+                   signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU,
+                   signal.SIGCHLD)
+
+
+def _own_sockets(listeners: Sequence[Listener], cfg: Config) -> list[Listener]:
+    """With --reuse-port each worker listens on sockets of its own at the
+    addresses the master reserved; unix and inherited sockets stay shared."""
+    own = []
+    for listener in listeners:
+        if listener.unix_path is not None or listener.inherited:
+            own.append(listener)
+            continue
+        host = listener.server_name
+        shown = f"[{host}]" if ":" in host else host
+        mine = open_listener(f"{shown}:{listener.server_port}", cfg.backlog,
+                             reuse_port=True)
+        listener.sock.close()
+        own.append(mine)
+    return own
+
+
+def run_worker(number: int, beat: object, cfg: Config, listeners: Sequence[Listener],
+               app: WSGIApp | None, load: Callable[[], WSGIApp], spec: str,
+               close_fds: Sequence[int]) -> NoReturn:
+    """The body of a forked worker; never returns."""
+    code = EXIT_FAILED
+    try:
+        for sig in _MASTER_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # see Server._worker_signal
+        # The master's wake-up pipe: forget it before closing it, or a signal
+        # would write into whatever reuses the descriptor number.
+        signal.set_wakeup_fd(-1)
+        for fd in close_fds:
+            os.close(fd)
+        set_title(f"fastwsgi: worker {number} [{spec}]")
+        if app is None:
+            try:
+                app = load()
+            except SystemExit:
+                # load() printed the one-line reason already.
+                code = EXIT_NO_APP
+                raise
+        from .server import Server, WorkerRole
+
+        sharing = 2 if cfg.reuse_port else 1
+        mine = _own_sockets(listeners, cfg) if cfg.reuse_port else list(listeners)
+        server = Server(app, cfg, mine, role=WorkerRole(number, beat, sharing))
+        server.serve(restore_signals=False)
+        code = EXIT_OK
+    except SystemExit:
+        pass
+    except BaseException:  # noqa: B036 - whatever happens, the status says it
+        logger.error("worker %d (pid %d) failed:\n%s", number, os.getpid(),
+                     traceback.format_exc().rstrip())
+    finally:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001, S110 - exiting anyway
+                pass
+        os._exit(code)
