@@ -1467,8 +1467,11 @@ void conn_run(fw_conn *c)
         conn_close(c);
         return;
     }
-    if (loop->stopping && c->state == CS_HEAD && c->in.len == c->in.off &&
-        conn_out_pending(c) == 0) {
+    /* Retiring, a connection whose last answer promised keep-alive stays
+     * until its next request (answered with close) or its idle deadline:
+     * the client may be sending right now. */
+    if (loop->stopping && !loop->gentle && c->state == CS_HEAD &&
+        c->in.len == c->in.off && conn_out_pending(c) == 0) {
         conn_close(c);
         return;
     }

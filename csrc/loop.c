@@ -327,11 +327,11 @@ static void listeners_enable(fw_loop *loop, int on)
 }
 
 /* Accepts what is pending, up to `max` connections; once stopping, only
- * when draining a retiring worker's own socket. */
-static void accept_some(fw_loop *loop, fw_io *lis, int max, int drain)
+ * a retiring worker does (until its listeners close). */
+static void accept_some(fw_loop *loop, fw_io *lis, int max)
 {
     int index = (int)(lis - loop->listeners);
-    for (int n = 0; n < max && (drain || !loop->stopping); n++) {
+    for (int n = 0; n < max && (!loop->stopping || loop->gentle); n++) {
         struct sockaddr_storage sa;
         socklen_t salen = sizeof sa;
         int fd = accept4(lis->fd, (struct sockaddr *)&sa, &salen,
@@ -386,13 +386,15 @@ static void close_idle(fw_loop *loop)
 /* Stop accepting at once; the kernel refuses what comes next. */
 static void close_listeners(fw_loop *loop)
 {
-    /* A socket of this process's own (SO_REUSEPORT) drops the connections
-     * queued on it when it closes: a retiring worker takes them first.
-     * (Shared sockets stay open in the other processes.) */
-    if (loop->gentle && loop->cfg.shared_listeners == 2)
+    /* A retiring worker takes what is queued before it closes: a socket
+     * of its own (SO_REUSEPORT) would drop it, and on a shared socket the
+     * kernel may have woken this worker alone for it (EPOLLEXCLUSIVE).
+     * No wake-up is lost after the last accept: this process is not in
+     * epoll_wait, so the kernel wakes another. */
+    if (loop->gentle)
         for (int i = 0; i < loop->nlisteners; i++)
             if (loop->listeners[i].fd >= 0 && loop->running)
-                accept_some(loop, &loop->listeners[i], 4096, 1);
+                accept_some(loop, &loop->listeners[i], 4096);
     for (int i = 0; i < loop->nlisteners; i++) {
         if (loop->listeners[i].fd >= 0) {
             close(loop->listeners[i].fd);
@@ -423,9 +425,9 @@ void fw_loop_stop(fw_loop *loop, int how)
     }
     if (loop->beat)
         loop->beat->state = FW_BEAT_STOPPING;
-    /* Own sockets of a retiring worker are closed at a safe point in
-     * stop_due, after taking what is queued on them. */
-    if (!(loop->gentle && loop->cfg.shared_listeners == 2))
+    /* A retiring worker closes them at a safe point in stop_due, after
+     * taking what is queued on them. */
+    if (!loop->gentle)
         close_listeners(loop);
 }
 
@@ -474,8 +476,8 @@ int loop_turn(fw_loop *loop, int timeout_ms)
         } else if (io->kind == IO_LISTENER) {
             /* Sharing a socket with other workers: take a few and leave
              * the rest to wake the next worker, so that load spreads. */
-            if (io->fd >= 0 && !loop->stopping)
-                accept_some(loop, io, loop->cfg.shared_listeners == 1 ? 16 : 128, 0);
+            if (io->fd >= 0 && (!loop->stopping || loop->gentle))
+                accept_some(loop, io, loop->cfg.shared_listeners == 1 ? 16 : 128);
         } else if (io->kind == IO_POOL) {
             /* pool_run below, every turn */
         } else {

@@ -9,6 +9,7 @@ heartbeat from shared memory, and spawns, retires or kills.  README.md's
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import random
 import select
@@ -30,7 +31,6 @@ from .worker import EXIT_NO_APP, run_worker
 from .wsgi import WSGIApp
 
 TICK = 0.1                 # seconds between two looks at the workers
-YOUNG = 2.0                # a worker that dies younger than this counts as failing
 BACKOFF_MAX = 5.0          # longest wait before the next spawn after failures
 KILL_MARGIN = 1.0          # past graceful_timeout, before SIGKILL
 MAX_WORKERS = 1024
@@ -328,8 +328,11 @@ class Master:
             logger.warning("worker %d (pid %d) exited after %d requests (%s; %s)",
                            w.number, w.pid, w.requests, how, w.kill_reason)
         elif expected:
-            logger.warning("worker %d (pid %d) exited after %d requests (%s)",
-                           w.number, w.pid, w.requests, how)
+            # Told to stop before it had its own handlers (still importing).
+            told = code in (-signal.SIGQUIT, -signal.SIGTERM, -signal.SIGUSR2)
+            logger.log(logging.INFO if told else logging.WARNING,
+                       "worker %d (pid %d) exited after %d requests (%s)",
+                       w.number, w.pid, w.requests, how)
             return
         if code == EXIT_NO_APP:
             self._no_app(w)
@@ -339,7 +342,10 @@ class Master:
                          "another", w.number, w.pid, w.requests, how)
         if self.stopping:
             return
-        if time.monotonic() - w.born < YOUNG:
+        # Back off only from workers that die before serving (a crash while
+        # starting would otherwise fork again and again); one that served
+        # is replaced at once.
+        if not w.ready:
             self.failures += 1
             delay = min(0.1 * 2 ** self.failures, BACKOFF_MAX)
             self.spawn_after = time.monotonic() + delay
