@@ -1,6 +1,7 @@
 """Driving wrk and reading its results.
 
-wrk runs pinned to CPU 1 with one thread (the server has CPU 0). Every run
+wrk runs with one thread, pinned to CPU 1 (the server has CPU 0), or to the
+CPUs the scenario names (the multi-worker rows share both). Every run
 uses a generated Lua script: it sets the scenario's method, headers, body
 and pipelining, and its done() hook prints exact counts and microsecond
 percentiles as one JSON line, which is steadier to read than wrk's rounded
@@ -115,7 +116,7 @@ def run_wrk(port: int, scenario: Scenario, seconds: int, script: Path,
             connections: int | None = None) -> tuple[WrkResult | None, str]:
     """Returns (result, raw output); result None when wrk produced nothing."""
     conns = connections or scenario.connections
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c", str(conns), "-d", f"{seconds}s",
+    cmd = ["taskset", "-c", scenario.wrk_cpus, "wrk", "-t1", "-c", str(conns), "-d", f"{seconds}s",
            "--latency", "--timeout", SOCKET_TIMEOUT, "-s", str(script),
            f"http://127.0.0.1:{port}/"]
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+from bench.procstat import ROOT_KEY
+
 OK = "ok"
 FAIL = "FAIL"
 NOT_INSTALLED = "not installed"
@@ -20,6 +22,9 @@ class Round:
     p99_ms: float | None
     socket_errors: int
     non2xx: int
+    # Multi-worker scenarios only: cpu_s split by process, "root" for the
+    # server's first process and each direct child's pid for its subtree.
+    cpu_by_process: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -30,6 +35,28 @@ class IdleFigures:
     rss_after_kib: int
     kib_per_conn: float | None
     fresh_ms: float | None  # median of a few fresh requests while held
+
+
+@dataclass
+class WorkerShare:
+    pid: int
+    cpu_s: float | None  # over the measured rounds; None: seen only in the log
+    cpu_share: float | None  # of all workers' CPU
+    requests: int | None = None  # the server's own count at exit (fastwsgi's log)
+    request_share: float | None = None  # of all logged requests
+
+
+@dataclass
+class MultiFigures:
+    """A multi-worker scenario's extra figures for one server."""
+
+    best_peer: str | None = None  # the peer with the highest req/s in this run
+    ratio_best_peer: float | None = None  # median of per-round ratios to it
+    req_per_cpu_s: float | None = None  # requests per CPU-second of the whole tree
+    # The first process (master, launcher) and any helper process beyond
+    # the workers, as a share of the tree's CPU.
+    master_cpu_share: float | None = None
+    workers: list[WorkerShare] = field(default_factory=list)
 
 
 @dataclass
@@ -50,6 +77,7 @@ class ServerResult:
     socket_errors: int = 0
     non2xx: int = 0
     idle: IdleFigures | None = None
+    multi: MultiFigures | None = None
 
     def fail(self, reason: str) -> None:
         self.status = FAIL
@@ -68,6 +96,7 @@ class ScenarioResult:
     bar: bool
     connections: int
     results: list[ServerResult] = field(default_factory=list)
+    workers: int = 1  # worker processes per server
 
     def by_label(self, label: str) -> ServerResult | None:
         return next((r for r in self.results if r.label == label), None)
@@ -98,3 +127,67 @@ def summarise(scenario: ScenarioResult, reference: str, nginx: str) -> None:
         res.non2xx = sum(r.non2xx for r in res.rounds)
         res.ratio_ref = _per_round_ratio(res.rounds, ref)
         res.ratio_nginx = _per_round_ratio(res.rounds, ngx)
+
+
+# -- multi-worker scenarios ----------------------------------------------
+
+def _best_peer(scenario: ScenarioResult, peers: set[str]) -> ServerResult | None:
+    candidates = [r for r in scenario.results
+                  if r.label in peers and r.ok and r.rps is not None]
+    return max(candidates, key=lambda r: r.rps or 0.0, default=None)
+
+
+def _share(part: float, whole: float) -> float | None:
+    return part / whole if whole > 0 else None
+
+
+def _worker_cpu(rounds: list[Round], workers: int) -> tuple[float, dict[int, float]]:
+    """(CPU of the root and helpers, {worker pid: CPU}) summed over rounds.
+    The workers are the `workers` children that used the most CPU: a
+    server may have helpers beside them (a resource tracker, say), and a
+    worker left idle ties with them at zero, so the choice cannot mislead."""
+    by_key: dict[str, float] = {}
+    for rnd in rounds:
+        for key, cpu in rnd.cpu_by_process.items():
+            by_key[key] = by_key.get(key, 0.0) + cpu
+    children = sorted(((cpu, key) for key, cpu in by_key.items() if key != ROOT_KEY),
+                      reverse=True)
+    chosen = {int(key): cpu for cpu, key in children[:workers]}
+    rest = by_key.get(ROOT_KEY, 0.0) + sum(cpu for cpu, _ in children[workers:])
+    return rest, chosen
+
+
+def _worker_shares(rounds: list[Round], workers: int,
+                   logged: dict[int, int]) -> tuple[float | None, list[WorkerShare]]:
+    rest, cpu = _worker_cpu(rounds, workers)
+    cpu_total = sum(cpu.values())
+    log_total = sum(logged.values())
+    pids = sorted(cpu) + sorted(pid for pid in logged if pid not in cpu)
+    shares = [WorkerShare(pid, cpu.get(pid),
+                          _share(cpu[pid], cpu_total) if pid in cpu else None,
+                          logged.get(pid),
+                          _share(logged[pid], log_total) if pid in logged else None)
+              for pid in pids]
+    return _share(rest, rest + cpu_total), shares
+
+
+def summarise_multi(scenario: ScenarioResult, peers: set[str],
+                    logged: dict[str, dict[int, int]]) -> None:
+    """After summarise(): the ratio to the best peer, requests per CPU-second
+    and each worker's share. `peers` are the labels that count as peers;
+    `logged` holds, per label, the request count per worker pid that the
+    server logged at exit (fastwsgi does)."""
+    best = _best_peer(scenario, peers)
+    for res in scenario.results:
+        if not res.ok or not res.rounds:
+            continue
+        cpu = sum(r.cpu_s for r in res.rounds)
+        master_share, workers = _worker_shares(res.rounds, scenario.workers,
+                                               logged.get(res.label, {}))
+        res.multi = MultiFigures(
+            best_peer=best.label if best is not None else None,
+            ratio_best_peer=_per_round_ratio(res.rounds, best),
+            req_per_cpu_s=_share(sum(r.requests for r in res.rounds), cpu),
+            master_cpu_share=master_share,
+            workers=workers,
+        )

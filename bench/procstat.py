@@ -23,8 +23,8 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2:].split()
 
 
-def tree_pids(root: int) -> list[int]:
-    """root and all its live descendants (one scan of /proc)."""
+def _children_map() -> dict[int, list[int]]:
+    """parent pid -> child pids, from one scan of /proc."""
     children: dict[int, list[int]] = {}
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
@@ -33,6 +33,10 @@ def tree_pids(root: int) -> list[int]:
         if fields is None:
             continue
         children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def _subtree(root: int, children: dict[int, list[int]]) -> list[int]:
     result: list[int] = []
     stack = [root]
     while stack and len(result) < 10000:  # bounded even if /proc looks odd
@@ -43,14 +47,37 @@ def tree_pids(root: int) -> list[int]:
     return result
 
 
+def tree_pids(root: int) -> list[int]:
+    """root and all its live descendants (one scan of /proc)."""
+    return _subtree(root, _children_map())
+
+
+def _own_cpu_seconds(pid: int) -> float:
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
 def cpu_seconds(root: int) -> float:
     """utime + stime of the tree (all threads), in seconds."""
-    ticks = 0
-    for pid in tree_pids(root):
-        fields = _stat_fields(pid)
-        if fields is not None:
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / CLK_TCK
+    return sum(_own_cpu_seconds(pid) for pid in tree_pids(root))
+
+
+ROOT_KEY = "root"
+
+
+def cpu_by_child(root: int) -> dict[str, float]:
+    """The tree's CPU seconds split by where they were spent: ROOT_KEY for
+    the root process itself, and for each direct child (by pid, as a string
+    so that the dict survives JSON unchanged) that child's whole subtree.
+    A multi-process server's workers are the root's children, so this is
+    the per-worker figure; the values add up to cpu_seconds(root)."""
+    children = _children_map()
+    split = {ROOT_KEY: _own_cpu_seconds(root)}  # 0.0 once the root is gone
+    for child in children.get(root, []):
+        split[str(child)] = sum(_own_cpu_seconds(pid) for pid in _subtree(child, children))
+    return split
 
 
 def _status_kib(pid: int, key: str) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import paths
-from bench.model import OK, ScenarioResult, ServerResult
+from bench.model import OK, MultiFigures, ScenarioResult, ServerResult
 
 CHART_TIMEOUT = 120
 
@@ -80,7 +80,9 @@ def _machine_lines(meta: dict[str, Any]) -> list[str]:
         "Method: one worker per server pinned to CPU 0, `wrk -t1` pinned to CPU 1; "
         "servers alternate within each round; every ratio is the median of per-round "
         "ratios measured in this same run. CPU µs/req is the server process tree's "
-        "user+system time divided by the requests served. A wrong status or body is FAIL.",
+        "user+system time divided by the requests served. A wrong status or body is FAIL. "
+        "The multi-* rows are the exception: 2 worker processes per server, server and "
+        "wrk both on CPUs 0-1.",
     ]
 
 
@@ -106,7 +108,12 @@ def markdown(meta: dict[str, Any], scenarios: list[ScenarioResult], chart: bool)
     out += [summary_table(ref, scenarios), ""]
     for scen in scenarios:
         out += [f"## {scen.name}: {scen.description} ({scen.connections} connections)", ""]
-        out += _idle_table(scen) if scen.kind == "idle" else _load_table(scen, ref)
+        if scen.kind == "idle":
+            out += _idle_table(scen)
+        elif scen.workers > 1:
+            out += _multi_table(scen, ref)
+        else:
+            out += _load_table(scen, ref)
         out.append("")
     out += ["## Installs", ""]
     for label, status in meta["installs"].items():
@@ -129,6 +136,50 @@ def _load_table(scen: ScenarioResult, ref: str) -> list[str]:
             f"| {_ratio(res.ratio_nginx)} | {_num(res.cpu_us_per_req, '.1f')} "
             f"| {_num(res.p50_ms, '.2f')} | {_num(res.p99_ms, '.2f')} "
             f"| {res.socket_errors} | {_num(rss, '.1f')} | {_cell(res.reason)} |")
+    return rows
+
+
+def _percentages(shares: list[float | None]) -> str:
+    return " / ".join("?" if x is None else f"{x:.0%}" for x in shares)
+
+
+def _worker_cells(multi: MultiFigures) -> tuple[str, str]:
+    """(CPU share per worker, logged requests per worker with shares)."""
+    cpu = _percentages([w.cpu_share for w in multi.workers if w.cpu_s is not None])
+    logged = [w for w in multi.workers if w.requests is not None]
+    if not logged:
+        return cpu, ""
+    counts = " / ".join(f"{w.requests:,}" for w in logged)
+    return cpu, f"{counts} ({_percentages([w.request_share for w in logged])})"
+
+
+def _best_peer(scen: ScenarioResult) -> str:
+    return next((r.multi.best_peer for r in scen.results
+                 if r.multi is not None and r.multi.best_peer), "best peer")
+
+
+def _multi_table(scen: ScenarioResult, ref: str) -> list[str]:
+    rows = [f"| server | req/s | × {_best_peer(scen)} (best peer) | × {ref} "
+            "| req per CPU-s | p50 ms | p99 ms | socket errors | peak RSS MiB "
+            "| CPU share per worker | requests per worker (server log) "
+            "| master CPU share | note |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+            "| ---: | --- |"]
+    for res in scen.results:
+        if res.status != OK or res.multi is None:
+            rows.append(f"| {_name(res)} | {_status_text(res)} |" + " |" * 10
+                        + f" {_cell(res.reason)} |")
+            continue
+        multi = res.multi
+        cpu_shares, requests = _worker_cells(multi)
+        rss = None if res.peak_rss_kib is None else res.peak_rss_kib / 1024
+        master = "" if multi.master_cpu_share is None else f"{multi.master_cpu_share:.0%}"
+        rows.append(
+            f"| {_name(res)} | {_num(res.rps)} | {_ratio(multi.ratio_best_peer)} "
+            f"| {_ratio(res.ratio_ref)} | {_num(multi.req_per_cpu_s)} "
+            f"| {_num(res.p50_ms, '.2f')} | {_num(res.p99_ms, '.2f')} "
+            f"| {res.socket_errors} | {_num(rss, '.1f')} | {cpu_shares} | {requests} "
+            f"| {master} | {_cell(res.reason)} |")
     return rows
 
 

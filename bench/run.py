@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"scenario {scen.name:12} {scen.description}")
         for spec in SERVERS + ([baseline_spec(base.label)] if base is not None else []):
             print(f"server   {spec.label:18} venv={spec.venv or 'Debian'}"
-                  f"{' smoke' if spec.in_smoke else ''}{' pypy' if spec.on_pypy else ''}")
+                  f"{' smoke' if spec.in_smoke else ''}{' pypy' if spec.on_pypy else ''}"
+                  f"{' multi' if spec.multi else ''}")
         return 0
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = time.monotonic()
@@ -195,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     scenario_names = args.scenario or [name for name, scen in SCENARIOS.items()
                                        if scen.in_smoke or not args.smoke]
     specs = pick_servers(args)
-    chart = not args.smoke  # smoke skips matplotlib (the slowest install)
+    # Smoke skips matplotlib (the slowest install); so does a run of only
+    # scenarios kept out of the chart (e.g. the multi-* rows).
+    charted = any(SCENARIOS[name].bar and SCENARIOS[name].kind == "load"
+                  for name in scenario_names)
+    chart = not args.smoke and charted
 
     nofile = system.raise_nofile_limit()
     debs = {} if args.skip_install else system.ensure_debs(
@@ -254,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     main_venv = venvs["main"]
     if not chart:
-        chart_python, why = None, "no chart in smoke mode"
+        chart_python, why = None, ("no chart in smoke mode" if args.smoke
+                                   else "no chart: no charted scenario was run")
     elif main_venv.ok("matplotlib"):
         chart_python, why = main_venv.python, ""
     else:

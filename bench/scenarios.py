@@ -55,6 +55,14 @@ class Scenario:
     # default, bjoern) cannot serve it, and its 1000 queued 200 ms calls
     # outlast the check after the load.
     in_smoke: bool = True
+    # Worker processes per server. Above 1 only the servers with a
+    # multi-process mode run (ServerSpec.multi); the others are n/a.
+    workers: int = 1
+    # taskset CPU lists. One worker has CPU 0 and wrk CPU 1; several workers
+    # on this 2-core machine get both CPUs, and so does wrk, since pinning
+    # it to one of them would leave a worker only half a core.
+    server_cpus: str = "0"
+    wrk_cpus: str = "1"
 
     @property
     def app_ref(self) -> str:
@@ -117,6 +125,15 @@ SCENARIOS: dict[str, Scenario] = {
                  "is 5,000 req/s (recorded, not charted)", "flask_sleep200", _HELLO,
                  connections=1000, bar=False, nginx=None, needs=("flask",),
                  in_smoke=False),
+        # Multi-process: 2 workers per server, server and wrk sharing both
+        # CPUs. Not charted (the bars are one worker on one core) and not in
+        # --smoke (few servers have such a mode; smoke stays as it was).
+        Scenario("multi-hello", "hello served by 2 worker processes (server and wrk "
+                 "share both CPUs)", "hello", _HELLO, bar=False, nginx=None,
+                 in_smoke=False, workers=2, server_cpus="0,1", wrk_cpus="0,1"),
+        Scenario("multi-c1000", "multi-hello with 1000 concurrent connections",
+                 "hello", _HELLO, connections=1000, bar=False, nginx=None,
+                 in_smoke=False, workers=2, server_cpus="0,1", wrk_cpus="0,1"),
     )
 }
 

@@ -1,12 +1,15 @@
 """How to start, recognise as ready, and stop each server.
 
-Every server runs one worker, pinned to CPU 0 with taskset, in its own
-process group, so that stopping it also stops any worker processes it forked.
+Every server runs one worker, pinned to CPU 0 with taskset (the multi
+scenarios: as many workers as the scenario says, on the CPUs it names), in
+its own process group, so that stopping it also stops any worker processes
+it forked.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -20,14 +23,32 @@ HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0  # seconds for a server to answer its first request
 STOP_TIMEOUT = 5.0
 
-# python, port, "module:attr", launch.py path -> argv
-CommandBuilder = Callable[[str, int, str, str], list[str]]
+# python, port, "module:attr", launch.py path, worker processes -> argv.
+# A builder is only given workers > 1 when its ServerSpec has multi=True.
+CommandBuilder = Callable[[str, int, str, str, int], list[str]]
 
 
-def _ours(py: str, port: int, ref: str, launch: str) -> list[str]:
+def _ours(py: str, port: int, ref: str, launch: str, workers: int) -> list[str]:
     # Prints "fastwsgi X.Y.Z listening on http://HOST:PORT (pid N)" when ready;
     # readiness is still judged by an HTTP answer, as for every server.
-    return [py, "-m", "fastwsgi", "--host", HOST, "--port", str(port), ref]
+    # With workers > 1 the master forks them onto the one listening socket
+    # and, when stopped, logs "worker N (pid P) exited after R requests".
+    extra = ["--workers", str(workers)] if workers > 1 else []
+    return [py, "-m", "fastwsgi", "--host", HOST, "--port", str(port), *extra, ref]
+
+
+# fastwsgi's master, stopped, logs one such line per worker (also
+# "... died after N requests (...)" for one it had to replace).
+_WORKER_LINE = re.compile(r"worker \d+ \(pid (\d+)\) (?:exited|died) after (\d+) requests")
+
+
+def logged_worker_requests(log_path: Path) -> dict[int, int]:
+    """{worker pid: requests} from a server's log; empty if it logs none."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return {}
+    return {int(m.group(1)): int(m.group(2)) for m in _WORKER_LINE.finditer(text)}
 
 
 # Threaded servers get, for the apps that wait, threads enough for their
@@ -36,34 +57,37 @@ def _ours(py: str, port: int, ref: str, launch: str) -> list[str]:
 WAITING_APPS = {"apps:sleep5ms": 50, "apps:flask_sleep200": 1000}
 
 
-def _ours_threaded(py: str, port: int, ref: str, launch: str) -> list[str]:
+def _ours_threaded(py: str, port: int, ref: str, launch: str, workers: int) -> list[str]:
     threads = WAITING_APPS.get(ref, 8)
-    return [*_ours(py, port, ref, launch), "--threads", str(threads)]
+    return [*_ours(py, port, ref, launch, workers), "--threads", str(threads)]
 
 
 def _via_launch(name: str) -> CommandBuilder:
-    def build(py: str, port: int, ref: str, launch: str) -> list[str]:
-        return [py, launch, name, HOST, str(port), ref]
+    def build(py: str, port: int, ref: str, launch: str, workers: int) -> list[str]:
+        # The worker count is appended only when it matters, so the
+        # one-worker command lines stay as they were.
+        extra = [str(workers)] if workers > 1 else []
+        return [py, launch, name, HOST, str(port), ref, *extra]
     return build
 
 
-def _granian(py: str, port: int, ref: str, launch: str) -> list[str]:
+def _granian(py: str, port: int, ref: str, launch: str, workers: int) -> list[str]:
     extra = (["--blocking-threads", str(WAITING_APPS[ref])]
              if ref in WAITING_APPS else [])
-    return [py, "-m", "granian", "--interface", "wsgi", "--workers", "1", *extra,
+    return [py, "-m", "granian", "--interface", "wsgi", "--workers", str(workers), *extra,
             "--host", HOST, "--port", str(port), ref]
 
 
 def _gunicorn(worker: str) -> CommandBuilder:
-    def build(py: str, port: int, ref: str, launch: str) -> list[str]:
+    def build(py: str, port: int, ref: str, launch: str, workers: int) -> list[str]:
         extra = (["--threads", str(WAITING_APPS.get(ref, 4)),
                   "--worker-connections", "2000"] if worker == "gthread" else [])
-        return [py, "-m", "gunicorn", "-w", "1", "-k", worker, *extra,
+        return [py, "-m", "gunicorn", "-w", str(workers), "-k", worker, *extra,
                 "-b", f"{HOST}:{port}", "--log-level", "warning", ref]
     return build
 
 
-def _waitress(py: str, port: int, ref: str, launch: str) -> list[str]:
+def _waitress(py: str, port: int, ref: str, launch: str, workers: int) -> list[str]:
     # Defaults kept (4 threads, 100 connections): we compare servers as
     # shipped, except for the apps that wait (threads and connections enough).
     extra = ([f"--threads={WAITING_APPS[ref]}", "--connection-limit=2000"]
@@ -80,31 +104,42 @@ class ServerSpec:
     ours: bool = False
     in_smoke: bool = False
     on_pypy: bool = False  # also run under PyPy with --pypy
+    multi: bool = False  # runs in the multi-worker scenarios (Scenario.workers > 1)
 
     def pypy_variant(self) -> ServerSpec:
         return ServerSpec(f"{self.label} (pypy)", "pypy", self.requirement, self.build,
-                          ours=self.ours, in_smoke=False, on_pypy=False)
+                          ours=self.ours, in_smoke=False, on_pypy=False, multi=self.multi)
 
     @property
     def is_nginx(self) -> bool:
         return self.venv is None
 
+    @property
+    def is_peer(self) -> bool:
+        """Another project's WSGI server: not ours, not a baseline build of
+        ours, not the nginx ceiling."""
+        return not self.ours and not self.is_nginx and self.venv != BASELINE_VENV
+
 
 OURS = "fastwsgi"
 NGINX = "nginx"
+BASELINE_VENV = "baseline"
 
 SERVERS: list[ServerSpec] = [
-    ServerSpec(OURS, "main", "fastwsgi", _ours, ours=True, in_smoke=True, on_pypy=True),
+    ServerSpec(OURS, "main", "fastwsgi", _ours, ours=True, in_smoke=True, on_pypy=True,
+               multi=True),
     ServerSpec("fastwsgi-threads", "main", "fastwsgi", _ours_threaded, ours=True,
                on_pypy=True),
-    ServerSpec("bjoern", "main", "bjoern", _via_launch("bjoern"), in_smoke=True, on_pypy=True),
+    ServerSpec("bjoern", "main", "bjoern", _via_launch("bjoern"), in_smoke=True, on_pypy=True,
+               multi=True),  # several workers: forked by launch.py on SO_REUSEPORT
     ServerSpec("fastwsgi-0.0.9", "fastwsgi009", "fastwsgi==0.0.9",
                _via_launch("fastwsgi-0.0.9")),
-    ServerSpec("granian", "main", "granian", _granian, on_pypy=True),
+    ServerSpec("granian", "main", "granian", _granian, on_pypy=True, multi=True),
     ServerSpec("socketify", "main", "socketify", _via_launch("socketify"), on_pypy=True),
     ServerSpec("meinheld", "main", "meinheld", _via_launch("meinheld")),
     ServerSpec("waitress", "main", "waitress", _waitress, on_pypy=True),
-    ServerSpec("gunicorn-gthread", "main", "gunicorn", _gunicorn("gthread"), on_pypy=True),
+    ServerSpec("gunicorn-gthread", "main", "gunicorn", _gunicorn("gthread"), on_pypy=True,
+               multi=True),
     ServerSpec("gunicorn-sync", "main", "gunicorn", _gunicorn("sync"), on_pypy=True),
     ServerSpec(NGINX, None, None, None, in_smoke=True),
 ]
@@ -112,8 +147,10 @@ SERVERS: list[ServerSpec] = [
 
 def baseline_spec(label: str) -> ServerSpec:
     """fastwsgi built from a git revision (--baseline), started exactly like
-    ours, from its own venv; its requirement is registered under `label`."""
-    return ServerSpec(label, "baseline", label, _ours, in_smoke=True)
+    ours, from its own venv; its requirement is registered under `label`.
+    It runs the multi scenarios too: a revision without --workers FAILs
+    them, and the reason says so."""
+    return ServerSpec(label, BASELINE_VENV, label, _ours, in_smoke=True, multi=True)
 
 
 @dataclass
@@ -122,6 +159,10 @@ class Running:
     port: int
     proc: subprocess.Popen  # type: ignore[type-arg]
     log_path: Path
+    # Stop by SIGTERM to the leader alone first: a master then stops its
+    # workers itself and can report on them (fastwsgi logs each worker's
+    # request count), as it would under a process supervisor.
+    leader_first: bool = False
 
     @property
     def pid(self) -> int:
@@ -139,14 +180,14 @@ class Running:
 
 
 def start(spec: ServerSpec, argv: list[str], port: int, cwd: Path, env: dict[str, str],
-          log_path: Path) -> Running:
+          log_path: Path, cpus: str = "0", leader_first: bool = False) -> Running:
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            ["taskset", "-c", "0", *argv], cwd=cwd, env=env,
+            ["taskset", "-c", cpus, *argv], cwd=cwd, env=env,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: killpg reaches workers
         )
-    return Running(spec, port, proc, log_path)
+    return Running(spec, port, proc, log_path, leader_first)
 
 
 def wait_ready(server: Running, timeout: float = READY_TIMEOUT) -> str | None:
@@ -165,8 +206,20 @@ def wait_ready(server: Running, timeout: float = READY_TIMEOUT) -> str | None:
     return f"no HTTP answer within {timeout:.0f} s" + (f": {tail}" if tail else "")
 
 
+def _stop_leader(server: Running) -> None:
+    """SIGTERM the leader alone and give it STOP_TIMEOUT to exit."""
+    try:
+        os.kill(server.pid, signal.SIGTERM)
+        server.proc.wait(timeout=STOP_TIMEOUT)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+
+
 def stop(server: Running) -> None:
-    """SIGTERM the process group, then SIGKILL what is left."""
+    """SIGTERM the process group (the leader alone first if leader_first),
+    then SIGKILL what is left."""
+    if server.leader_first and server.proc.poll() is None:
+        _stop_leader(server)
     pgid = server.pid
     for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
         try:

@@ -33,6 +33,12 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def _cpu_deltas(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per process key over a run; a process that started during
+    it counts from zero, one that ended is gone (as from the tree's total)."""
+    return {key: max(cpu - before.get(key, 0.0), 0.0) for key, cpu in after.items()}
+
+
 class RunDir:
     """A private directory with the app module, the launcher, served files
     and server logs. Servers run with it as cwd and only entry on PYTHONPATH,
@@ -100,8 +106,10 @@ class Suite:
         else:
             assert spec.build is not None and spec.venv is not None
             python = str(self.venvs[spec.venv].python)
-            argv = spec.build(python, port, scenario.app_ref, self.rundir.launch)
-        return servers.start(spec, argv, port, self.rundir.path, self.rundir.env(), log_path)
+            argv = spec.build(python, port, scenario.app_ref, self.rundir.launch,
+                              scenario.workers)
+        return servers.start(spec, argv, port, self.rundir.path, self.rundir.env(), log_path,
+                             cpus=scenario.server_cpus, leader_first=scenario.workers > 1)
 
     def _bring_up(self, spec: ServerSpec, scenario: Scenario,
                   result: ServerResult) -> Running | None:
@@ -147,6 +155,9 @@ class Suite:
             if spec.is_nginx and scenario.nginx is None:
                 res.status, res.reason = NOT_APPLICABLE, "no nginx equivalent"
                 continue
+            if scenario.workers > 1 and not spec.multi and not spec.is_nginx:
+                res.status, res.reason = NOT_APPLICABLE, "no multi-process run in this suite"
+                continue
             why = self.unavailable(spec, scenario)
             if why is not None:
                 res.status, res.reason = NOT_INSTALLED, why
@@ -158,15 +169,17 @@ class Suite:
     def run(self, scenario: Scenario) -> ScenarioResult:
         out = ScenarioResult(scenario.name, scenario.description, scenario.kind,
                              scenario.bar, self.settings.idle_conns
-                             if scenario.kind == "idle" else scenario.connections)
+                             if scenario.kind == "idle" else scenario.connections,
+                             workers=scenario.workers)
         out.results, runnable = self._results(scenario)
         by_label = {r.label: r for r in out.results}
+        logged: dict[str, dict[int, int]] = {}  # label -> worker pid -> requests
         try:
             if scenario.kind == "idle":
                 for spec in runnable:
                     self._idle(spec, scenario, by_label[spec.label])
             else:
-                self._load(scenario, runnable, by_label)
+                logged = self._load(scenario, runnable, by_label)
         except Exception as exc:
             # A bug in the suite must not cost the other scenarios' results:
             # report it, mark this scenario's unfinished entries, go on.
@@ -177,10 +190,15 @@ class Suite:
                     res.fail(f"benchmark error: {type(exc).__name__}: {exc}")
                     res.rounds.clear()
         model.summarise(out, self.settings.reference, servers.NGINX)
+        if scenario.workers > 1:
+            peers = {s.label for s in self.specs if s.is_peer}
+            model.summarise_multi(out, peers, logged)
         return out
 
     def _load(self, scenario: Scenario, runnable: list[ServerSpec],
-              by_label: dict[str, ServerResult]) -> None:
+              by_label: dict[str, ServerResult]) -> dict[str, dict[int, int]]:
+        """Warm-up and rounds. Returns, per label, the request count per
+        worker pid that a multi-worker server logged when stopped."""
         script = self.rundir.path / f"{scenario.name}.lua"
         script.write_text(load.lua_script(scenario))
         running: list[Running] = []
@@ -212,15 +230,22 @@ class Suite:
         finally:
             for server in running:
                 servers.stop(server)
+        # Read only now: a master logs its workers' counts as it stops.
+        if scenario.workers == 1:
+            return {}
+        return {s.spec.label: servers.logged_worker_requests(s.log_path) for s in running}
 
     def _measure(self, server: Running, scenario: Scenario, script: Path,
                  res: ServerResult) -> bool:
         if not server.alive():
             res.fail(f"server died: {server.log_tail()}")
             return False
-        cpu_before = procstat.cpu_seconds(server.pid)
+        # Split by process (summing to the tree's CPU) so that the multi
+        # scenarios can tell each worker's part.
+        split_before = procstat.cpu_by_child(server.pid)
         wrk, raw = load.run_wrk(server.port, scenario, self.settings.duration, script)
-        cpu_after = procstat.cpu_seconds(server.pid)
+        split_after = procstat.cpu_by_child(server.pid)
+        cpu_before, cpu_after = sum(split_before.values()), sum(split_after.values())
         if wrk is None:
             res.fail(f"wrk gave no result: {raw.strip()[-200:]}")
             return False
@@ -234,8 +259,10 @@ class Suite:
         if not server.alive():
             res.fail(f"server died under load: {server.log_tail()}")
             return False
+        by_process = _cpu_deltas(split_before, split_after) if scenario.workers > 1 else {}
         res.rounds.append(model.Round(wrk.rps, wrk.requests, max(cpu_after - cpu_before, 0.0),
-                                      wrk.p50_ms, wrk.p99_ms, wrk.socket_errors, wrk.non2xx))
+                                      wrk.p50_ms, wrk.p99_ms, wrk.socket_errors, wrk.non2xx,
+                                      by_process))
         return True
 
     def _idle(self, spec: ServerSpec, scenario: Scenario, res: ServerResult) -> None:
