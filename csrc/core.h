@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "fw.h"
@@ -203,6 +204,9 @@ struct fw_loop {
                                    connections are not closed under a
                                    client that may be sending */
     fw_beat *beat;              /* the master's slot, or NULL */
+    struct fw_taken *taken;     /* accepted as the listeners closed, to be
+                                   served at the next safe point */
+    int ntaken;
     uint64_t served;            /* requests handed to the app */
     void *userdata;             /* the Python server object's handle */
     fw_config cfg;
@@ -271,6 +275,16 @@ struct fw_loop {
     int nqueued;
     size_t queued_bytes;
 };
+
+/* A connection the kernel had queued when a graceful stop closed the
+ * listeners: its client sent a request before the stop, so it is served. */
+typedef struct fw_taken {
+    int fd;
+    int listener;
+    unsigned salen;
+    struct sockaddr_storage sa;
+} fw_taken;
+#define FW_TAKE_MAX 1024
 
 #define FW_QUEUE_MAX 1024
 #define FW_QUEUE_BYTES (8u << 20)

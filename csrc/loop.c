@@ -154,6 +154,9 @@ void fw_loop_free(fw_loop *loop)
     for (int i = 0; i < loop->nlisteners; i++)
         if (loop->listeners[i].fd >= 0)
             close(loop->listeners[i].fd);
+    for (int i = 0; i < loop->ntaken; i++)
+        close(loop->taken[i].fd);
+    free(loop->taken);
     if (loop->epfd >= 0)
         close(loop->epfd);
     free(loop->env);
@@ -383,6 +386,47 @@ static void close_idle(fw_loop *loop)
     }
 }
 
+/* Accept, without serving yet, what the kernel queued before a graceful
+ * stop: this may run in a signal handler in the middle of a callback, so
+ * the descriptors wait in `taken` for serve_taken at a safe point. */
+static void take_queued(fw_loop *loop, fw_io *lis)
+{
+    if (loop->taken == NULL) {
+        loop->taken = malloc(FW_TAKE_MAX * sizeof *loop->taken);
+        if (loop->taken == NULL)
+            return;
+    }
+    while (loop->ntaken < FW_TAKE_MAX) {
+        fw_taken *t = &loop->taken[loop->ntaken];
+        socklen_t salen = sizeof t->sa;
+        int fd = accept4(lis->fd, (struct sockaddr *)&t->sa, &salen,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            return;
+        }
+        t->fd = fd;
+        t->listener = (int)(lis - loop->listeners);
+        t->salen = (unsigned)salen;
+        loop->ntaken++;
+    }
+}
+
+static void serve_taken(fw_loop *loop)
+{
+    for (int i = 0; i < loop->ntaken; i++) {
+        fw_taken *t = &loop->taken[i];
+        fw_conn *c = conn_new(loop, t->fd, t->listener, &t->sa, t->salen);
+        if (c == NULL) {
+            close(t->fd);
+            continue;
+        }
+        conn_run(c);
+    }
+    loop->ntaken = 0;
+}
+
 /* Stop accepting at once; the kernel refuses what comes next. */
 static void close_listeners(fw_loop *loop)
 {
@@ -397,6 +441,8 @@ static void close_listeners(fw_loop *loop)
                 accept_some(loop, &loop->listeners[i], 4096);
     for (int i = 0; i < loop->nlisteners; i++) {
         if (loop->listeners[i].fd >= 0) {
+            if (loop->stopping == 1 && !loop->gentle && loop->running)
+                take_queued(loop, &loop->listeners[i]);
             close(loop->listeners[i].fd);
             loop->listeners[i].fd = -1;
         }
@@ -499,6 +545,10 @@ int loop_turn(fw_loop *loop, int timeout_ms)
         listeners_enable(loop, 1);
     }
     free_zombies(loop);
+    /* Enough requests (max_requests): hand over like a reload would. */
+    if (loop->cfg.max_requests > 0 && !loop->stopping &&
+        loop->served >= (uint64_t)loop->cfg.max_requests)
+        fw_loop_stop(loop, FW_STOP_RETIRE);
     loop_unlock(loop);
     return 0;
 }
@@ -509,6 +559,8 @@ static int stop_due(fw_loop *loop)
     if (!loop->stopping)
         return 0;
     close_listeners(loop);
+    if (loop->stopping == 1)
+        serve_taken(loop);
     if (loop->stopping == 1 && !loop->gentle)
         close_idle(loop);
     if (loop->nconns == 0 || loop->stopping == 2 ||

@@ -16,6 +16,7 @@ from ._fastwsgi import ffi, lib
 
 SLOT_SIZE = ffi.sizeof("fw_beat")
 SERVING: int = lib.FW_BEAT_SERVING
+STOPPING: int = lib.FW_BEAT_STOPPING
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from ._version import __version__
-from .beats import Beats, clock_ms
+from .beats import STOPPING, Beats, clock_ms
 from .config import Config, ConfigError
 from .listeners import Listener
 from .logs import logger, reopen_logs, setup
@@ -47,7 +47,8 @@ class Worker:
     born: float            # time.monotonic() at fork
     limit: int             # retire after this many requests (0: never)
     ready: bool = False    # its loop is serving
-    due: bool = False      # to be replaced: reload, max_requests
+    due: bool = False      # to be replaced (reload): retired once another serves
+    leaving: bool = False  # near its max_requests: it retires by itself
     retiring: bool = False
     stop_at: float = 0.0   # when it was told to stop
     kill_reason: str = ""  # why the master killed it
@@ -89,10 +90,10 @@ class Master:
         self.watcher = Watcher(self.spec, self.wake_w) if self.cfg.reload else None
         set_title(f"fastwsgi: master [{self.spec}]")
         urls = ", ".join(listener.url for listener in self.listeners)
-        logger.info("fastwsgi %s master (pid %d) listening on %s; %d worker%s%s",
-                    __version__, os.getpid(), urls, self.target,
+        logger.info("fastwsgi %s listening on %s (pid %d, the master of %d worker%s%s)",
+                    __version__, urls, os.getpid(), self.target,
                     "s" if self.target != 1 else "",
-                    f", {self.cfg.threads} threads each" if self.cfg.threads else "")
+                    f" with {self.cfg.threads} threads each" if self.cfg.threads else "")
         try:
             self._close_fds = (wake_r, self.wake_w)
             while True:
@@ -241,14 +242,22 @@ class Master:
                              self.cfg.timeout)
                 self._kill(w.pid, signal.SIGKILL)
                 continue
-            if w.limit and not w.due and beat.requests >= w.limit:
-                logger.info("worker %d (pid %d) has served %d requests (max_requests):"
-                            " replacing it", w.number, w.pid, beat.requests)
-                w.due = True
+            # The worker retires by itself at its limit, exactly (its loop
+            # counts); from nine tenths on, its replacement is started, so
+            # that it is serving by then.
+            if w.limit and not w.leaving and beat.requests * 10 >= w.limit * 9:
+                w.leaving = True
+            if beat.state == STOPPING and w.ready:
+                why = (" (max_requests)" if w.limit and beat.requests >= w.limit
+                       else ", told by someone else")
+                logger.info("worker %d (pid %d) is stopping after %d requests%s",
+                            w.number, w.pid, beat.requests, why)
+                w.leaving = w.retiring = True
+                w.stop_at = time.monotonic()
 
     def _spawn_and_retire(self) -> None:
         active = [w for w in self.workers.values()
-                  if not w.retiring and not w.due and not w.kill_reason]
+                  if not w.retiring and not w.due and not w.leaving and not w.kill_reason]
         while len(active) < self.target and time.monotonic() >= self.spawn_after:
             w = self._spawn()
             if w is None:
@@ -276,7 +285,7 @@ class Master:
         pid = os.fork()
         if pid == 0:
             run_worker(number, self.beats.pointer(slot), self.cfg, self.listeners,
-                       self.app, self._load, self.spec, self._close_fds)
+                       self.app, self._load, self.spec, self._close_fds, limit)
         w = Worker(pid, number, slot, time.monotonic(), limit)
         self.workers[pid] = w
         logger.debug("worker %d (pid %d) started", number, pid)
@@ -320,9 +329,13 @@ class Master:
         how = (f"exit status {code}" if code >= 0
                else f"killed by {signal.Signals(-code).name}")
         expected = self.stopping or w.retiring
-        if code == 0 and expected:
-            logger.info("worker %d (pid %d) exited after %d requests", w.number, w.pid,
-                        w.requests)
+        if code == 0:
+            # Status 0 is always a worker that chose to stop: told to, or
+            # at its max_requests (its replacement is already started).
+            why = (" (max_requests)" if w.limit and w.requests >= w.limit and not expected
+                   else "")
+            logger.info("worker %d (pid %d) exited after %d requests%s", w.number, w.pid,
+                        w.requests, why)
             return
         if w.kill_reason:
             logger.warning("worker %d (pid %d) exited after %d requests (%s; %s)",

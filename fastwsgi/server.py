@@ -79,6 +79,7 @@ class WorkerRole:
     number: int
     beat: Any
     sharing: int
+    max_requests: int = 0  # its own limit, jitter included (0: none)
 
 
 class Server:
@@ -135,6 +136,7 @@ class Server:
         ccfg = _c_config(self.cfg, self._keep)
         if self.role is not None:
             ccfg.shared_listeners = self.role.sharing
+            ccfg.max_requests = self.role.max_requests
         self.loop = lib.fw_loop_new(ccfg, self._handle)
         if self.loop == ffi.NULL:
             raise MemoryError("cannot create the event loop")

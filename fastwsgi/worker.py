@@ -52,7 +52,7 @@ def _own_sockets(listeners: Sequence[Listener], cfg: Config) -> list[Listener]:
 
 def run_worker(number: int, beat: object, cfg: Config, listeners: Sequence[Listener],
                app: WSGIApp | None, load: Callable[[], WSGIApp], spec: str,
-               close_fds: Sequence[int]) -> NoReturn:
+               close_fds: Sequence[int], max_requests: int = 0) -> NoReturn:
     """The body of a forked worker; never returns."""
     code = EXIT_FAILED
     try:
@@ -76,7 +76,7 @@ def run_worker(number: int, beat: object, cfg: Config, listeners: Sequence[Liste
 
         sharing = 2 if cfg.reuse_port else 1
         mine = _own_sockets(listeners, cfg) if cfg.reuse_port else list(listeners)
-        server = Server(app, cfg, mine, role=WorkerRole(number, beat, sharing))
+        server = Server(app, cfg, mine, role=WorkerRole(number, beat, sharing, max_requests))
         server.serve(restore_signals=False)
         code = EXIT_OK
     except SystemExit:

@@ -296,6 +296,9 @@ def router(environ, start_response):
         for _ in range(int(q.get("blocks", "800"))):
             write(block)
         return []
+    if path == "/pid":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(os.getpid()).encode()]
     if path == "/thread":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [threading.current_thread().name.encode()]

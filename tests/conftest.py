@@ -36,7 +36,7 @@ def fastwsgi_env(base: dict | None = None) -> dict:
 TEST_THREADS = os.environ.get("FASTWSGI_TEST_THREADS", "")
 if TEST_THREADS == "0":
     TEST_THREADS = ""
-START_LINE = re.compile(r"fastwsgi \S+ listening on (\S+?)(?:,| \(pid (\d+)\))")
+START_LINE = re.compile(r"fastwsgi \S+ listening on (\S+?)(?:,| \(pid (\d+)[,)])")
 
 
 def server_command(python: str = sys.executable) -> list[str]:
