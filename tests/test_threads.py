@@ -260,7 +260,7 @@ def test_inline_mode_names_a_call_that_holds_the_loop(start_server):
         assert _ask(srv, "/sleep?s=1.1") == (200, b"slept")
     out = srv.output()
     assert out.count("held the event loop") == 1, out
-    assert "(path /sleep)" in out and "--threads" in out
+    assert "(GET /sleep)" in out and "--threads" in out
 
 
 def test_threaded_mode_does_not_warn_about_slow_calls(start_server):
