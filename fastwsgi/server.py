@@ -3,9 +3,11 @@ callbacks C makes, the listeners and the signal handling."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
+import threading
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -23,6 +25,7 @@ _from_handle = ffi.from_handle
 STOP_NOW = lib.FW_STOP_NOW
 STOP_GRACEFUL = lib.FW_STOP_GRACEFUL
 STOP_RETIRE = lib.FW_STOP_RETIRE
+ABANDON_AFTER = 1.0  # seconds an inline app call may outlive a stop "now"
 
 
 def _c_config(cfg: Config, keep: list[Any]) -> Any:
@@ -98,6 +101,7 @@ class Server:
         self._keep: list[Any] = []
         self._handle = ffi.new_handle(self)
         self.loop = ffi.NULL
+        self._abandon: threading.Timer | None = None
         for listener in listeners or ():
             self.add(listener)
 
@@ -170,6 +174,8 @@ class Server:
             if lib.fw_loop_run(self.loop) < 0:
                 raise OSError(ffi.errno, "event loop failed: " + os.strerror(ffi.errno))
         finally:
+            if self._abandon is not None:
+                self._abandon.cancel()  # the loop ended in time
             if self.dispatch is not None:
                 for exchange in list(self.dispatch.streams.values()):
                     exchange.finish()
@@ -236,7 +242,7 @@ class Server:
             return
         if sig == signal.SIGQUIT:
             logger.info("SIGQUIT: stopping now")
-            self.stop(STOP_NOW)
+            self._stop_now()
             return
         self.signals += 1
         if self.signals == 1:
@@ -245,7 +251,30 @@ class Server:
             self.stop(STOP_GRACEFUL)
         else:
             logger.info("%s again: stopping now", sig.name)
-            self.stop(STOP_NOW)
+            self._stop_now()
+
+    def _stop_now(self) -> None:
+        """Stop at once.  The loop ends between two app calls; an inline
+        call that does not return within ABANDON_AFTER seconds (the loop's
+        own thread is inside it) is abandoned: the process exits without
+        it, as a master's SIGKILL would end a worker."""
+        self.stop(STOP_NOW)
+        if self.cfg.threads == 0 and self._abandon is None:
+            self._abandon = threading.Timer(ABANDON_AFTER, self._exit_abandoning)
+            self._abandon.daemon = True
+            self._abandon.start()
+
+    def _exit_abandoning(self) -> None:
+        logger.warning("an app call did not return within %gs of the stop; exiting "
+                       "without it", ABANDON_AFTER)
+        for listener in self.listeners:
+            if listener.unix_path:
+                try:
+                    os.unlink(listener.unix_path)
+                except OSError:
+                    pass
+        logging.shutdown()
+        os._exit(0)
 
     def _worker_signal(self, sig: signal.Signals) -> None:
         """In a worker the master decides: SIGTERM stops gracefully (twice:

@@ -58,7 +58,12 @@ def run_worker(number: int, beat: object, cfg: Config, listeners: Sequence[Liste
     try:
         for sig in _MASTER_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # see Server._worker_signal
+        # Until the server has its handlers (the app may take long to
+        # import): a log rotation's SIGUSR1 or a stray SIGHUP must not kill
+        # the worker; SIGINT is ignored for good (see Server._worker_signal).
+        for sig in (signal.SIGINT, signal.SIGUSR1, signal.SIGHUP, signal.SIGTTIN,
+                    signal.SIGTTOU):
+            signal.signal(sig, signal.SIG_IGN)
         # The master's wake-up pipe: forget it before closing it, or a signal
         # would write into whatever reuses the descriptor number.
         signal.set_wakeup_fd(-1)

@@ -326,3 +326,16 @@ def test_workers_compose_with_threads(master):
     assert results == [200] * 16
     # 16 calls of 0.5 s on 2 x 8 threads: one round, not eight.
     assert time.monotonic() - t0 < 2.0
+
+
+def test_process_titles_name_the_master_and_each_worker(master):
+    pytest.importorskip("setproctitle", reason="the optional titles extra (CPython only)")
+    s = master("--workers", "2")
+    pids = ready_workers(s, 2)
+
+    def title(pid: int) -> str:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+
+    assert title(s.proc.pid) == "fastwsgi: master [apps:router]"
+    assert sorted(title(p) for p in pids) == ["fastwsgi: worker 1 [apps:router]",
+                                              "fastwsgi: worker 2 [apps:router]"]
