@@ -33,7 +33,6 @@ from .wsgi import WSGIApp
 TICK = 0.1                 # seconds between two looks at the workers
 BACKOFF_MAX = 5.0          # longest wait before the next spawn after failures
 KILL_MARGIN = 1.0          # past graceful_timeout, before SIGKILL
-MAX_WORKERS = 1024
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP,
             signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
@@ -83,7 +82,8 @@ class Master:
         # With SO_REUSEPORT each worker listens on its own socket: the master
         # only binds, to hold the address and learn a port 0's number.
         self.listeners = open_listeners(self.cfg, listen=not self.cfg.reuse_port)
-        self.beats = Beats(max(64, 4 * MAX_WORKERS // 16, 4 * self.target))
+        # Room for a reload's new workers beside the old, and for SIGTTIN.
+        self.beats = Beats(max(64, 4 * self.target))
         wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         old_wake = signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         old = {sig: signal.signal(sig, self._on_signal) for sig in _SIGNALS}
@@ -160,7 +160,7 @@ class Master:
                 logger.info("SIGHUP: reloading")
                 self._reload()
             elif sig == signal.SIGTTIN:
-                self.target = min(self.target + 1, self.beats.count // 2, MAX_WORKERS)
+                self.target = min(self.target + 1, self.beats.count // 2)
                 logger.info("SIGTTIN: %d workers", self.target)
             elif sig == signal.SIGTTOU:
                 self.target = max(1, self.target - 1)
