@@ -156,8 +156,28 @@ def _address_key(item: str) -> tuple[str, int] | None:
 
 
 def cpu_count() -> int:
-    """The CPUs this process may run on (its affinity, not the machine's)."""
-    return len(os.sched_getaffinity(0))
+    """The CPUs this process may run on (its affinity, not the machine's:
+    a container or taskset may allow fewer)."""
+    affinity = getattr(os, "sched_getaffinity", None)  # PyPy has none
+    if affinity is not None:
+        return len(affinity(0))
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Cpus_allowed_list:"):
+                    return _count_cpu_list(line.split(":", 1)[1])
+    except (OSError, ValueError):
+        pass
+    return os.cpu_count() or 1
+
+
+def _count_cpu_list(text: str) -> int:
+    """'0-3,8,10-11' -> 7."""
+    total = 0
+    for part in text.strip().split(","):
+        lo, _, hi = part.partition("-")
+        total += int(hi or lo) - int(lo) + 1
+    return total
 
 
 def _workers() -> tuple[Callable[[Any], int], str]:
