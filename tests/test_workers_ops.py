@@ -225,7 +225,11 @@ def one_line(stderr: str) -> str:
 def test_systemd_socket_activation(workers: int) -> None:
     port = free_port()
     extra = ["--workers", str(workers)] if workers > 1 else []
-    p = Proc([SOCKET_ACTIVATE, "-l", f"127.0.0.1:{port}",
+    # It passes the launched process only the variables named with -E:
+    # under scripts/sanitize the server needs the sanitizer runtime too.
+    passed = [arg for name in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")
+              if fastwsgi_env().get(name) for arg in ("-E", name)]
+    p = Proc([SOCKET_ACTIVATE, "-l", f"127.0.0.1:{port}", *passed,
               *fastwsgi(*extra, "apps:router")])
     try:
         wait_until(lambda: f"Listening on 127.0.0.1:{port}" in p.output(), 10,
