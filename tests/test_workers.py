@@ -201,7 +201,7 @@ def test_sigterm_serves_what_the_kernel_queued_before_it(master):
     """Inline, a worker runs one call at a time: the other requests wait in
     the socket's queue.  They were sent before the signal, so they are
     served; connections made after it are refused."""
-    s = master("--workers", "1", "--master", "--graceful-timeout", "10")
+    s = master("--workers", "1", "--master", "--graceful-timeout", "10", "--threads", "0")
     ready_workers(s, 1)
     results: list[tuple[int, bytes]] = []
     lock = threading.Lock()
@@ -226,7 +226,9 @@ def test_sigterm_serves_what_the_kernel_queued_before_it(master):
 
 
 def test_graceful_timeout_kills_a_worker_stuck_in_its_app(master):
-    s = master("--workers", "1", "--master", "--graceful-timeout", "1")
+    # Inline: the worker's own loop is inside the call (threaded, the loop
+    # would end at the deadline by itself).
+    s = master("--workers", "1", "--master", "--graceful-timeout", "1", "--threads", "0")
     ready_workers(s, 1)
     hung = threading.Thread(target=lambda: _ignore(lambda: get(s, "/sleep?s=30", 15)))
     hung.start()
@@ -265,7 +267,7 @@ def test_max_requests_recycles_workers_under_load(master):
 
 
 def test_timeout_kills_a_worker_whose_loop_is_stuck_and_names_the_request(master):
-    s = master("--workers", "1", "--master", "--timeout", "2")
+    s = master("--workers", "1", "--master", "--timeout", "2", "--threads", "0")
     (worker,) = ready_workers(s, 1)
     t0 = time.monotonic()
     with pytest.raises((ConnectionError, IndexError, ValueError)):
