@@ -429,6 +429,8 @@ static int g_nrecs;
 static int g_in_callback;
 static int g_freeing;
 static int g_stopping;          /* fw_loop_stop(graceful) was called */
+static int g_gentle;            /* ... as FW_STOP_RETIRE: the listeners
+                                   stay open until fw_loop_run closes them */
 static int g_final;             /* the final fw_loop_run closes everything */
 static uint64_t g_req_bytes, g_resp_bytes;
 static int g_listen_fd = -1;
@@ -1841,7 +1843,7 @@ static void open_conn(int slot, uint8_t a)
     if (kind == 3) {
         /* through a listening socket the loop accepts from (none once a
          * stop has closed them: a new client would be refused) */
-        if (g_stopping)
+        if (g_stopping && !g_gentle)
             return;
         if (g_listen_fd < 0) {
             int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -2605,7 +2607,8 @@ static void check_settled(void)
  *   9  SHUT k          shutdown(SHUT_WR) on k (unsent bytes dropped)
  *  10  CLOSE k         close k
  *  11  TURNS n         1 + n%8 loop turns; n >= 248 first stops the loop
- *                      gracefully (fw_loop_stop(loop, 1))
+ *                      gracefully (fw_loop_stop(loop, FW_STOP_GRACEFUL)),
+ *                      240..247 retires it (FW_STOP_RETIRE)
  *  12  READALL         read everything on every slot
  *  13  SENDALL         send everything on every slot
  *  14  GENSEND k d[9]  generate a request on k and send all of k
@@ -2739,9 +2742,15 @@ static void run_program(cursor *in)
         case 11: {
             uint8_t a = take(in);
             if (a >= 248 && !g_stopping) {
-                fw_loop_stop(g_loop, 1);
+                fw_loop_stop(g_loop, FW_STOP_GRACEFUL);
                 g_stopping = 1;
                 g_listen_fd = -1;   /* the stop closed the listeners */
+            } else if (a >= 240 && !g_stopping) {
+                /* a retiring worker: idle connections stay, every answer
+                 * closes, the listeners close only at fw_loop_run's safe
+                 * point (after taking what is queued) */
+                fw_loop_stop(g_loop, FW_STOP_RETIRE);
+                g_stopping = g_gentle = 1;
             }
             int n = 1 + a % 8;
             for (int i = 0; i < n; i++)
@@ -2825,7 +2834,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     g_cfg.body_timeout_ms = t[2];
     g_cfg.write_timeout_ms = t[3];
     g_cfg.graceful_timeout_ms = 1000;
-    g_cfg.backlog_hint = 64;
+    g_cfg.shared_listeners = 0;   /* one process: every client accepted in its turn */
     g_cfg.spool_dir = "/tmp";
     g_cfg.server_name = "fz";
     g_min_timeout = FW_LINGER_MS;
@@ -2838,6 +2847,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     g_in_callback = 0;
     g_freeing = 0;
     g_stopping = 0;
+    g_gentle = 0;
     g_final = 0;
     g_req_bytes = g_resp_bytes = 0;
     g_progress = 0;
