@@ -5,12 +5,20 @@ when it is installed; without it titles stay as they are."""
 
 from __future__ import annotations
 
-try:
-    from setproctitle import (  # type: ignore[import-not-found, unused-ignore]
-        setproctitle as _set,
-    )
-except ImportError:  # optional
-    _set = None
+from collections.abc import Callable
+
+
+def _finder() -> Callable[[str], None] | None:
+    try:
+        from setproctitle import (  # type: ignore[import-not-found, unused-ignore]
+            setproctitle,
+        )
+    except ImportError:  # optional
+        return None
+    return setproctitle  # type: ignore[no-any-return, unused-ignore]
+
+
+_set = _finder()
 
 
 def set_title(title: str) -> None:
