@@ -12,11 +12,12 @@ import importlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from ._version import __version__
-from .config import SETTINGS, Config, ConfigError, make_config
+from .config import BY_NAME, SETTINGS, Config, ConfigError, make_config
+from .sources import Given, from_environment, from_file
 from .wsgi import WSGIApp
 
 
@@ -43,9 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="APP is module:attribute, module:factory() or a module "
                "(then module:application, else module:app).",
     )
-    parser.add_argument("app", metavar="APP", help="the WSGI application")
+    parser.add_argument("app", metavar="APP", nargs="?", help="the WSGI application")
     parser.add_argument("--version", action="version",
                         version=f"fastwsgi {__version__}")
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="Read settings from FILE: TOML (fastwsgi.toml, or the "
+                             "[tool.fastwsgi] table of a pyproject.toml) or a Python "
+                             "file of module-level names.")
+    parser.add_argument("--print-config", action="store_true",
+                        help="Print every setting's value and where it came from, "
+                             "then exit.")
+    parser.add_argument("--check-config", action="store_true",
+                        help="Check the settings and import the app, then exit "
+                             "(status 0 when both are fine).")
     for s in SETTINGS:
         names = [s.option] + ([s.short] if s.short else [])
         help_text = f"{s.help} Default: {s.default_text or s.default}."
@@ -99,10 +110,63 @@ def load_app(spec: str) -> WSGIApp:
          + " or ".join(repr(n) for n in names))
 
 
-def _config(args: argparse.Namespace) -> Config:
-    given = {s.name: getattr(args, s.name) for s in SETTINGS
-             if getattr(args, s.name) is not None}
-    return make_config(given)
+# Options of gunicorn's command line that fastwsgi spells otherwise, for
+# the message about an option it does not know.
+GUNICORN_OPTIONS = {
+    "--keep-alive": "--keepalive-timeout",
+    "-k": "--threads (0: inline like sync, N: a pool like gthread)",
+    "--worker-class": "--threads (0: inline like sync, N: a pool like gthread)",
+    "-t": "--timeout",
+    "--preload-app": "--preload",
+}
+
+
+def _unknown_option(extra: Sequence[str]) -> NoReturn:
+    for token in extra:
+        if token.startswith("-"):
+            option = token.split("=", 1)[0]
+            hint = GUNICORN_OPTIONS.get(option)
+            fail(f"{option}: no such option" + (f"; fastwsgi's is {hint}" if hint else "")
+                 + " (fastwsgi --help lists them)")
+    fail(f"unexpected argument {extra[0]!r} (give one APP)")
+
+
+def _gather(args: argparse.Namespace) -> tuple[Config, dict[str, str]]:
+    """Every source, in order of precedence: command line > environment >
+    config file > default.  Returns the config and where each setting
+    came from.  A bad value is one line naming its source."""
+    merged: dict[str, Given] = {}
+    if args.config:
+        try:
+            merged.update(from_file(args.config))
+        except ConfigError as exc:
+            fail(str(exc))
+    merged.update(from_environment(os.environ))
+    for s in SETTINGS:
+        value = getattr(args, s.name)
+        if value is not None:
+            merged[s.name] = Given(value, s.option)
+    values: dict[str, Any] = {}
+    for name, given in merged.items():
+        try:
+            values[name] = BY_NAME[name].convert(given.value)
+        except ConfigError as exc:
+            fail(_source_error(exc, given.origin))
+    try:
+        cfg = make_config(values)
+    except ConfigError as exc:
+        fail(_option_error(exc))
+    return cfg, {name: given.origin for name, given in merged.items()}
+
+
+def _source_error(exc: ConfigError, origin: str) -> str:
+    """"name: must be ..." said of where the value came from."""
+    name, _, rest = str(exc).partition(":")
+    if origin.startswith("-"):
+        return f"{origin}:{rest}"
+    if origin.startswith("environment "):
+        return f"{origin[len('environment '):]} (environment):{rest}"
+    return f"{origin}: {name}:{rest}"
 
 
 def _option_error(exc: ConfigError) -> str:
@@ -110,15 +174,31 @@ def _option_error(exc: ConfigError) -> str:
     return "--" + name.replace("_", "-") + str(exc)[len(name):]
 
 
+def print_config(cfg: Config, origins: Mapping[str, str]) -> None:
+    width = max(len(s.name) for s in SETTINGS)
+    for s in SETTINGS:
+        value = cfg.values[s.name]
+        shown = list(value) if isinstance(value, tuple) else value
+        print(f"{s.name:<{width}} = {shown!r:<24} # {origins.get(s.name, 'default')}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        cfg = _config(args)
-    except ConfigError as exc:
-        fail(_option_error(exc))
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _unknown_option(extra)
+    cfg, origins = _gather(args)
+    if args.print_config:
+        print_config(cfg, origins)
+        sys.exit(0)
+    if args.app is None:
+        fail("the following arguments are required: APP")
+    if args.check_config:
+        load_app(args.app)
+        print(f"fastwsgi: the settings are valid and {args.app} imports")
+        sys.exit(0)
     if cfg.supervised:
-        _supervise(parser, args, cfg, argv)
+        _supervise(args, cfg)
     app = load_app(args.app)
     from .server import serve
 
@@ -133,19 +213,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(0)
 
 
-def _supervise(parser: argparse.ArgumentParser, args: argparse.Namespace, cfg: Config,
-               argv: Sequence[str] | None) -> NoReturn:
+def _supervise(args: argparse.Namespace, cfg: Config) -> NoReturn:
     """Run the master; each worker imports the app itself unless --preload."""
     from .master import Master
 
     def reconfigure() -> Config:
-        # SIGHUP: the command line again, and the environment as it is now.
+        # SIGHUP: the config file and the environment read again.
         try:
-            return _config(parser.parse_args(argv))
+            return _gather(args)[0]
         except SystemExit:
-            raise ConfigError("the command line no longer parses") from None
-        except ConfigError as exc:
-            raise ConfigError(_option_error(exc)) from None
+            raise ConfigError("the settings are no longer valid (see above)") from None
 
     app = load_app(args.app) if cfg.preload else None
     master = Master(cfg, app=app, load=lambda: load_app(args.app), spec=args.app,

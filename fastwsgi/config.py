@@ -256,6 +256,10 @@ class Setting:
     def option(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def env(self) -> str:
+        return "FASTWSGI_" + self.name.upper()
+
     def convert(self, value: Any) -> Any:
         try:
             return self.check(value)
@@ -437,14 +441,14 @@ def make_config(settings: Mapping[str, Any]) -> Config:
 
 def markdown_table() -> str:
     """The settings as the Markdown table README.md carries."""
-    rows = ["| setting | option | default | allowed | meaning |",
-            "| --- | --- | --- | --- | --- |"]
+    rows = ["| setting | option | environment | default | allowed | meaning |",
+            "| --- | --- | --- | --- | --- | --- |"]
     for s in SETTINGS:
         default = s.default_text or repr(s.default).replace("'", "`")
         if isinstance(s.default, str) and not s.default_text:
             default = f"`{s.default}`"
         rows.append(
-            f"| `{s.name}` | `{s.option}` | {default} | {s.allowed} | {s.help} |"
+            f"| `{s.name}` | `{s.option}` | `{s.env}` | {default} | {s.allowed} | {s.help} |"
         )
     return "\n".join(rows) + "\n"
 

@@ -1,0 +1,149 @@
+"""Where settings come from, besides the command line: the environment
+(``FASTWSGI_<NAME>``) and a config file (TOML, ``[tool.fastwsgi]`` of a
+pyproject.toml, or a Python file of module-level names).
+
+Each source gives raw values with where each came from; config.py checks
+them.  Precedence (cli.py applies it): command line > environment > config
+file > default.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .config import BY_NAME, SETTINGS, ConfigError
+
+# Names a gunicorn user may write, and what they are called here; the
+# message for an unknown name says so.
+GUNICORN_NAMES: Mapping[str, str] = {
+    "keepalive": "keepalive_timeout",
+    "loglevel": "log_level",
+    "worker_class": "threads (0: inline like sync, N: a pool like gthread)",
+    "preload_app": "preload",
+}
+
+
+@dataclass(frozen=True)
+class Given:
+    """A raw value and where it was given."""
+
+    value: Any
+    origin: str
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Given]:
+    """FASTWSGI_<NAME> for every setting.  A list setting (bind, fd) takes
+    its items separated by commas.  Other FASTWSGI_ variables are not ours
+    to judge (build switches use the prefix too) and are left alone."""
+    found: dict[str, Given] = {}
+    for setting in SETTINGS:
+        name = setting.env
+        if name not in environ:
+            continue
+        text = environ[name]
+        value: Any = text
+        if setting.repeat:
+            value = [item.strip() for item in text.split(",") if item.strip()]
+        found[setting.name] = Given(value, f"environment {name}")
+    return found
+
+
+def from_file(path: str) -> dict[str, Given]:
+    """The settings of a config file; ConfigError (naming the file, and the
+    key and line where it can) for anything wrong with it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    base = os.path.basename(path)
+    if base.endswith(".py"):
+        return _python_file(path, data)
+    if base.endswith(".toml"):
+        return _toml_file(path, data, pyproject=base == "pyproject.toml")
+    raise ConfigError(f"{path}: not a config file fastwsgi reads (a .toml file, a "
+                      "pyproject.toml, or a .py file)")
+
+
+def _toml_file(path: str, data: bytes, pyproject: bool) -> dict[str, Given]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - the dependency installed for older Pythons
+        import tomli as tomllib
+    try:
+        table = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if pyproject:
+        table = table.get("tool", {}).get("fastwsgi", {})
+        where = "[tool.fastwsgi] "
+    else:
+        where = ""
+    found: dict[str, Given] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in BY_NAME:
+            raise ConfigError(f"{path}: {where}{key}: " + unknown(name))
+        if isinstance(value, dict):
+            raise ConfigError(f"{path}: {where}{key}: a table, not a value")
+        found[name] = Given(value, f"{path}")
+    return found
+
+
+def _python_file(path: str, data: bytes) -> dict[str, Given]:
+    """Run the file as a module; its public module-level names that are not
+    modules, classes or functions are settings."""
+    try:
+        tree = ast.parse(data, path)
+    except SyntaxError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: {exc.msg}") from None
+    lines = _assignment_lines(tree)
+    module = types.ModuleType("fastwsgi_config")
+    module.__file__ = path
+    try:
+        exec(compile(tree, path, "exec"), module.__dict__)  # noqa: S102 - the operator's own file
+    except BaseException as exc:  # noqa: B036 - any failure is one line
+        raise ConfigError(f"{path}: running it failed: {type(exc).__name__}: {exc}") from None
+    found: dict[str, Given] = {}
+    for name, value in vars(module).items():
+        if name.startswith("_") or isinstance(value, (types.ModuleType, type)):
+            continue
+        line = lines.get(name)
+        at = f"{path}:{line}" if line else path
+        if callable(value):
+            raise ConfigError(f"{at}: {name}: server hooks are not supported; remove it")
+        if name not in BY_NAME:
+            raise ConfigError(f"{at}: {name}: " + unknown(name))
+        found[name] = Given(value, at)
+    return found
+
+
+def _assignment_lines(tree: ast.Module) -> dict[str, int]:
+    lines: dict[str, int] = {}
+    for node in ast.walk(tree):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = list(node.targets)
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            targets = [node.target]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines.setdefault(node.name, node.lineno)
+        for target in targets:
+            if isinstance(target, ast.Name):
+                lines.setdefault(target.id, target.lineno)
+    return lines
+
+
+def unknown(name: str) -> str:
+    """The message for a name that is no setting: what it is called here
+    when it is gunicorn's, else the list of settings."""
+    hint = GUNICORN_NAMES.get(name)
+    if hint:
+        return f"no such setting; fastwsgi calls it {hint}"
+    return "no such setting; the settings are " + ", ".join(s.name for s in SETTINGS)

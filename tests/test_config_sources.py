@@ -1,0 +1,195 @@
+"""Settings from the environment and config files, their precedence, their
+errors, --print-config and --check-config, with real processes."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TESTS, ServerProcess, fastwsgi_env, raw, server_command
+
+
+def fastwsgi(*args: str, env: dict | None = None, cwd: Path = TESTS,
+             timeout: float = 30) -> subprocess.CompletedProcess:
+    full = fastwsgi_env()
+    for name in [n for n in full if n.startswith("FASTWSGI_")]:
+        del full[name]  # only what the test sets
+    full.update(env or {})
+    return subprocess.run([*server_command(), *args], cwd=cwd, env=full,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def printed(result: subprocess.CompletedProcess) -> dict[str, tuple[str, str]]:
+    """--print-config's lines as {name: (value, origin)}."""
+    assert result.returncode == 0, result.stderr
+    out = {}
+    for line in result.stdout.splitlines():
+        m = re.fullmatch(r"(\w+) += (.+?) +# (.+)", line)
+        assert m, line
+        out[m.group(1)] = (m.group(2), m.group(3))
+    return out
+
+
+def one_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("fastwsgi: error: "), lines[0]
+    return lines[0][len("fastwsgi: error: "):]
+
+
+def test_environment_sets_a_setting():
+    got = printed(fastwsgi("--print-config", env={"FASTWSGI_KEEPALIVE_TIMEOUT": "7"}))
+    assert got["keepalive_timeout"] == ("7.0", "environment FASTWSGI_KEEPALIVE_TIMEOUT")
+    assert got["workers"] == ("1", "default")
+
+
+def test_environment_list_and_flag():
+    got = printed(fastwsgi("--print-config", env={
+        "FASTWSGI_BIND": "127.0.0.1:9001, unix:/tmp/x.sock", "FASTWSGI_PRELOAD": "yes"}))
+    assert got["bind"][0] == "['127.0.0.1:9001', 'unix:/tmp/x.sock']"
+    assert got["preload"] == ("True", "environment FASTWSGI_PRELOAD")
+
+
+def test_precedence_command_line_environment_file_default(tmp_path):
+    conf = tmp_path / "fastwsgi.toml"
+    conf.write_text("workers = 3\nthreads = 2\nbacklog = 77\n")
+    got = printed(fastwsgi("-c", str(conf), "--threads", "6", "--print-config",
+                           env={"FASTWSGI_THREADS": "4", "FASTWSGI_BACKLOG": "88"}))
+    assert got["threads"] == ("6", "--threads")
+    assert got["backlog"] == ("88", "environment FASTWSGI_BACKLOG")
+    assert got["workers"] == ("3", str(conf))
+    assert got["port"] == ("8000", "default")
+
+
+def test_pyproject_table(tmp_path):
+    conf = tmp_path / "pyproject.toml"
+    conf.write_text('[project]\nname = "x"\n\n[tool.fastwsgi]\nmax-requests = 500\n'
+                    'server_header = "mine"\n')
+    got = printed(fastwsgi("--config", str(conf), "--print-config"))
+    assert got["max_requests"] == ("500", str(conf))
+    assert got["server_header"] == ("'mine'", str(conf))
+
+
+def test_python_file_as_gunicorn_users_write_it(tmp_path):
+    conf = tmp_path / "conf.py"
+    conf.write_text("import multiprocessing\n_helper = 3\n"
+                    "workers = multiprocessing.cpu_count() * 0 + 2\n"
+                    "bind = ['127.0.0.1:9100']\ngraceful_timeout = 12\n")
+    got = printed(fastwsgi("-c", str(conf), "--print-config"))
+    assert got["workers"] == ("2", f"{conf}:3")
+    assert got["bind"] == ("['127.0.0.1:9100']", f"{conf}:4")
+    assert got["graceful_timeout"] == ("12.0", f"{conf}:5")
+
+
+@pytest.mark.parametrize("name, text, words", [
+    ("fastwsgi.toml", "workerz = 2\n", ["fastwsgi.toml: workerz: no such setting",
+                                        "the settings are host"]),
+    ("fastwsgi.toml", "workers = 'many'\n", ["fastwsgi.toml: workers: must be an integer",
+                                             "'many'"]),
+    ("fastwsgi.toml", "workers = [\n", ["fastwsgi.toml: not valid TOML"]),
+    ("conf.py", "workers = 1\nkeepalive = 5\n", ["conf.py:2: keepalive: no such setting; "
+                                           "fastwsgi calls it keepalive_timeout"]),
+    ("conf.py", "workers = 0.5\n", ["conf.py:1: workers: must be an integer"]),
+    ("conf.py", "def post_fork(server, worker):\n    pass\n",
+     ["conf.py:1: post_fork: server hooks are not supported"]),
+    ("conf.py", "raise ValueError('nope')\n", ["conf.py: running it failed: ValueError: nope"]),
+    ("conf.py", "workers = (\n", ["conf.py:1: "]),
+    ("settings.ini", "[x]\n", ["settings.ini: not a config file fastwsgi reads"]),
+])
+def test_config_file_errors_are_one_line(tmp_path, name, text, words):
+    conf = tmp_path / name
+    conf.write_text(text)
+    line = one_error(fastwsgi("-c", str(conf), "apps:hello"))
+    for word in words:
+        assert word in line, line
+
+
+def test_unreadable_config_file(tmp_path):
+    line = one_error(fastwsgi("-c", str(tmp_path / "missing.toml"), "apps:hello"))
+    assert line.startswith(f"{tmp_path / 'missing.toml'}: cannot be read"), line
+
+
+def test_bad_environment_value_names_the_variable():
+    line = one_error(fastwsgi("apps:hello", env={"FASTWSGI_WORKERS": "lots"}))
+    assert line.startswith("FASTWSGI_WORKERS (environment): must be an integer"), line
+
+
+def test_other_fastwsgi_variables_are_left_alone():
+    # Build switches share the prefix; they are not settings to refuse.
+    got = printed(fastwsgi("--print-config", env={"FASTWSGI_DEBUG": "1"}))
+    assert "debug" not in got
+
+
+@pytest.mark.parametrize("args, words", [
+    (["-x", "4", "apps:hello"], ["-x: no such option", "--help"]),
+    (["--keep-alive", "5", "apps:hello"], ["--keep-alive: no such option; fastwsgi's is "
+                                           "--keepalive-timeout"]),
+    (["-k", "gthread", "apps:hello"], ["-k: no such option; fastwsgi's is --threads"]),
+    (["apps:hello", "extra"], ["unexpected argument 'extra'"]),
+])
+def test_unknown_options_are_named(args, words):
+    line = one_error(fastwsgi(*args))
+    for word in words:
+        assert word in line, line
+
+
+def test_gunicorn_short_workers_option_is_ours():
+    got = printed(fastwsgi("-w", "3", "--print-config"))
+    assert got["workers"] == ("3", "--workers")
+
+
+def test_check_config_imports_the_app():
+    ok = fastwsgi("--check-config", "--threads", "2", "apps:hello")
+    assert ok.returncode == 0, ok.stderr
+    assert "apps:hello imports" in ok.stdout
+    assert "listening" not in ok.stdout + ok.stderr
+    line = one_error(fastwsgi("--check-config", "no_such_module:app"))
+    assert "cannot import 'no_such_module'" in line
+    line = one_error(fastwsgi("--check-config", "--threads", "-1", "apps:hello"))
+    assert line.startswith("--threads: must be"), line
+
+
+def test_a_server_runs_with_the_file_settings(tmp_path):
+    conf = tmp_path / "fastwsgi.toml"
+    conf.write_text('server_header = "from-the-file"\n')
+    s = ServerProcess("apps:hello", "-c", str(conf))
+    try:
+        answer = raw(s, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert b"\r\nServer: from-the-file\r\n" in answer, answer
+    finally:
+        s.stop()
+        s.cleanup()
+
+
+def test_sighup_reads_the_file_again(tmp_path):
+    conf = tmp_path / "fastwsgi.toml"
+    conf.write_text("workers = 2\n")
+    s = ServerProcess("apps:hello", "-c", str(conf))
+    try:
+        def count() -> int:
+            return len(Path(f"/proc/{s.proc.pid}/task/{s.proc.pid}/children")
+                       .read_text().split())
+
+        deadline = time.monotonic() + 10
+        while count() != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert count() == 2, s.output()
+        conf.write_text("workers = 3\n")
+        s.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while count() != 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert count() == 3, s.output()
+        conf.write_text("workers = 'three'\n")
+        s.signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert "workers: must be an integer" in s.output()
+        assert count() == 3 and s.alive()  # the running settings are kept
+    finally:
+        s.stop()
+        s.cleanup()
