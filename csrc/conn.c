@@ -1000,6 +1000,12 @@ static void request_done(fw_conn *c)
 /* Answer with an error status and close (after lingering). */
 static void fail(fw_conn *c, int status)
 {
+    /* At debug level only (a flood of bad requests must not become a
+     * flood of log calls): who was refused and with what. */
+    if (c->loop->cfg.log_refusals)
+        loop_log(c->loop, FW_LOG_DEBUG, "refused a request from %s%s%s: %d %s",
+                 c->raddr[0] ? c->raddr : "a unix socket peer", c->rport[0] ? ":" : "",
+                 c->rport, status, reason_of(status));
     response_error(c, status);
     c->state = CS_APP;
     c->resp = RS_DONE;

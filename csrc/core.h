@@ -353,6 +353,7 @@ int64_t loop_clock_ms(void);    /* monotonic ms (FW_EXTERNAL_CLOCK: the
                                    build supplies it, e.g. a fuzz target) */
 int64_t loop_now(struct fw_loop *loop);
 int loop_turn(struct fw_loop *loop, int timeout_ms);
+const char *reason_of(int status);
 void loop_timer_at(struct fw_loop *loop, fw_conn *c, int kind,
                    int64_t deadline);
 void loop_timer_set(struct fw_loop *loop, fw_conn *c, int kind);

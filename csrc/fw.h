@@ -104,6 +104,7 @@ typedef struct fw_config {
     int body_timeout_ms;        /* between two pieces of a request body */
     int write_timeout_ms;       /* between two successful writes */
     int graceful_timeout_ms;    /* in-flight requests at shutdown */
+    int log_refusals;           /* log each refused request (debug) */
     int64_t max_requests;       /* retire (FW_STOP_RETIRE) after handing
                                    this many requests to the app; 0: never */
     int shared_listeners;       /* 1: other processes accept on the same

@@ -41,7 +41,7 @@ void response_date_refresh(fw_loop *loop, int64_t sec)
 
 /* ---- canned errors ---- */
 
-static const char *reason_of(int status)
+const char *reason_of(int status)
 {
     switch (status) {
     case 400: return "Bad Request";

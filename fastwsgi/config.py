@@ -374,7 +374,11 @@ SETTINGS: tuple[Setting, ...] = (
              "Value of the Server header when the app sets none.",
              metavar="TEXT"),
     _setting("log_level", "info", _choice(LOG_LEVELS),
-             "Level of the 'fastwsgi' logger.", metavar="LEVEL"),
+             "Level of the 'fastwsgi' logger (debug also logs each refused"
+             " request with its peer).", metavar="LEVEL"),
+    _setting("log_format", "text", _choice(("text", "json")),
+             "Error log lines: text ([time] [pid] [LEVEL] message) or json"
+             " (one object per line).", metavar="FORMAT"),
 )
 
 BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}

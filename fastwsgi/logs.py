@@ -2,32 +2,53 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
 from collections.abc import Iterable
 
 logger = logging.getLogger("fastwsgi")
 
 
-class _Formatter(logging.Formatter):
-    """Plain messages for INFO (the start line reads as it is), a level
-    prefix for everything else so that errors stand out."""
+class _Text(logging.Formatter):
+    """``[2026-11-26 07:30:00.123 +0000] [1234] [INFO] message``: when, which
+    process (a master and its workers share one stream) and how bad."""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        if record.levelno == logging.INFO:
-            return text
-        return f"fastwsgi {record.levelname.lower()}: {text}"
+        text = f"[{_when(record)}] [{record.process}] [{record.levelname}] " \
+               f"{record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
 
 
-def setup(level: str) -> None:
+class _Json(logging.Formatter):
+    """One JSON object per line, for a log collector."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": _when(record), "pid": record.process,
+                 "level": record.levelname.lower(), "logger": record.name,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _when(record: logging.LogRecord) -> str:
+    moment = time.localtime(record.created)
+    return (time.strftime("%Y-%m-%d %H:%M:%S", moment)
+            + f".{int(record.msecs):03d} " + time.strftime("%z", moment))
+
+
+def setup(level: str, fmt: str = "text") -> None:
     """Set the level, and give the logger a stderr handler unless the
     application already configured logging for it or for the root."""
     logger.setLevel(level.upper())
     if logger.handlers or logging.getLogger().handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter("%(message)s"))
+    handler.setFormatter(_Json() if fmt == "json" else _Text())
     logger.addHandler(handler)
     logger.propagate = False
 

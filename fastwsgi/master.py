@@ -75,7 +75,7 @@ class Master:
     # -- the loop --
 
     def run(self) -> int:
-        setup(self.cfg.log_level)
+        setup(self.cfg.log_level, self.cfg.log_format)
         if self.app is None and self.load is None:
             raise ValueError("Master needs an app or a way to load it")
         self.target = self.cfg.workers

@@ -44,6 +44,7 @@ def _c_config(cfg: Config, keep: list[Any]) -> Any:
     c.body_timeout_ms = int(cfg.body_timeout * 1000)
     c.write_timeout_ms = int(cfg.write_timeout * 1000)
     c.graceful_timeout_ms = int(cfg.graceful_timeout * 1000)
+    c.log_refusals = int(logger.isEnabledFor(logging.DEBUG))
     spool = ffi.new("char[]", cfg.spool_directory.encode())
     name = ffi.new("char[]", cfg.server_header.encode())
     keep += [spool, name]
@@ -305,7 +306,7 @@ def fw_py_log(ud: Any, level: int, msg: Any) -> None:
 
 def serve(app: WSGIApp, cfg: Config, restore_signals: bool = True) -> None:
     """Bind, serve until stopped, exit cleanly."""
-    setup(cfg.log_level)
+    setup(cfg.log_level, cfg.log_format)
     server = Server(app, cfg)
     try:
         server.bind()

@@ -419,8 +419,10 @@ def serve_request(d: Dispatch, conn: Any, environ: Environ, flags: int) -> int:
                 d.conn = None
                 return rc
         ex = d.current or d.exchange()
+        ex.environ = environ
     except BaseException:  # noqa: B036 - an app's SystemExit must not end the server
         ex = d.current or d.exchange()
+        ex.environ = environ
         ex.cid = 0
         ex.streams = d.streams
         ex.result = result
@@ -492,6 +494,17 @@ class Writer:
         d.write(data)
 
 
+def describe(environ: Environ | None) -> str:
+    """The request an environ is of, for the log: method, target, peer."""
+    if not environ:
+        return "a request"
+    query = environ.get("QUERY_STRING")
+    peer = environ.get("REMOTE_ADDR") or "a unix socket peer"
+    port = environ.get("REMOTE_PORT")
+    return (f"{environ.get('REQUEST_METHOD', '?')} {environ.get('PATH_INFO', '')}"
+            f"{'?' + query if query else ''} from {peer}{':' + port if port else ''}")
+
+
 class Exchange:
     """One request's response: start_response, write and the iterable.
 
@@ -501,7 +514,7 @@ class Exchange:
 
     __slots__ = ("cid", "status", "headers", "head_sent", "result", "it",
                  "input", "conn", "length", "done", "streams", "file", "dispatch",
-                 "ended", "held", "serial")
+                 "ended", "held", "serial", "environ")
 
     def __init__(self, conn: Any, stream: Any, dispatch: Dispatch) -> None:
         # What respond() needs is set there.
@@ -509,6 +522,7 @@ class Exchange:
         self.input = stream
         self.dispatch = dispatch
         self.serial = dispatch.serial  # the request it answers
+        self.environ: Environ | None = None  # to name it in the log
         self.ended = 0  # 2 or 3 once C ended the response (see fw.h)
         self.status: str | None = None
         self.headers: Headers = []
@@ -733,7 +747,8 @@ class Exchange:
 
     def fail(self, conn: Any, what: str) -> None:
         """The app failed: a 500 if nothing was sent yet, else close."""
-        logger.error("%s", what, exc_info=sys.exc_info())
+        logger.error("%s, answering %s", what, describe(self.environ),
+                     exc_info=sys.exc_info())
         if self.head_sent:
             lib.fw_response_abort(conn)
         else:

@@ -25,7 +25,9 @@ import fastwsgi
 from fastwsgi.config import SETTINGS
 
 TESTS = Path(__file__).resolve().parent
-LINE = re.compile(r"^fastwsgi (\S+) listening on (.+) \(pid (\d+)\)$", re.M)
+# Every log line starts with "[time] [pid] [LEVEL] ".
+PREFIX = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} [+-]\d{4}\] \[(\d+)\] \[INFO\] "
+LINE = re.compile(r"^" + PREFIX + r"fastwsgi (\S+) listening on (.+) \(pid (\d+)\)$", re.M)
 
 
 def env_with(path: Path = TESTS) -> dict:
@@ -172,7 +174,7 @@ def test_console_script(procs):
     assert r.stdout.strip() == f"fastwsgi {fastwsgi.__version__}"
     p = procs([exe, "--port", "0", "apps:router"])
     m = p.wait_for(LINE)
-    port = int(m.group(2).rsplit(":", 1)[1])
+    port = int(m.group(3).rsplit(":", 1)[1])
     assert http_get("127.0.0.1", port, "/hello").content == b"Hello, World!"
     assert p.stop() == 0
 
@@ -183,13 +185,14 @@ def test_start_line_format(procs):
     p = procs([sys.executable, "-m", "fastwsgi", "--port", "0", "apps:router"])
     m = p.wait_for(LINE)
     line = m.group(0)
-    assert re.fullmatch(r"fastwsgi \S+ listening on http://127\.0\.0\.1:\d+ "
+    assert re.fullmatch(PREFIX + r"fastwsgi \S+ listening on http://127\.0\.0\.1:\d+ "
                         r"\(pid \d+\)", line), line
-    assert m.group(1) == fastwsgi.__version__
-    assert int(m.group(3)) == p.proc.pid
+    assert int(m.group(1)) == p.proc.pid  # the pid every line carries
+    assert m.group(2) == fastwsgi.__version__
+    assert int(m.group(4)) == p.proc.pid
     # the conftest pattern reads it too
     assert START_LINE.search(p.output())
-    port = int(m.group(2).rsplit(":", 1)[1])
+    port = int(m.group(3).rsplit(":", 1)[1])
     assert port > 0
     assert http_get("127.0.0.1", port, "/hello").status_code == 200
     assert p.stop() == 0
@@ -201,7 +204,7 @@ def test_host_and_port(procs):
     p = procs([sys.executable, "-m", "fastwsgi", "--host", "127.0.0.1",
                "--port", str(port), "apps:router"])
     m = p.wait_for(LINE)
-    assert m.group(2) == f"http://127.0.0.1:{port}"
+    assert m.group(3) == f"http://127.0.0.1:{port}"
     env = http_get("127.0.0.1", port, "/echo").json()
     assert env["SERVER_PORT"] == str(port)
     assert env["SERVER_NAME"] == "127.0.0.1"
@@ -211,7 +214,7 @@ def test_host_and_port(procs):
 def test_short_port_option(procs):
     p = procs([sys.executable, "-m", "fastwsgi", "-p", "0", "apps:router"])
     m = p.wait_for(LINE)
-    port = int(m.group(2).rsplit(":", 1)[1])
+    port = int(m.group(3).rsplit(":", 1)[1])
     assert http_get("127.0.0.1", port, "/hello").status_code == 200
 
 
@@ -222,7 +225,7 @@ def test_bind_repeated(procs, tmp_path):
         args += ["--bind", "[::1]:0"]
     p = procs([sys.executable, "-m", "fastwsgi", *args, "apps:router"])
     m = p.wait_for(LINE)
-    urls = m.group(2).split(", ")
+    urls = m.group(3).split(", ")
     assert len(urls) == len(args) // 2, urls
     assert urls[2] == f"unix:{sock_path}"
     ports = []
@@ -251,8 +254,8 @@ def test_ipv6_host(procs):
     p = procs([sys.executable, "-m", "fastwsgi", "--host", "::1", "--port", "0",
                "apps:router"])
     m = p.wait_for(LINE)
-    assert re.fullmatch(r"http://\[::1\]:\d+", m.group(2))
-    port = int(m.group(2).rsplit(":", 1)[1])
+    assert re.fullmatch(r"http://\[::1\]:\d+", m.group(3))
+    port = int(m.group(3).rsplit(":", 1)[1])
     assert http_get("[::1]", port, "/hello").content == b"Hello, World!"
 
 
@@ -295,7 +298,7 @@ def modules(tmp_path):
 def serve_and_get(procs, spec: str, cwd: Path = TESTS) -> bytes:
     p = procs([sys.executable, "-m", "fastwsgi", "--port", "0", spec], cwd=cwd)
     m = p.wait_for(LINE)
-    port = int(m.group(2).rsplit(":", 1)[1])
+    port = int(m.group(3).rsplit(":", 1)[1])
     body = http_get("127.0.0.1", port, "/hello").content
     assert p.stop() == 0
     return body
@@ -337,7 +340,7 @@ def test_module_found_in_working_directory(procs, modules):
             time.sleep(0.02)
         m = LINE.search(text)
         assert m, text
-        port = int(m.group(2).rsplit(":", 1)[1])
+        port = int(m.group(3).rsplit(":", 1)[1])
         assert http_get("127.0.0.1", port).content == b"app"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -596,8 +599,8 @@ def test_run_from_script(procs, tmp_path):
     """))
     p = procs([sys.executable, str(script)])
     m = p.wait_for(LINE)
-    assert int(m.group(3)) == p.proc.pid
-    port = int(m.group(2).rsplit(":", 1)[1])
+    assert int(m.group(4)) == p.proc.pid
+    port = int(m.group(3).rsplit(":", 1)[1])
     r = http_get("127.0.0.1", port, "/hello")
     assert r.content == b"Hello, World!"
     assert r.headers["Server"] == "scripted"

@@ -470,7 +470,7 @@ def test_misbehaving_app(srv, path, outcome, logged, tracked):
                 assert data.startswith(b"HTTP/1.1 200 "), data[:200]
                 assert not data.endswith(b"0\r\n\r\n"), "the body was not cut short"
     assert wait_for(lambda: logged in new_log(srv, mark), 3), new_log(srv, mark)
-    assert "fastwsgi error:" in new_log(srv, mark)
+    assert "[ERROR]" in new_log(srv, mark)
     assert_recovered(srv, before, tracked)
 
 

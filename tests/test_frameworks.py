@@ -261,10 +261,9 @@ def problems(output: str) -> list[str]:
     """Log lines other than the start line and the app's own wsgi.errors text."""
     bad = []
     for line in output.splitlines():
-        if line.startswith("fastwsgi ") and " listening on " in line:
+        if "] fastwsgi " in line and " listening on " in line:
             continue
-        if line in ("fastwsgi error: validated app says hi",
-                    "fastwsgi error: two lines"):
+        if line.endswith(("[ERROR] validated app says hi", "[ERROR] two lines")):
             continue
         bad.append(line)
     return bad

@@ -447,13 +447,13 @@ def test_write_after_the_client_left_reaches_no_other_connection(start_server, s
         mark = len(srv.output())
         if a2 is not None:
             reset(a2)
-            wait_logged(srv, mark, "fastwsgi error")
+            wait_logged(srv, mark, "[ERROR]")
             time.sleep(0.2)
             mark = len(srv.output())
         reset(a)
         # the server notices at once: A's iterable is closed and its
         # close() calls write(), which is refused and logged
-        assert wait_logged(srv, mark, "fastwsgi error"), srv.output()[mark:]
+        assert wait_logged(srv, mark, "[ERROR]"), srv.output()[mark:]
         assert_quiet(b)
         for k in range(3, 8):
             ask(b, k)
@@ -475,7 +475,7 @@ def test_write_after_a_completed_response_is_refused(start_server):
         s.sendall(b"GET /late-write?n=3&size=5 HTTP/1.1\r\nHost: t\r\n\r\n")
         status, _, body, rest = read_one(s)
         assert (status, body, rest) == (200, b"000001111122222", b"")
-        assert wait_logged(srv, mark, "fastwsgi error", 3.0), srv.output()[mark:]
+        assert wait_logged(srv, mark, "[ERROR]", 3.0), srv.output()[mark:]
         assert_quiet(s)
         for k in range(3):
             ask(s, k)

@@ -626,7 +626,7 @@ def test_one_process_ignores_reload_signals() -> None:
         assert st.workers == 0
         for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
             p.proc.send_signal(sig)
-            wait_until(lambda sig=sig: f"warning: {sig.name}: one process without a "
+            wait_until(lambda sig=sig: f"[WARNING] {sig.name}: one process without a "
                                        "master" in p.output(), 5, f"the {sig.name} warning", p)
             assert p.alive(), f"{sig.name}: status {p.proc.returncode}\n{p.output()}"
             assert get(st.port) == HELLO

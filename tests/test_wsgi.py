@@ -438,8 +438,8 @@ def test_invalid_status_or_headers_give_500(srv, path):
     assert b"\r\nbad" not in data.lower()
     out = parse_responses(data)
     assert len(out) == 1 and out[0][0] == 500
-    wait_for(lambda: "fastwsgi error:" in new_log(srv, mark))
-    assert "fastwsgi error:" in new_log(srv, mark)
+    wait_for(lambda: "[ERROR]" in new_log(srv, mark))
+    assert "[ERROR]" in new_log(srv, mark)
     assert_serving(srv)
 
 
@@ -588,9 +588,9 @@ def test_contract_errors_give_500_and_log(srv, path, word):
     r = get(srv, path)
     assert r.status_code == 500
     assert b"never started" not in r.content and b"no" != r.content
-    wait_for(lambda: "fastwsgi error:" in new_log(srv, mark))
+    wait_for(lambda: "[ERROR]" in new_log(srv, mark))
     log = new_log(srv, mark)
-    assert "fastwsgi error:" in log
+    assert "[ERROR]" in log
     assert word in log
     assert_serving(srv)
 
@@ -603,7 +603,7 @@ def test_str_after_bytes_closes_connection(srv):
     assert b"bytes first" in data
     assert b"then str" not in data
     assert not data.endswith(b"0\r\n\r\n")
-    wait_for(lambda: "fastwsgi error:" in new_log(srv, mark))
+    wait_for(lambda: "[ERROR]" in new_log(srv, mark))
     assert "str" in new_log(srv, mark)
     assert stats(srv)["closed"] == before["closed"] + 1
     assert_serving(srv)

@@ -1,0 +1,75 @@
+"""The error log: its line format (text and JSON), the request named on an
+app error, refused requests at debug level."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+
+from conftest import ServerProcess, raw
+
+PREFIX = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} [+-]\d{4}\] \[(\d+)\] "
+                    r"\[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\] ")
+
+
+def wait_logged(s: ServerProcess, text: str, timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = s.output()
+        if text in out:
+            return out
+        time.sleep(0.02)
+    raise AssertionError(f"{text!r} not logged:\n{s.output()}")
+
+
+def test_every_line_has_time_pid_and_level(start_server):
+    s = start_server("apps:router")
+    raw(s, b"GET /raise-before?x=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    out = wait_logged(s, "RuntimeError")
+    first = [line for line in out.splitlines() if not line.startswith((" ", "Traceback"))
+             and not re.match(r"\w+Error", line)]
+    assert first, out
+    for line in first:
+        m = PREFIX.match(line)
+        assert m, line
+        assert int(m.group(1)) == s.proc.pid
+
+
+def test_an_app_error_names_the_request_and_the_peer(start_server):
+    s = start_server("apps:router")
+    with socket.create_connection((s.host, s.port)) as c:
+        port = c.getsockname()[1]
+        c.sendall(b"GET /raise-before?a=b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert c.recv(100).startswith(b"HTTP/1.1 500 ")
+    out = wait_logged(s, "[ERROR] error in the WSGI app")
+    assert f"answering GET /raise-before?a=b from 127.0.0.1:{port}" in out, out
+
+
+def test_json_lines(start_server):
+    s = start_server("apps:router", "--log-format", "json")
+    raw(s, b"GET /raise-before HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    wait_logged(s, "RuntimeError")
+    entries = [json.loads(line) for line in s.output().splitlines()]
+    assert entries[0]["message"].startswith("fastwsgi ")
+    assert entries[0]["level"] == "info" and entries[0]["pid"] == s.proc.pid
+    error = next(e for e in entries if e["level"] == "error")
+    assert "answering GET /raise-before from 127.0.0.1:" in error["message"]
+    assert "RuntimeError: failing before start_response" in error["traceback"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} [+-]\d{4}", error["time"])
+
+
+def test_refused_requests_are_logged_at_debug_only(start_server):
+    quiet = start_server("apps:router")
+    loud = start_server("apps:router", "--log-level", "debug")
+    for s in (quiet, loud):
+        with socket.create_connection((s.host, s.port)) as c:
+            port = c.getsockname()[1]
+            c.sendall(b"GET /a b HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert c.recv(100).startswith(b"HTTP/1.1 400 ")
+        if s is loud:
+            out = wait_logged(s, "refused a request")
+            assert f"[DEBUG] refused a request from 127.0.0.1:{port}: 400 Bad Request" in out
+    time.sleep(0.2)
+    assert "refused" not in quiet.output()
