@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .proxies import parse_allow
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -222,6 +224,17 @@ def _umask() -> tuple[Callable[[Any], int | None], str]:
     return check, "an octal mask from 0 to 777"
 
 
+def _networks() -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            value = ",".join(value)
+        parse_allow(value)  # ValueError for an item that is neither
+        return ",".join(item.strip() for item in value.split(",") if item.strip())
+
+    return check, ("addresses or networks separated by commas (10.0.0.0/8, ::1),"
+                   " * for every peer, or nothing for none")
+
+
 def _directory() -> tuple[Callable[[Any], str], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str) or not value:
@@ -370,6 +383,11 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("allow_underscore_headers", False, _boolean(),
              "Keep header fields whose names contain '_' (dropped by default,"
              " so X-Auth_User cannot pose as X-Auth-User).", flag=True),
+    _setting("forwarded_allow_ips", "127.0.0.1,::1", _networks(),
+             "Peers whose X-Forwarded-For/-Proto/-Host/-Port and Forwarded"
+             " fields set REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST, SERVER_NAME"
+             " and SERVER_PORT (unix socket peers count as trusted; empty: none).",
+             metavar="ADDRS"),
     _setting("server_header", "fastwsgi", _text(64),
              "Value of the Server header when the app sets none.",
              metavar="TEXT"),

@@ -18,6 +18,7 @@ from typing import Any
 
 from ._fastwsgi import ffi, lib
 from .logs import logger
+from .proxies import Proxies
 from .wsgi import EMPTY_INPUT, Dispatch, Environ, WSGIApp, serve_request
 
 _next = lib.fw_pool_next
@@ -27,14 +28,14 @@ FW_POOL_STOPS = lib.FW_POOL_STOPS
 
 
 def _work(loop: Any, app: WSGIApp, templates: list[Environ],
-          jobs: dict[int, threading.Thread]) -> None:
+          jobs: dict[int, threading.Thread], proxies: Proxies | None) -> None:
     job = lib.fw_pool_join(loop)
     if job == ffi.NULL:
         logger.error("an app thread could not join the pool (out of memory)")
         return
     # So that the request timeout can name the thread behind a job.
     jobs[int(ffi.cast("uintptr_t", job))] = threading.current_thread()
-    d = Dispatch(app, templates, threaded=True)
+    d = Dispatch(app, templates, threaded=True, proxies=proxies)
     # A whole response and the wait for the next request in one call.
     d.simple = functools.partial(lib.fw_pool_simple_next, loop, job)
     try:
@@ -67,11 +68,12 @@ class Pool:
     """The app threads of one loop."""
 
     def __init__(self, loop: Any, app: WSGIApp, templates: list[Environ],
-                 size: int, request_timeout: float = 0.0) -> None:
+                 size: int, request_timeout: float = 0.0,
+                 proxies: Proxies | None = None) -> None:
         self.loop = loop
         self.jobs: dict[int, threading.Thread] = {}
         self.threads = [
-            threading.Thread(target=_work, args=(loop, app, templates, self.jobs),
+            threading.Thread(target=_work, args=(loop, app, templates, self.jobs, proxies),
                              name=f"fastwsgi-app-{i}", daemon=True)
             for i in range(size)
         ]

@@ -18,6 +18,7 @@ from .config import Config
 from .listeners import Listener, inherit_listener, open_listener, systemd_listeners
 from .logs import ErrorStream, logger, reopen_logs, setup
 from .pool import Pool
+from .proxies import Proxies
 from .wsgi import Dispatch, Environ, FileWrapper, WSGIApp, activate
 
 _unpack = ffi.unpack
@@ -158,13 +159,15 @@ class Server:
                     raise OSError(ffi.errno, os.strerror(ffi.errno))
                 listener.sock.detach()  # C owns the descriptor now
             lib.fw_loop_wakeup_fd(self.loop, wake_r.fileno())
-            self.dispatch = Dispatch(self.app, self.templates)
+            proxies = Proxies(self.cfg.forwarded_allow_ips) \
+                if self.cfg.forwarded_allow_ips else None
+            self.dispatch = Dispatch(self.app, self.templates, proxies=proxies)
             activate(self.dispatch)
             if self.cfg.threads:
                 if lib.fw_loop_threads(self.loop) < 0:
                     raise OSError(ffi.errno, os.strerror(ffi.errno))
                 pool = Pool(self.loop, self.app, self.templates, self.cfg.threads,
-                            self.cfg.request_timeout)
+                            self.cfg.request_timeout, proxies)
                 pool.start()
             if self.role is None:
                 urls = ", ".join(listener.url for listener in self.listeners)

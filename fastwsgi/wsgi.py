@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 
 from ._fastwsgi import ffi, lib
 from .logs import logger
+from .proxies import FORWARD_KEYS, Proxies
 
 ExcInfo = tuple[type, BaseException, Optional[TracebackType]]
 Headers = list[tuple[str, str]]
@@ -136,7 +137,8 @@ class Dispatch:
     per value, with no per-request iterator or tuple."""
 
     def __init__(self, app: WSGIApp, templates: list[Environ],
-                 threaded: bool = False) -> None:
+                 threaded: bool = False, proxies: Proxies | None = None) -> None:
+        self.proxies = proxies
         self.app = app
         self.templates = templates
         # On an app thread (one Dispatch per thread): output that does not
@@ -249,6 +251,8 @@ class Dispatch:
         environ.update(self.consts[shape])
         _merge_repeated(environ, self.keys[shape], values)
         environ["wsgi.input"] = EMPTY_INPUT
+        if self.proxies is not None and FORWARD_KEYS.intersection(environ):
+            self.proxies.apply(environ)
         return environ
 
     def builder(self, listener: int, shape: int) -> Callable[[list[str]], Environ]:
@@ -274,6 +278,8 @@ class Dispatch:
         build = scope["build"]
         build.__defaults__ = (environ.copy, *keys)
         built: Callable[[list[str]], Environ] = build
+        if self.proxies is not None:
+            built = self.proxies.wrap(keys, built)
         self.shapes[listener | shape << 8] = built
         return built
 

@@ -384,6 +384,17 @@ def environ_echo(environ, start_response):
     return [data]
 
 
+def peer_echo(environ, start_response):
+    """What the server made of the peer and the forwarding fields, as JSON."""
+    keys = ("REMOTE_ADDR", "REMOTE_PORT", "wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME",
+            "SERVER_PORT", "HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR",
+            "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT")
+    data = json.dumps({k: environ.get(k) for k in keys}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(data)))])
+    return [data]
+
+
 class LateWriter:
     """A response iterable whose close() calls the write() callable that
     start_response returned, after the response has ended."""
