@@ -8,10 +8,12 @@ it forked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +62,15 @@ WAITING_APPS = {"apps:sleep5ms": 50, "apps:flask_sleep200": 1000}
 def _ours_threaded(py: str, port: int, ref: str, launch: str, workers: int) -> list[str]:
     threads = WAITING_APPS.get(ref, 8)
     return [*_ours(py, port, ref, launch, workers), "--threads", str(threads)]
+
+
+def _ours_access_log(py: str, port: int, ref: str, launch: str, workers: int) -> list[str]:
+    # The access log on, written to a real file (the cost the setting's
+    # users pay; the file is replaced at each start).
+    path = os.path.join(tempfile.gettempdir(), f"fastwsgi-bench-access-{port}.log")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return [*_ours(py, port, ref, launch, workers), "--access-log", path]
 
 
 def _via_launch(name: str) -> CommandBuilder:
@@ -130,6 +141,7 @@ SERVERS: list[ServerSpec] = [
                multi=True),
     ServerSpec("fastwsgi-threads", "main", "fastwsgi", _ours_threaded, ours=True,
                on_pypy=True),
+    ServerSpec("fastwsgi-accesslog", "main", "fastwsgi", _ours_access_log, ours=True),
     ServerSpec("bjoern", "main", "bjoern", _via_launch("bjoern"), in_smoke=True, on_pypy=True,
                multi=True),  # several workers: forked by launch.py on SO_REUSEPORT
     ServerSpec("fastwsgi-0.0.9", "fastwsgi009", "fastwsgi==0.0.9",

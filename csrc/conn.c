@@ -115,6 +115,8 @@ void conn_close(fw_conn *c)
      * thread finds out from its next call, or is woken if it waits. */
     int streaming = c->resp == RS_STREAM;
     int python_holds = streaming && !(c->flags & C_JOB);
+    if (loop->alog)
+        alog_end(c);            /* a response that closes, or one cut short */
     c->state = CS_CLOSED;
     pool_unwait(c);
     if (c->flags & C_JOB)
@@ -990,6 +992,8 @@ static void batch_round(fw_loop *loop)
 /* The response is finished: back to reading, or on to closing. */
 static void request_done(fw_conn *c)
 {
+    if (c->loop->alog)
+        alog_end(c);
     c->resp = RS_NONE;
     c->flags |= C_SERVED;
     c->flags &= ~(C_REQ_HEAD | C_REQ_HTTP10);
@@ -1005,7 +1009,7 @@ static void fail(fw_conn *c, int status)
     if (c->loop->cfg.log_refusals)
         loop_log(c->loop, FW_LOG_DEBUG, "refused a request from %s%s%s: %d %s",
                  c->raddr[0] ? c->raddr : "a unix socket peer", c->rport[0] ? ":" : "",
-                 c->rport, status, reason_of(status));
+                 c->rport, status, response_reason(status));
     response_error(c, status);
     c->state = CS_APP;
     c->resp = RS_DONE;
@@ -1157,6 +1161,8 @@ static int on_head(fw_conn *c, int hlen)
         c->flags |= C_REQ_HTTP10;
         in_flags |= FW_IN_HTTP10;
     }
+    if (loop->alog)
+        alog_begin(c, buf, h);  /* the head's bytes are reused after this */
     size_t keys_len;
     long env_len = build_env(c, buf, h, &in_flags, &keys_len);
     if (env_len < 0) {

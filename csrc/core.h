@@ -192,6 +192,7 @@ struct fw_conn {
     struct fw_worker *job;      /* the app thread with its request */
     fw_conn *wprev, *wnext;     /* the queue waiting for a thread */
     fw_conn *knext;             /* the kicked list */
+    void *alog;                 /* the access log's record of the request */
     char raddr[46];             /* REMOTE_ADDR */
     char rport[6];              /* REMOTE_PORT */
 };
@@ -204,6 +205,8 @@ struct fw_loop {
                                    connections are not closed under a
                                    client that may be sending */
     fw_beat *beat;              /* the master's slot, or NULL */
+    struct fw_alog *alog;       /* the access log, or NULL */
+    int alog_waiting;           /* lines wait for the writer: come back soon */
     struct fw_taken *taken;     /* accepted as the listeners closed, to be
                                    served at the next safe point */
     int ntaken;
@@ -353,7 +356,15 @@ int64_t loop_clock_ms(void);    /* monotonic ms (FW_EXTERNAL_CLOCK: the
                                    build supplies it, e.g. a fuzz target) */
 int64_t loop_now(struct fw_loop *loop);
 int loop_turn(struct fw_loop *loop, int timeout_ms);
-const char *reason_of(int status);
+const char *response_reason(int status);
+/* alog.c */
+typedef struct fw_alog fw_alog;
+void alog_begin(struct fw_conn *c, const char *buf, const fw_head *h);
+void alog_status(struct fw_conn *c, int status);
+void alog_bytes(struct fw_conn *c, int64_t n);
+void alog_end(struct fw_conn *c);
+int alog_turn(struct fw_loop *loop);
+void alog_free(struct fw_loop *loop);
 void loop_timer_at(struct fw_loop *loop, fw_conn *c, int kind,
                    int64_t deadline);
 void loop_timer_set(struct fw_loop *loop, fw_conn *c, int kind);

@@ -137,6 +137,41 @@ void fw_loop_stop(fw_loop *loop, int how);
 int fw_loop_connections(fw_loop *loop);
 
 /*
+ * The access log (alog.c).  `prog` is the line format compiled by Python:
+ * a sequence of operations, FW_ALOG_LITERAL followed by a 2-byte big-endian
+ * length and the bytes; FW_ALOG_METHOD, _TARGET, _PATH, _QUERY and _PROTO
+ * followed by a byte, 1 for JSON escaping; FW_ALOG_HEADER followed by the
+ * header's number in `headers` ("name\nname...", lower case, at most
+ * FW_ALOG_HEADERS) and the JSON byte; the others stand alone.  `path` NULL
+ * or "" writes to standard output.  Returns -1 with errno on failure.
+ */
+#define FW_ALOG_HEADERS 8
+#define FW_ALOG_LITERAL 1
+#define FW_ALOG_PEER 2
+#define FW_ALOG_PEER_JSON 3
+#define FW_ALOG_TIME 4
+#define FW_ALOG_REQUEST 5
+#define FW_ALOG_REQUEST_JSON 6
+#define FW_ALOG_METHOD 7
+#define FW_ALOG_TARGET 8
+#define FW_ALOG_PATH 9
+#define FW_ALOG_QUERY 10
+#define FW_ALOG_PROTO 11
+#define FW_ALOG_HEADER 12
+#define FW_ALOG_STATUS 13
+#define FW_ALOG_BYTES 14
+#define FW_ALOG_BYTES_DASH 15
+#define FW_ALOG_MICROS 16
+#define FW_ALOG_MILLIS 17
+#define FW_ALOG_SECONDS 18
+#define FW_ALOG_SECONDS_FRAC 19
+#define FW_ALOG_PID 20
+int fw_loop_access_log(fw_loop *loop, const char *path, const unsigned char *prog,
+                       size_t prog_len, const char *headers);
+/* Open the log's path again (after a rotation); from any thread. */
+void fw_loop_access_log_reopen(fw_loop *loop);
+
+/*
  * Supervision.  A worker's loop writes its health into a slot of memory
  * it shares with the master, which reads it without a syscall.  Plain
  * aligned 64-bit stores: a reader sees each field whole; `request` may be

@@ -154,6 +154,7 @@ void fw_loop_free(fw_loop *loop)
     for (int i = 0; i < loop->nlisteners; i++)
         if (loop->listeners[i].fd >= 0)
             close(loop->listeners[i].fd);
+    alog_free(loop);            /* after the connections' last lines */
     for (int i = 0; i < loop->ntaken; i++)
         close(loop->taken[i].fd);
     free(loop->taken);
@@ -294,6 +295,8 @@ static int next_timeout(fw_loop *loop)
         soonest = loop->stop_deadline;
     if (loop->threaded && loop->q_head != NULL && loop->nidle > 0)
         return 1;               /* a queued request may need a thread woken */
+    if (loop->alog_waiting && (soonest < 0 || soonest > loop_now(loop) + 20))
+        soonest = loop_now(loop) + 20;  /* access log lines for the writer */
     if (soonest < 0)
         return -1;
     int64_t wait = soonest - loop_now(loop);
@@ -545,6 +548,8 @@ int loop_turn(fw_loop *loop, int timeout_ms)
         listeners_enable(loop, 1);
     }
     free_zombies(loop);
+    if (loop->alog)
+        loop->alog_waiting = alog_turn(loop);
     /* Enough requests (max_requests): hand over like a reload would. */
     if (loop->cfg.max_requests > 0 && !loop->stopping &&
         loop->served >= (uint64_t)loop->cfg.max_requests)

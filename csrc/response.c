@@ -41,7 +41,7 @@ void response_date_refresh(fw_loop *loop, int64_t sec)
 
 /* ---- canned errors ---- */
 
-const char *reason_of(int status)
+const char *response_reason(int status)
 {
     switch (status) {
     case 400: return "Bad Request";
@@ -61,7 +61,7 @@ const char *reason_of(int status)
 int response_error(fw_conn *c, int status)
 {
     fw_loop *loop = c->loop;
-    const char *reason = reason_of(status);
+    const char *reason = response_reason(status);
     char head[512];
     size_t blen = strlen(reason) + 1;
     int n = snprintf(head, sizeof head,
@@ -75,6 +75,10 @@ int response_error(fw_conn *c, int status)
     if (n < 0 || (size_t)n >= sizeof head)
         n = 0;
     c->flags |= C_CLOSE_AFTER | C_ERROR_CLOSE;
+    if (loop->alog) {
+        alog_status(c, status);
+        alog_bytes(c, (c->flags & C_REQ_HEAD) ? 0 : (int64_t)blen);
+    }
     if (conn_out_append(c, head, (size_t)n) < 0)
         return -1;
     if (!(c->flags & C_REQ_HEAD)) {
@@ -287,6 +291,8 @@ static int write_head(fw_conn *c, const char *h, size_t hlen, int nfields,
     }
     if (conn_out_reserve(c, hlen * 2 + 256) < 0)
         return -1;
+    if (loop->alog)             /* the block starts with the 3-digit status */
+        alog_status(c, (h[0] - '0') * 100 + (h[1] - '0') * 10 + (h[2] - '0'));
     char *w = c->out.data + c->out.len;
     if (known) {
         memcpy(w, m->wire, m->wire_len);
@@ -469,9 +475,13 @@ static int response_write(fw_conn *c, const char *data, size_t len)
             len = (size_t)c->resp_left;
         }
         c->resp_left -= (int64_t)len;
+        if (c->loop->alog)
+            alog_bytes(c, (int64_t)len);
         held = len ? queue_body(c, data, len) : 0;
         complete |= c->resp_left == 0;
     } else if (c->out_mode == OUT_CHUNKED) {
+        if (c->loop->alog)
+            alog_bytes(c, (int64_t)len);
         char size[24];
         int n = snprintf(size, sizeof size, "%zx\r\n", len);
         if (conn_out_append(c, size, (size_t)n) < 0) {
@@ -487,6 +497,8 @@ static int response_write(fw_conn *c, const char *data, size_t len)
             return -1;
         }
     } else {
+        if (c->loop->alog)
+            alog_bytes(c, (int64_t)len);
         held = queue_body(c, data, len);
     }
     if (held < 0)
@@ -523,6 +535,8 @@ static int response_sendfile(fw_conn *c, int fd, int64_t offset, int64_t count)
             count = c->resp_left;   /* the app's Content-Length rules */
         c->resp_left -= count;
     }
+    if (c->loop->alog)
+        alog_bytes(c, count);
     fw_file *f = malloc(sizeof *f);
     if (f == NULL)
         return -1;

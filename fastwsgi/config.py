@@ -235,6 +235,39 @@ def _networks() -> tuple[Callable[[Any], str], str]:
                    " * for every peer, or nothing for none")
 
 
+def _log_path() -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError
+        if value in ("", "-"):
+            return value
+        folder = os.path.dirname(os.path.abspath(value))
+        if not os.path.isdir(folder):
+            raise Refused(f"{value!r}: its directory does not exist")
+        if os.path.exists(value) and not os.access(value, os.W_OK):
+            raise Refused(f"{value!r} is not writable")
+        if not os.path.exists(value) and not os.access(folder, os.W_OK | os.X_OK):
+            raise Refused(f"{value!r} cannot be created (its directory is not writable)")
+        return value
+
+    return check, "a file path, - for standard output, or nothing for no access log"
+
+
+def _access_format() -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        from .accesslog import FormatError, compile_format
+
+        if not isinstance(value, str):
+            raise ValueError
+        try:
+            compile_format(value)
+        except FormatError as exc:
+            raise Refused(str(exc)) from None
+        return value
+
+    return check, "combined, common, json, or a format of %(x)s atoms"
+
+
 def _directory() -> tuple[Callable[[Any], str], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str) or not value:
@@ -391,6 +424,13 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("server_header", "fastwsgi", _text(64),
              "Value of the Server header when the app sets none.",
              metavar="TEXT"),
+    _setting("access_log", "", _log_path(),
+             "Write one line per response here (- for standard output);"
+             " written by a thread of its own, reopened on SIGUSR1.",
+             metavar="PATH", default_text="none"),
+    _setting("access_log_format", "combined", _access_format(),
+             "combined (with the duration in microseconds), common, json, or"
+             " gunicorn's %(x)s atoms (README lists them).", metavar="FORMAT"),
     _setting("log_level", "info", _choice(LOG_LEVELS),
              "Level of the 'fastwsgi' logger (debug also logs each refused"
              " request with its peer).", metavar="LEVEL"),

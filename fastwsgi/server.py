@@ -14,6 +14,7 @@ from typing import Any
 
 from ._fastwsgi import ffi, lib
 from ._version import __version__
+from .accesslog import compile_format
 from .config import Config
 from .listeners import Listener, inherit_listener, open_listener, systemd_listeners
 from .logs import ErrorStream, logger, reopen_logs, setup
@@ -148,6 +149,8 @@ class Server:
             raise MemoryError("cannot create the event loop")
         if self.role is not None:
             lib.fw_loop_beat(self.loop, self.role.beat)
+        if self.cfg.access_log:
+            self._open_access_log()
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
@@ -206,6 +209,15 @@ class Server:
         if self.role is None:
             logger.info("fastwsgi stopped")
 
+    def _open_access_log(self) -> None:
+        prog, headers = compile_format(self.cfg.access_log_format)
+        path = b"" if self.cfg.access_log == "-" else self.cfg.access_log.encode()
+        if lib.fw_loop_access_log(self.loop, path, prog, len(prog), headers.encode()) < 0:
+            lib.fw_loop_free(self.loop)
+            self.loop = ffi.NULL
+            raise OSError(ffi.errno, f"cannot open the access log {self.cfg.access_log}: "
+                                     + os.strerror(ffi.errno))
+
     def stop(self, how: int = STOP_GRACEFUL) -> None:
         if self.loop != ffi.NULL:
             lib.fw_loop_stop(self.loop, how)
@@ -235,6 +247,7 @@ class Server:
         sig = signal.Signals(signum)
         if sig == signal.SIGUSR1:
             reopen_logs()
+            lib.fw_loop_access_log_reopen(self.loop)
             return
         if self.role is not None:
             self._worker_signal(sig)

@@ -2855,6 +2855,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     g_loop = fw_loop_new(&g_cfg, &g_loop);
     CHECK(g_loop != NULL);
+    /* Every request and refusal also makes an access log line, with every
+     * operation of the line format (written to /dev/null by its thread):
+     * the formatting meets every head and response the program makes. */
+    if (c1 & 1) {
+        static const unsigned char prog[] = {
+            FW_ALOG_PEER, FW_ALOG_PEER_JSON, FW_ALOG_LITERAL, 0, 3, ' ', '[', '"',
+            FW_ALOG_TIME, FW_ALOG_REQUEST, FW_ALOG_REQUEST_JSON,
+            FW_ALOG_METHOD, 0, FW_ALOG_TARGET, 1, FW_ALOG_PATH, 0, FW_ALOG_QUERY, 1,
+            FW_ALOG_PROTO, 0, FW_ALOG_HEADER, 0, 0, FW_ALOG_HEADER, 1, 1,
+            FW_ALOG_HEADER, 2, 0, FW_ALOG_STATUS, FW_ALOG_BYTES, FW_ALOG_BYTES_DASH,
+            FW_ALOG_MICROS, FW_ALOG_MILLIS, FW_ALOG_SECONDS, FW_ALOG_SECONDS_FRAC,
+            FW_ALOG_PID};
+        CHECK(fw_loop_access_log(g_loop, "/dev/null", prog, sizeof prog,
+                                 "referer\nuser-agent\nx-a") == 0);
+    }
     /* The hash seed is random per loop; the input chooses it here so that
      * a run can be repeated (and the fuzzer can aim at collisions). */
     g_loop->hash_seed = 0x9e3779b97f4a7c15ull * (uint64_t)(c1 + 1);
