@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(status 0 when both are fine).")
     for s in SETTINGS:
         names = [s.option] + ([s.short] if s.short else [])
-        help_text = f"{s.help} Default: {s.default_text or s.default}."
+        # argparse reads %(name)s in help texts as its own fields.
+        help_text = f"{s.help} Default: {s.default_text or s.default}.".replace("%", "%%")
         if s.flag:
             # --name turns it on, --no-name off: the value the settings
             # table documents, without a word to type.
