@@ -1224,6 +1224,37 @@ static int on_head(fw_conn *c, int hlen)
 }
 
 /* Parse and answer what is buffered.  Returns 1 if progress was made. */
+/* The PROXY header a load balancer sends first: the client it names
+ * becomes REMOTE_ADDR.  Returns 1 when read, 0 when more must come, -1
+ * when it is missing or malformed (the connection is closed without a
+ * word: there is no HTTP client to answer yet). */
+static int read_proxy_header(fw_conn *c, size_t avail)
+{
+    fw_loop *loop = c->loop;
+    fw_proxy px;
+    int r = fw_parse_proxy(c->in.data + c->in.off, avail, &px);
+    if (r == 0) {
+        if (c->head_since == 0)
+            c->head_since = loop_now(loop);  /* header_timeout covers it */
+        return 0;
+    }
+    if (r < 0) {
+        if (loop->cfg.log_refusals)
+            loop_log(loop, FW_LOG_DEBUG, "closed a connection from %s%s%s: no valid "
+                     "PROXY header", c->raddr[0] ? c->raddr : "a unix socket peer",
+                     c->rport[0] ? ":" : "", c->rport);
+        c->flags |= C_DEAD;
+        return -1;
+    }
+    c->in.off += (size_t)r;
+    c->flags |= C_PROXY_DONE;
+    if (px.family) {
+        memcpy(c->raddr, px.addr, sizeof c->raddr);
+        memcpy(c->rport, px.port, sizeof c->rport);
+    }
+    return 1;
+}
+
 static int process_input(fw_conn *c)
 {
     fw_loop *loop = c->loop;
@@ -1234,6 +1265,11 @@ static int process_input(fw_conn *c)
         if (c->state == CS_HEAD) {
             if (avail == 0)
                 break;
+            if (loop->cfg.proxy_protocol && !(c->flags & C_PROXY_DONE)) {
+                if (read_proxy_header(c, avail) <= 0)
+                    break;
+                continue;
+            }
             int r = fw_parse_head(c->in.data + c->in.off, avail,
                                   &loop->cfg.limits, &loop->head,
                                   &c->scanned);

@@ -90,6 +90,7 @@ enum {
 #define C_KICKED      0x200000  /* on the loop's kicked list */
 #define C_WAKE        0x400000  /* taken off the wait queue: may take a
                                    thread ahead of those still waiting */
+#define C_PROXY_DONE  0x1000000 /* its PROXY header was read */
 #define C_EXPIRED     0x800000  /* past the request timeout: answered 503,
                                    the app thread's calls fail */
 

@@ -90,6 +90,24 @@ typedef struct fw_chunked {
 int fw_chunked_decode(fw_chunked *st, char *buf, size_t len, size_t max_line,
                       size_t *consumed, size_t *produced);
 
+/* ---- the PROXY protocol header (proxy.c) ---- */
+
+/* What a load balancer's PROXY header says of the client.  family is 0
+ * when it names nobody (v1 UNKNOWN, v2 LOCAL or unspecified): the
+ * connection's own peer stands. */
+typedef struct fw_proxy {
+    int family;                 /* AF_INET, AF_INET6 or 0 */
+    char addr[46];              /* the client's address, as text */
+    char port[6];               /* its port, as text */
+} fw_proxy;
+
+#define FW_PROXY_V2_MAX 1024    /* longest v2 address block (TLVs included) */
+
+/* Parse a PROXY header (v1 or v2) at the start of buf[0..len).
+ * Returns > 0 : the header's length;  0 : need more;  -1 : not a valid
+ * header (the connection is to be closed). */
+int fw_parse_proxy(const char *buf, size_t len, fw_proxy *out);
+
 /* ---- the server loop (loop.c, conn.c, response.c) ---- */
 
 typedef struct fw_loop fw_loop;
@@ -105,6 +123,8 @@ typedef struct fw_config {
     int write_timeout_ms;       /* between two successful writes */
     int graceful_timeout_ms;    /* in-flight requests at shutdown */
     int log_refusals;           /* log each refused request (debug) */
+    int proxy_protocol;         /* every connection starts with a PROXY
+                                   header (else it is closed) */
     int64_t max_requests;       /* retire (FW_STOP_RETIRE) after handing
                                    this many requests to the app; 0: never */
     int shared_listeners;       /* 1: other processes accept on the same

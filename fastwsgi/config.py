@@ -421,6 +421,10 @@ SETTINGS: tuple[Setting, ...] = (
              " fields set REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST, SERVER_NAME"
              " and SERVER_PORT (unix socket peers count as trusted; empty: none).",
              metavar="ADDRS"),
+    _setting("proxy_protocol", False, _boolean(),
+             "Every connection starts with a PROXY protocol header (v1 or v2)"
+             " from a TCP load balancer, naming the client (REMOTE_ADDR); a"
+             " connection without a valid one is closed.", flag=True),
     _setting("server_header", "fastwsgi", _text(64),
              "Value of the Server header when the app sets none.",
              metavar="TEXT"),

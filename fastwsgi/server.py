@@ -47,6 +47,7 @@ def _c_config(cfg: Config, keep: list[Any]) -> Any:
     c.write_timeout_ms = int(cfg.write_timeout * 1000)
     c.graceful_timeout_ms = int(cfg.graceful_timeout * 1000)
     c.log_refusals = int(logger.isEnabledFor(logging.DEBUG))
+    c.proxy_protocol = int(cfg.proxy_protocol)
     spool = ffi.new("char[]", cfg.spool_directory.encode())
     name = ffi.new("char[]", cfg.server_header.encode())
     keep += [spool, name]

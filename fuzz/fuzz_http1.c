@@ -22,6 +22,7 @@
  * any read past the end.  It also checks the path the parser cuts out of an
  * absolute-form target (see fuzz/crashes/README.md).
  */
+#include <arpa/inet.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -464,6 +465,48 @@ static int check_chunked(const uint8_t *b, size_t len, size_t max_line,
 
 /* ---- entry point ---- */
 
+/* The PROXY header parser: the whole input and every prefix of it must
+ * agree (a header is found at its full length and "need more" before; a
+ * refusal stays a refusal), and what it reports is well formed. */
+static void check_proxy(const uint8_t *data, size_t size)
+{
+    char *b = malloc(size ? size : 1);  /* exact size: ASan sees overreads */
+    CHECK(b != NULL);
+    memcpy(b, data, size);
+    fw_proxy px;
+    int full = fw_parse_proxy(b, size, &px);
+    CHECK(full >= -1 && full <= (int)size);
+    if (full > 0) {
+        CHECK(px.family == 0 || px.family == AF_INET || px.family == AF_INET6);
+        CHECK(memchr(px.addr, '\0', sizeof px.addr) != NULL);
+        CHECK(memchr(px.port, '\0', sizeof px.port) != NULL);
+        if (px.family) {
+            unsigned char bin[16];
+            CHECK(inet_pton(px.family, px.addr, bin) == 1);
+            CHECK(px.port[0] != '\0' && atoi(px.port) <= 65535);
+        }
+        CHECK(memcmp(b, "PROXY ", 6) == 0 ||
+              memcmp(b, "\r\n\r\n\0\r\nQUIT\n", 12) == 0);
+    }
+    int refused = 0;
+    for (size_t n = 0; n <= size && n <= 1200; n++) {
+        fw_proxy p2;
+        char *pre = malloc(n ? n : 1);
+        CHECK(pre != NULL);
+        memcpy(pre, b, n);
+        int r = fw_parse_proxy(pre, n, &p2);
+        free(pre);
+        if (full > 0 && (size_t)full > n)
+            CHECK(r == 0);
+        if (full > 0 && (size_t)full <= n)
+            CHECK(r == full && memcmp(&p2, &px, sizeof px) == 0);
+        if (refused)
+            CHECK(r == -1);
+        refused |= r == -1;
+    }
+    free(b);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2)
@@ -475,6 +518,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     data += 2;
     size -= 2;
 
+    if ((cfg & 0xc0) == 0xc0) {
+        check_proxy(data, size);
+        return 0;
+    }
     if (cfg & 8) {
         size_t used;
         check_chunked(data, size, max_line, seed, &used);
