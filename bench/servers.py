@@ -73,6 +73,11 @@ def _ours_access_log(py: str, port: int, ref: str, launch: str, workers: int) ->
     return [*_ours(py, port, ref, launch, workers), "--access-log", path]
 
 
+def _ours_metrics(py: str, port: int, ref: str, launch: str, workers: int) -> list[str]:
+    # Counting on (the page itself on a port of its own, not scraped).
+    return [*_ours(py, port, ref, launch, workers), "--metrics-bind", f"{HOST}:0"]
+
+
 def _via_launch(name: str) -> CommandBuilder:
     def build(py: str, port: int, ref: str, launch: str, workers: int) -> list[str]:
         # The worker count is appended only when it matters, so the
@@ -142,6 +147,7 @@ SERVERS: list[ServerSpec] = [
     ServerSpec("fastwsgi-threads", "main", "fastwsgi", _ours_threaded, ours=True,
                on_pypy=True),
     ServerSpec("fastwsgi-accesslog", "main", "fastwsgi", _ours_access_log, ours=True),
+    ServerSpec("fastwsgi-metrics", "main", "fastwsgi", _ours_metrics, ours=True),
     ServerSpec("bjoern", "main", "bjoern", _via_launch("bjoern"), in_smoke=True, on_pypy=True,
                multi=True),  # several workers: forked by launch.py on SO_REUSEPORT
     ServerSpec("fastwsgi-0.0.9", "fastwsgi009", "fastwsgi==0.0.9",

@@ -117,6 +117,8 @@ void conn_close(fw_conn *c)
     int python_holds = streaming && !(c->flags & C_JOB);
     if (loop->alog)
         alog_end(c);            /* a response that closes, or one cut short */
+    if (loop->mdst)
+        metrics_end(c);
     c->state = CS_CLOSED;
     pool_unwait(c);
     if (c->flags & C_JOB)
@@ -313,6 +315,7 @@ static ssize_t send_some(fw_conn *c, const char *data, size_t len)
     for (;;) {
         ssize_t n = send(c->io.fd, data, len, MSG_NOSIGNAL);
         if (n > 0) {
+            c->loop->m.bytes_out += (uint64_t)n;
             conn_write_progress(c);
             return n;
         }
@@ -377,6 +380,7 @@ int conn_flush(fw_conn *c)
         if (n > 0) {
             f->off += n;
             f->left -= n;
+            c->loop->m.bytes_out += (uint64_t)n;
             conn_write_progress(c);
         } else if (n == 0) {
             /* The file is shorter than promised: the body is short. */
@@ -454,6 +458,7 @@ static ssize_t conn_read(fw_conn *c)
         ssize_t n = recv(c->io.fd, b->data + b->len, room, 0);
         if (n > 0) {
             b->len += (size_t)n;
+            c->loop->m.bytes_in += (uint64_t)n;
             /* A short read drained the socket: with edge triggering the
              * next bytes bring a new event, so no EAGAIN round trip.  Not
              * after a hang-up: that edge has come already, and only reading
@@ -994,6 +999,8 @@ static void request_done(fw_conn *c)
 {
     if (c->loop->alog)
         alog_end(c);
+    if (c->loop->mdst)
+        metrics_end(c);
     c->resp = RS_NONE;
     c->flags |= C_SERVED;
     c->flags &= ~(C_REQ_HEAD | C_REQ_HTTP10);
@@ -1006,6 +1013,8 @@ static void fail(fw_conn *c, int status)
 {
     /* At debug level only (a flood of bad requests must not become a
      * flood of log calls): who was refused and with what. */
+    if (c->loop->mdst)
+        metrics_refused(c->loop, status);
     if (c->loop->cfg.log_refusals)
         loop_log(c->loop, FW_LOG_DEBUG, "refused a request from %s%s%s: %d %s",
                  c->raddr[0] ? c->raddr : "a unix socket peer", c->rport[0] ? ":" : "",
@@ -1163,6 +1172,11 @@ static int on_head(fw_conn *c, int hlen)
     }
     if (loop->alog)
         alog_begin(c, buf, h);  /* the head's bytes are reused after this */
+    if (loop->mdst) {
+        if (c->req_us == 0)
+            loop->m.active++;
+        c->req_us = metrics_now_us();
+    }
     size_t keys_len;
     long env_len = build_env(c, buf, h, &in_flags, &keys_len);
     if (env_len < 0) {

@@ -194,6 +194,8 @@ struct fw_conn {
     fw_conn *wprev, *wnext;     /* the queue waiting for a thread */
     fw_conn *knext;             /* the kicked list */
     void *alog;                 /* the access log's record of the request */
+    int64_t req_us;             /* --metrics: when the request's head came */
+    int status;                 /* of the response being made, 0: none yet */
     char raddr[46];             /* REMOTE_ADDR */
     char rport[6];              /* REMOTE_PORT */
 };
@@ -207,6 +209,8 @@ struct fw_loop {
                                    client that may be sending */
     fw_beat *beat;              /* the master's slot, or NULL */
     struct fw_alog *alog;       /* the access log, or NULL */
+    fw_counters *mdst;          /* where the counters go, or NULL (off) */
+    fw_counters m;              /* the counters, this loop's own */
     int alog_waiting;           /* lines wait for the writer: come back soon */
     struct fw_taken *taken;     /* accepted as the listeners closed, to be
                                    served at the next safe point */
@@ -366,6 +370,9 @@ void alog_bytes(struct fw_conn *c, int64_t n);
 void alog_end(struct fw_conn *c);
 int alog_turn(struct fw_loop *loop);
 void alog_free(struct fw_loop *loop);
+void metrics_end(struct fw_conn *c);
+void metrics_refused(struct fw_loop *loop, int status);
+int64_t metrics_now_us(void);
 void loop_timer_at(struct fw_loop *loop, fw_conn *c, int kind,
                    int64_t deadline);
 void loop_timer_set(struct fw_loop *loop, fw_conn *c, int kind);

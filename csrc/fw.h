@@ -197,6 +197,27 @@ void fw_loop_access_log_reopen(fw_loop *loop);
  * aligned 64-bit stores: a reader sees each field whole; `request` may be
  * read half-written, which only ever garbles a log line.
  */
+/*
+ * Counters for --metrics, kept by the loop and copied at the end of each
+ * turn to where fw_loop_metrics points (a worker's slot, so the master
+ * sums them without a syscall).
+ */
+#define FW_BUCKETS 14           /* request duration histogram, see loop.c */
+typedef struct fw_counters {
+    uint64_t responses[6];      /* by status class: [0] no response (the
+                                   client left), [1] 1xx ... [5] 5xx */
+    uint64_t duration[FW_BUCKETS]; /* responses per duration bucket (not
+                                   cumulative; the last is "longer") */
+    uint64_t duration_us;       /* their sum */
+    uint64_t bytes_in, bytes_out;
+    uint64_t refused[6];        /* refused by the server: 400, 408, 413,
+                                   414, 431, any other */
+    int64_t connections;        /* open now */
+    int64_t active;             /* of them, with a request in progress */
+    int64_t threads, busy;      /* app threads, and those in a request */
+} fw_counters;
+void fw_loop_metrics(fw_loop *loop, fw_counters *dst);
+
 typedef struct fw_beat {
     int64_t turn_ms;            /* fw_clock_ms() when the loop last woke */
     int64_t call_ms;            /* when the inline app call in progress
@@ -208,6 +229,7 @@ typedef struct fw_beat {
     int32_t pad;
     char request[96];           /* "METHOD /path" of the call in progress
                                    (the first of a round) */
+    fw_counters counters;       /* with --metrics */
 } fw_beat;
 #define FW_BEAT_STARTING 0
 #define FW_BEAT_SERVING 1

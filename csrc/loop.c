@@ -488,6 +488,16 @@ static void drain_wakeup(fw_loop *loop)
     fw_py_wakeup(loop->userdata);
 }
 
+/* Where Python reads them: a plain copy, once a turn (a reader may see
+ * one turn's counters half-copied; each field is whole). */
+static void publish_metrics(fw_loop *loop)
+{
+    loop->m.connections = loop->nconns;
+    loop->m.threads = loop->nworkers;
+    loop->m.busy = loop->nworkers - loop->nidle;
+    memcpy(loop->mdst, &loop->m, sizeof loop->m);
+}
+
 /* One turn: wait up to timeout_ms (-1: until the next deadline), handle
  * what epoll reports, answer the batch, expire timers. */
 int loop_turn(fw_loop *loop, int timeout_ms)
@@ -550,6 +560,8 @@ int loop_turn(fw_loop *loop, int timeout_ms)
     free_zombies(loop);
     if (loop->alog)
         loop->alog_waiting = alog_turn(loop);
+    if (loop->mdst)
+        publish_metrics(loop);
     /* Enough requests (max_requests): hand over like a reload would. */
     if (loop->cfg.max_requests > 0 && !loop->stopping &&
         loop->served >= (uint64_t)loop->cfg.max_requests)
@@ -601,5 +613,7 @@ int fw_loop_run(fw_loop *loop)
         loop->beat->requests = loop->served;
         loop->beat->state = FW_BEAT_STOPPING;
     }
+    if (loop->mdst)
+        publish_metrics(loop);
     return 0;
 }

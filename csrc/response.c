@@ -75,6 +75,7 @@ int response_error(fw_conn *c, int status)
     if (n < 0 || (size_t)n >= sizeof head)
         n = 0;
     c->flags |= C_CLOSE_AFTER | C_ERROR_CLOSE;
+    c->status = status;
     if (loop->alog) {
         alog_status(c, status);
         alog_bytes(c, (c->flags & C_REQ_HEAD) ? 0 : (int64_t)blen);
@@ -291,8 +292,10 @@ static int write_head(fw_conn *c, const char *h, size_t hlen, int nfields,
     }
     if (conn_out_reserve(c, hlen * 2 + 256) < 0)
         return -1;
-    if (loop->alog)             /* the block starts with the 3-digit status */
-        alog_status(c, (h[0] - '0') * 100 + (h[1] - '0') * 10 + (h[2] - '0'));
+    /* The block starts with the 3-digit status. */
+    c->status = (h[0] - '0') * 100 + (h[1] - '0') * 10 + (h[2] - '0');
+    if (loop->alog)
+        alog_status(c, c->status);
     char *w = c->out.data + c->out.len;
     if (known) {
         memcpy(w, m->wire, m->wire_len);
@@ -424,6 +427,7 @@ static int queue_body(fw_conn *c, const char *data, size_t len)
         struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)k};
         ssize_t n = sendmsg(c->io.fd, &mh, MSG_NOSIGNAL);
         if (n > 0) {
+            c->loop->m.bytes_out += (uint64_t)n;
             size_t from_out = (size_t)n < pend ? (size_t)n : pend;
             conn_write_progress(c);
             c->out.off += from_out;

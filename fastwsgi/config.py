@@ -235,6 +235,19 @@ def _networks() -> tuple[Callable[[Any], str], str]:
                    " * for every peer, or nothing for none")
 
 
+def _address() -> tuple[Callable[[Any], str], str]:
+    binds, _ = _binds()
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError
+        if value and (value.startswith("unix:") or not binds(value)):
+            raise ValueError
+        return value
+
+    return check, "HOST:PORT or [IPV6]:PORT, or nothing for none"
+
+
 def _log_path() -> tuple[Callable[[Any], str], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str):
@@ -435,6 +448,9 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("access_log_format", "combined", _access_format(),
              "combined (with the duration in microseconds), common, json, or"
              " gunicorn's %(x)s atoms (README lists them).", metavar="FORMAT"),
+    _setting("metrics_bind", "", _address(),
+             "Serve Prometheus metrics at http://HOST:PORT/metrics (with a"
+             " master: every worker summed).", metavar="ADDR", default_text="none"),
     _setting("log_level", "info", _choice(LOG_LEVELS),
              "Level of the 'fastwsgi' logger (debug also logs each refused"
              " request with its peer).", metavar="LEVEL"),

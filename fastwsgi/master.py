@@ -14,6 +14,7 @@ import os
 import random
 import select
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from .beats import STOPPING, Beats, clock_ms
 from .config import Config, ConfigError
 from .listeners import Listener
 from .logs import logger, reopen_logs, setup
+from .metrics import Totals, render, serve_metrics
 from .reloader import Watcher
 from .server import open_listeners
 from .titles import set_title
@@ -88,6 +90,11 @@ class Master:
         old_wake = signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         old = {sig: signal.signal(sig, self._on_signal) for sig in _SIGNALS}
         self.watcher = Watcher(self.spec, self.wake_w) if self.cfg.reload else None
+        self.exited = Totals()      # what workers that are gone had counted
+        self.restarts = 0
+        self.counting = threading.Lock()
+        metrics = serve_metrics(self.cfg.metrics_bind, self._metrics_page) \
+            if self.cfg.metrics_bind else None
         set_title(f"fastwsgi: master [{self.spec}]")
         urls = ", ".join(listener.url for listener in self.listeners)
         logger.info("fastwsgi %s listening on %s (pid %d, the master of %d worker%s%s)",
@@ -95,7 +102,8 @@ class Master:
                     "s" if self.target != 1 else "",
                     f" with {self.cfg.threads} threads each" if self.cfg.threads else "")
         try:
-            self._close_fds = (wake_r, self.wake_w)
+            self._close_fds = (wake_r, self.wake_w,
+                               *([metrics.fileno()] if metrics is not None else []))
             while True:
                 self._reap()
                 self._act_on_signals()
@@ -111,6 +119,9 @@ class Master:
                     self._spawn_and_retire()
                 self._sleep(wake_r)
         finally:
+            if metrics is not None:
+                metrics.shutdown()
+                metrics.server_close()
             if self.watcher is not None:
                 self.watcher.close()
             signal.set_wakeup_fd(old_wake)
@@ -308,9 +319,11 @@ class Master:
                 return
             if pid == 0:
                 return
-            w = self.workers.pop(pid, None)
-            if w is None:
-                continue
+            with self.counting:
+                w = self.workers.pop(pid, None)
+                if w is None:
+                    continue
+                self.exited.add(self.beats.pointer(w.slot).counters, gauges=False)
             w.requests = max(w.requests, self.beats.read(w.slot).requests)
             self.beats.give_back(w.slot)
             self._reaped(w, status)
@@ -350,6 +363,7 @@ class Master:
         if code == EXIT_NO_APP:
             self._no_app(w)
             return
+        self.restarts += 1
         if not w.kill_reason:
             logger.error("worker %d (pid %d) died after %d requests (%s); starting "
                          "another", w.number, w.pid, w.requests, how)
@@ -364,6 +378,17 @@ class Master:
             self.spawn_after = time.monotonic() + delay
         else:
             self.failures = 0
+
+    def _metrics_page(self) -> str:
+        """The page, from the metrics thread: live workers' slots plus what
+        exited ones had counted, under the lock the reaper takes."""
+        with self.counting:
+            live = Totals()
+            for w in list(self.workers.values()):
+                live.add(self.beats.pointer(w.slot).counters)
+            total = live.plus(self.exited)
+            workers = len(self.workers)
+        return render(total, workers=workers, restarts=self.restarts)
 
     def _no_app(self, w: Worker) -> None:
         """A worker could not import the app.  At start-up that ends the

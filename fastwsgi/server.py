@@ -18,6 +18,7 @@ from .accesslog import compile_format
 from .config import Config
 from .listeners import Listener, inherit_listener, open_listener, systemd_listeners
 from .logs import ErrorStream, logger, reopen_logs, setup
+from .metrics import OwnCounters, render, serve_metrics
 from .pool import Pool
 from .proxies import Proxies
 from .wsgi import Dispatch, Environ, FileWrapper, WSGIApp, activate
@@ -152,6 +153,19 @@ class Server:
             lib.fw_loop_beat(self.loop, self.role.beat)
         if self.cfg.access_log:
             self._open_access_log()
+        metrics = None
+        if self.cfg.metrics_bind and self.role is not None:
+            lib.fw_loop_metrics(self.loop, ffi.addressof(self.role.beat, "counters"))
+        elif self.cfg.metrics_bind:
+            own = OwnCounters()
+            self._keep.append(own)
+            lib.fw_loop_metrics(self.loop, own.pointer)
+            try:
+                metrics = serve_metrics(self.cfg.metrics_bind, lambda: render(own.totals()))
+            except OSError:
+                lib.fw_loop_free(self.loop)
+                self.loop = ffi.NULL
+                raise
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
@@ -182,6 +196,9 @@ class Server:
             if lib.fw_loop_run(self.loop) < 0:
                 raise OSError(ffi.errno, "event loop failed: " + os.strerror(ffi.errno))
         finally:
+            if metrics is not None:
+                metrics.shutdown()
+                metrics.server_close()
             if self._abandon is not None:
                 self._abandon.cancel()  # the loop ended in time
             if self.dispatch is not None:
