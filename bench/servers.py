@@ -78,6 +78,12 @@ def _ours_metrics(py: str, port: int, ref: str, launch: str, workers: int) -> li
     return [*_ours(py, port, ref, launch, workers), "--metrics-bind", f"{HOST}:0"]
 
 
+def _gunicorn_ours(py: str, port: int, ref: str, launch: str, workers: int) -> list[str]:
+    # gunicorn's arbiter with fastwsgi's C loop in each worker.
+    return [py, "-m", "gunicorn", "-w", str(workers), "-k", "fastwsgi.gunicorn.Worker",
+            "-b", f"{HOST}:{port}", "--log-level", "warning", ref]
+
+
 def _via_launch(name: str) -> CommandBuilder:
     def build(py: str, port: int, ref: str, launch: str, workers: int) -> list[str]:
         # The worker count is appended only when it matters, so the
@@ -148,6 +154,7 @@ SERVERS: list[ServerSpec] = [
                on_pypy=True),
     ServerSpec("fastwsgi-accesslog", "main", "fastwsgi", _ours_access_log, ours=True),
     ServerSpec("fastwsgi-metrics", "main", "fastwsgi", _ours_metrics, ours=True),
+    ServerSpec("gunicorn-fastwsgi", "main", "fastwsgi", _gunicorn_ours, ours=True, multi=True),
     ServerSpec("bjoern", "main", "bjoern", _via_launch("bjoern"), in_smoke=True, on_pypy=True,
                multi=True),  # several workers: forked by launch.py on SO_REUSEPORT
     ServerSpec("fastwsgi-0.0.9", "fastwsgi009", "fastwsgi==0.0.9",

@@ -410,7 +410,12 @@ void alog_end(fw_conn *c)
         case FW_ALOG_PEER_JSON:
             put_text(&o, c->raddr, strlen(c->raddr), 1);
             break;
-        case FW_ALOG_TIME:
+        case FW_ALOG_TIME:      /* as gunicorn writes %(t)s */
+            put(&o, "[", 1);
+            put(&o, a->tbuf, a->tlen);
+            put(&o, "]", 1);
+            break;
+        case FW_ALOG_TIME_BARE:
             put(&o, a->tbuf, a->tlen);
             break;
         case FW_ALOG_REQUEST:

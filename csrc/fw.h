@@ -186,6 +186,7 @@ int fw_loop_connections(fw_loop *loop);
 #define FW_ALOG_SECONDS 18
 #define FW_ALOG_SECONDS_FRAC 19
 #define FW_ALOG_PID 20
+#define FW_ALOG_TIME_BARE 21    /* the time without gunicorn's brackets */
 int fw_loop_access_log(fw_loop *loop, const char *path, const unsigned char *prog,
                        size_t prog_len, const char *headers);
 /* Open the log's path again (after a rotation); from any thread. */

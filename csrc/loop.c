@@ -578,6 +578,9 @@ static int stop_due(fw_loop *loop)
     close_listeners(loop);
     if (loop->stopping == 1)
         serve_taken(loop);
+    /* What was taken at the listeners' close may sit in the batch: answer
+     * it now, for no event will come for bytes already read. */
+    conn_batch_flush(loop);
     if (loop->stopping == 1 && !loop->gentle)
         close_idle(loop);
     if (loop->nconns == 0 || loop->stopping == 2 ||

@@ -12,7 +12,7 @@ atom       what
 h          remote address (``-`` for a unix socket peer)
 l          ``-``
 u          ``-`` (no user name is taken from the request)
-t          time, ``[26/Nov/2026:07:13:38 +0000]`` without the brackets
+t          time, ``[26/Nov/2026:07:13:38 +0000]`` (brackets included, as gunicorn's)
 r          request line, ``GET /path?q=1 HTTP/1.1``
 m          method
 U          path, without the query (as sent, %-encoded)
@@ -42,8 +42,8 @@ import re
 
 from ._fastwsgi import lib
 
-COMBINED = '%(h)s %(l)s %(u)s [%(t)s] "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s'
-COMMON = '%(h)s %(l)s %(u)s [%(t)s] "%(r)s" %(s)s %(b)s'
+COMBINED = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s'
+COMMON = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s'
 NAMED = {"combined": COMBINED, "common": COMMON}
 
 _ATOM = re.compile(r"%\((\{[^}]*\}[A-Za-z]|[A-Za-z])\)s|%%")
@@ -127,7 +127,7 @@ def compile_format(fmt: str) -> tuple[bytes, str]:
 def _json() -> tuple[bytes, str]:
     prog = _Program()
     prog.literal('{"time":"')
-    prog.op(lib.FW_ALOG_TIME)
+    prog.op(lib.FW_ALOG_TIME_BARE)
     prog.literal('","remote_addr":"')
     prog.op(lib.FW_ALOG_PEER_JSON)
     prog.literal('","request":"')

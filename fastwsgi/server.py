@@ -88,6 +88,7 @@ class WorkerRole:
     beat: Any
     sharing: int
     max_requests: int = 0  # its own limit, jitter included (0: none)
+    gunicorn: bool = False  # under gunicorn's arbiter: SIGINT stops at once
 
 
 class Server:
@@ -322,7 +323,8 @@ class Server:
             self.stop(STOP_GRACEFUL)
         elif sig == signal.SIGUSR2:
             self.stop(STOP_RETIRE)
-        elif sig == signal.SIGQUIT:
+        elif sig == signal.SIGQUIT or (sig == signal.SIGINT and self.role is not None
+                                       and self.role.gunicorn):
             self.stop(STOP_NOW)
 
 

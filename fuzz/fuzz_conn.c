@@ -2861,7 +2861,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (c1 & 1) {
         static const unsigned char prog[] = {
             FW_ALOG_PEER, FW_ALOG_PEER_JSON, FW_ALOG_LITERAL, 0, 3, ' ', '[', '"',
-            FW_ALOG_TIME, FW_ALOG_REQUEST, FW_ALOG_REQUEST_JSON,
+            FW_ALOG_TIME, FW_ALOG_TIME_BARE, FW_ALOG_REQUEST, FW_ALOG_REQUEST_JSON,
             FW_ALOG_METHOD, 0, FW_ALOG_TARGET, 1, FW_ALOG_PATH, 0, FW_ALOG_QUERY, 1,
             FW_ALOG_PROTO, 0, FW_ALOG_HEADER, 0, 0, FW_ALOG_HEADER, 1, 1,
             FW_ALOG_HEADER, 2, 0, FW_ALOG_STATUS, FW_ALOG_BYTES, FW_ALOG_BYTES_DASH,

@@ -341,3 +341,16 @@ def test_process_titles_name_the_master_and_each_worker(master):
     assert title(s.proc.pid) == "fastwsgi: master [apps:router]"
     assert sorted(title(p) for p in pids) == ["fastwsgi: worker 1 [apps:router]",
                                               "fastwsgi: worker 2 [apps:router]"]
+
+
+def test_a_retiring_worker_answers_what_it_takes_at_its_close(master):
+    """A worker at its max_requests takes what the kernel queued for it
+    before it closes its listener, and answers it: one connection after
+    the other (each lands on the retiring worker or its replacement),
+    every request is answered in time."""
+    s = master("--workers", "1", "--max-requests", "7", "--threads", "0")
+    ready_workers(s, 1)
+    for i in range(60):
+        status, _ = get(s, "/pid", timeout=5)
+        assert status == 200, i
+    assert len(EXITED.findall(s.output())) >= 7, s.output()

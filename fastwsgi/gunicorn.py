@@ -1,0 +1,105 @@
+"""A gunicorn worker class: gunicorn's arbiter, configuration and hooks,
+with fastwsgi's C loop serving in each worker.
+
+    gunicorn -k fastwsgi.gunicorn.Worker -w 4 myapp:app
+
+What is taken from gunicorn's settings: the sockets, ``threads`` (1:
+inline, more: a pool of that many), ``keepalive``, ``graceful_timeout``,
+``max_requests`` with its jitter, ``limit_request_*``,
+``forwarded_allow_ips``, ``proxy_protocol``, ``accesslog`` with
+``access_log_format`` (written by fastwsgi's own access log, in C).  The
+heartbeat gunicorn's arbiter watches is beaten only while the loop is
+healthy (a loop stuck in an app call past ``timeout`` is killed, as with
+gunicorn's own workers).  Signals are gunicorn's: SIGTERM graceful,
+SIGINT/SIGQUIT at once, SIGUSR1 reopens the logs.  The ``pre_request`` and
+``post_request`` hooks are not called: requests never pass through Python
+outside the app.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any
+
+from gunicorn.workers.base import (  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    Worker as _GunicornWorker,
+)
+
+from .beats import Beats, clock_ms
+from .config import Config, make_config
+from .listeners import inherit_listener
+from .logs import setup
+from .server import Server, WorkerRole
+
+_UNLIMITED = 65536  # gunicorn's 0 ("no limit") for a size, here its largest
+
+
+def settings_from(cfg: Any) -> Config:
+    """fastwsgi's settings from gunicorn's."""
+    threads = int(getattr(cfg, "threads", 1) or 1)
+    line = int(cfg.limit_request_line) or _UNLIMITED
+    field = int(cfg.limit_request_field_size) or _UNLIMITED
+    allow = cfg.forwarded_allow_ips
+    values: dict[str, Any] = {
+        "threads": threads if threads > 1 else 0,
+        "keepalive_timeout": max(float(cfg.keepalive), 0.01),
+        "graceful_timeout": float(cfg.graceful_timeout),
+        "limit_request_line": min(max(line, 64), _UNLIMITED),
+        "limit_request_fields": min(max(int(cfg.limit_request_fields), 1), 256),
+        "limit_request_field_size": min(max(field, 64), _UNLIMITED),
+        "forwarded_allow_ips": allow if isinstance(allow, str) else ",".join(allow),
+        "proxy_protocol": _proxy_protocol(getattr(cfg, "proxy_protocol", False)),
+        "log_level": str(cfg.loglevel).lower(),
+    }
+    if cfg.accesslog:
+        values["access_log"] = cfg.accesslog
+        values["access_log_format"] = cfg.access_log_format
+    return make_config(values)
+
+
+def _proxy_protocol(value: Any) -> bool:
+    """gunicorn up to 22 has a flag; later ones say off, v1, v2 or auto."""
+    if isinstance(value, str):
+        return value.lower() not in ("off", "false", "0", "")
+    return bool(value)
+
+
+class Worker(_GunicornWorker):  # type: ignore[misc, unused-ignore]
+    """One gunicorn worker: a fastwsgi server on the arbiter's sockets."""
+
+    def run(self) -> None:
+        # gunicorn's handlers stand while the app loads; the server puts its
+        # own in place (gunicorn's meanings) once it serves.
+        cfg = settings_from(self.cfg)
+        setup(cfg.log_level, cfg.log_format)
+        beats = Beats(1)
+        slot = beats.pointer(0)
+        limit = self.max_requests if self.max_requests < sys.maxsize else 0
+        listeners = [inherit_listener(os.dup(s.fileno()), "gunicorn") for s in self.sockets]
+        role = WorkerRole(self.age, slot, 1, limit, gunicorn=True)
+        server = Server(self.wsgi, cfg, listeners, role=role)
+        beating = threading.Event()
+        beater = threading.Thread(target=self._beat, args=(beats, beating),
+                                  name="fastwsgi-heartbeat", daemon=True)
+        beater.start()
+        try:
+            server.serve(restore_signals=False)
+        finally:
+            beating.set()
+            beater.join()
+
+    def _beat(self, beats: Beats, done: threading.Event) -> None:
+        """Tell the arbiter the worker lives, as long as its loop does: it
+        waits in epoll_wait, or it woke within half the timeout."""
+        every = max(min(self.timeout / 4, 1.0), 0.05)
+        limit_ms = int(self.timeout * 500)
+        while not done.wait(every):
+            beat = beats.read(0)
+            if beat.waiting or not beat.turn_ms or clock_ms() - beat.turn_ms < limit_ms:
+                self.notify()
+            elif self.alive:
+                self.log.warning("the event loop has not turned for %.1f s%s",
+                                 (clock_ms() - beat.turn_ms) / 1000,
+                                 f" (in {beat.request})" if beat.call_ms else "")
