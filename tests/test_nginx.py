@@ -39,7 +39,11 @@ class Nginx:
         (tmp / "site.conf").write_text(site)
         for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (tmp / d).mkdir(exist_ok=True)
+        # As root, nginx's workers would switch to "nobody", who cannot
+        # reach a socket in the test's private directory.
+        user = "user root;" if os.geteuid() == 0 else ""
         (tmp / "nginx.conf").write_text(f"""
+{user}
 daemon off;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
