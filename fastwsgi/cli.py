@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -51,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Read settings from FILE: TOML (fastwsgi.toml, or the "
                              "[tool.fastwsgi] table of a pyproject.toml) or a Python "
                              "file of module-level names.")
+    parser.add_argument("-k", "--worker-class", metavar="CLASS",
+                        help="gunicorn's worker class, for command lines written for it: "
+                             "sync (fastwsgi's inline mode) or gthread (threaded: give "
+                             "--threads); any other is refused.")
     parser.add_argument("--print-config", action="store_true",
                         help="Print every setting's value and where it came from, "
                              "then exit.")
@@ -58,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Check the settings and import the app, then exit "
                              "(status 0 when both are fine).")
     for s in SETTINGS:
-        names = [s.option] + ([s.short] if s.short else [])
+        names = [s.option, *s.aliases] + ([s.short] if s.short else [])
         # argparse reads %(name)s in help texts as its own fields.
         help_text = f"{s.help} Default: {s.default_text or s.default}.".replace("%", "%%")
         if s.flag:
@@ -114,18 +119,33 @@ def load_app(spec: str) -> WSGIApp:
 # Options of gunicorn's command line that fastwsgi spells otherwise, for
 # the message about an option it does not know.
 GUNICORN_OPTIONS = {
-    "--keep-alive": "--keepalive-timeout",
-    "-k": "--threads (0: inline like sync, N: a pool like gthread)",
-    "--worker-class": "--threads (0: inline like sync, N: a pool like gthread)",
-    "-t": "--timeout",
     "--preload-app": "--preload",
 }
+
+# gunicorn's options that have no meaning here, and why: refused rather
+# than ignored, so that nobody believes they took effect.
+NO_MEANING = {
+    "--worker-connections": "fastwsgi has no per-worker connection limit (its loop "
+                            "holds connections without threads; see --threads)",
+    "--certfile": "fastwsgi does not terminate TLS; put nginx or a load balancer in front",
+    "--keyfile": "fastwsgi does not terminate TLS; put nginx or a load balancer in front",
+    "--ca-certs": "fastwsgi does not terminate TLS; put nginx or a load balancer in front",
+    "--ssl-version": "fastwsgi does not terminate TLS; put nginx or a load balancer in front",
+    "--daemon": "fastwsgi stays in the foreground; let systemd, Docker or a supervisor run it",
+    "-D": "fastwsgi stays in the foreground; let systemd, Docker or a supervisor run it",
+}
+
+# -k/--worker-class: gunicorn's sync and gthread are fastwsgi's inline and
+# threaded modes; any other class has no equivalent.
+WORKER_CLASSES = ("sync", "gthread")
 
 
 def _unknown_option(extra: Sequence[str]) -> NoReturn:
     for token in extra:
         if token.startswith("-"):
             option = token.split("=", 1)[0]
+            if option in NO_MEANING:
+                fail(f"{option}: not supported: {NO_MEANING[option]}")
             hint = GUNICORN_OPTIONS.get(option)
             fail(f"{option}: no such option" + (f"; fastwsgi's is {hint}" if hint else "")
                  + " (fastwsgi --help lists them)")
@@ -185,15 +205,29 @@ def print_config(cfg: Config, origins: Mapping[str, str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    # Extra options from the environment, before the command line's (which
+    # win); gunicorn's GUNICORN_CMD_ARGS is not read.
+    given = shlex.split(os.environ.get("FASTWSGI_CMD_ARGS", "")) + given
+    args, extra = parser.parse_known_args(given)
     if extra:
         _unknown_option(extra)
+    if args.worker_class is not None and args.worker_class not in WORKER_CLASSES:
+        fail(f"-k/--worker-class: {args.worker_class!r} has no equivalent here; fastwsgi "
+             "runs its own event loop (sync: the default inline mode; gthread: "
+             "--threads N)")
     cfg, origins = _gather(args)
     if args.print_config:
         print_config(cfg, origins)
         sys.exit(0)
     if args.app is None:
         fail("the following arguments are required: APP")
+    # What the app's import may depend on: its directory, its environment.
+    if cfg.chdir:
+        os.chdir(cfg.chdir)
+    for pair in cfg.env:
+        key, _, value = pair.partition("=")
+        os.environ[key] = value
     if args.check_config:
         load_app(args.app)
         print(f"fastwsgi: the settings are valid and {args.app} imports")

@@ -110,12 +110,18 @@ def _host() -> tuple[Callable[[Any], str], str]:
     return check, "a host name or IP address"
 
 
+def _str_items(value: Any) -> list[str]:
+    """A list setting's items: one string, or strings (ValueError else)."""
+    items = [value] if isinstance(value, str) else list(value)
+    if not all(isinstance(item, str) for item in items):
+        raise ValueError
+    return items
+
+
 def _binds() -> tuple[Callable[[Any], tuple[str, ...]], str]:
     def check(value: Any) -> tuple[str, ...]:
-        items = [value] if isinstance(value, str) else list(value)
+        items = _str_items(value)
         for item in items:
-            if not isinstance(item, str):
-                raise ValueError
             if item.startswith("unix:"):
                 if len(item) <= 5:
                     raise ValueError
@@ -281,6 +287,29 @@ def _access_format() -> tuple[Callable[[Any], str], str]:
     return check, "combined, common, json, or a format of %(x)s atoms"
 
 
+def _directory_or_none() -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        if value == "":
+            return ""
+        if not isinstance(value, str) or not os.path.isdir(value):
+            raise Refused(f"{value!r} is not a directory")
+        return value
+
+    return check, "a directory path"
+
+
+def _env_pairs() -> tuple[Callable[[Any], tuple[str, ...]], str]:
+    def check(value: Any) -> tuple[str, ...]:
+        items = _str_items(value)
+        for item in items:
+            key, sep, _ = item.partition("=")
+            if not sep or not key or not key.replace("_", "a").isalnum():
+                raise ValueError
+        return tuple(items)
+
+    return check, "KEY=VALUE"
+
+
 def _directory() -> tuple[Callable[[Any], str], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str) or not value:
@@ -308,6 +337,7 @@ class Setting:
     repeat: bool = False
     flag: bool = False
     short: str | None = None
+    aliases: tuple[str, ...] = ()  # other spellings (gunicorn's)
     cli: bool = True
     default_text: str | None = None
 
@@ -372,7 +402,7 @@ SETTINGS: tuple[Setting, ...] = (
              "With a master: a worker whose event loop has been stuck this long"
              " (an inline app call that does not return) is killed and"
              " replaced; the log names the request (0: off).",
-             metavar="SECONDS"),
+             metavar="SECONDS", short="-t"),
     _setting("max_requests", 0, _int_range(0, 1 << 40),
              "With a master: a worker retires after this many requests, its"
              " replacement already serving (0: never).", metavar="N"),
@@ -386,6 +416,19 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("reload", False, _boolean(),
              "Development: restart the workers when a Python file of the"
              " app changes.", flag=True),
+    _setting("chdir", "", _directory_or_none(),
+             "Change to this directory before loading the app.", metavar="DIR",
+             default_text="none"),
+    _setting("env", (), _env_pairs(),
+             "Set an environment variable before loading the app; repeat for"
+             " several.", metavar="KEY=VALUE", repeat=True, default_text="none",
+             short="-e"),
+    _setting("pid", "", _log_path(),
+             "Write the (master's) process id to this file; removed at exit.",
+             metavar="FILE", default_text="none"),
+    _setting("name", "", _text(64),
+             "Name in the process titles (with setproctitle installed).",
+             metavar="NAME", default_text="the app's spec"),
     _setting("fd", (), _fds(),
              "Serve on an inherited listening socket, descriptor N; repeat for"
              " several.", metavar="N", repeat=True, default_text="none"),
@@ -394,7 +437,7 @@ SETTINGS: tuple[Setting, ...] = (
              metavar="MASK", default_text="the process's"),
     _setting("keepalive_timeout", 5.0, _seconds(0.01, 3600),
              "Close an idle keep-alive connection after this long.",
-             metavar="SECONDS"),
+             metavar="SECONDS", aliases=("--keep-alive",)),
     _setting("header_timeout", 10.0, _seconds(0.01, 3600),
              "A request head must arrive completely within this time.",
              metavar="SECONDS"),
@@ -413,7 +456,7 @@ SETTINGS: tuple[Setting, ...] = (
              "Most header fields in a request (431 beyond).", metavar="N"),
     _setting("limit_request_field_size", 8190, _bytes(64, 65536),
              "Longest header field line in bytes (431 beyond).",
-             metavar="BYTES"),
+             metavar="BYTES", aliases=("--limit-request-field_size",)),
     _setting("limit_request_head", 65536, _bytes(1024, 1 << 20),
              "Longest request head, line and fields, in bytes (431 beyond).",
              metavar="BYTES"),
@@ -444,10 +487,14 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("access_log", "", _log_path(),
              "Write one line per response here (- for standard output);"
              " written by a thread of its own, reopened on SIGUSR1.",
-             metavar="PATH", default_text="none"),
+             metavar="PATH", default_text="none", aliases=("--access-logfile",)),
     _setting("access_log_format", "combined", _access_format(),
              "combined (with the duration in microseconds), common, json, or"
-             " gunicorn's %(x)s atoms (README lists them).", metavar="FORMAT"),
+             " gunicorn's %(x)s atoms (README lists them).", metavar="FORMAT",
+             aliases=("--access-logformat",)),
+    _setting("error_log", "-", _log_path(),
+             "Where the error log goes (- for standard error); reopened on"
+             " SIGUSR1.", metavar="PATH", aliases=("--error-logfile", "--log-file")),
     _setting("metrics_bind", "", _address(),
              "Serve Prometheus metrics at http://HOST:PORT/metrics (with a"
              " master: every worker summed).", metavar="ADDR", default_text="none"),

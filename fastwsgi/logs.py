@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -41,13 +42,15 @@ def _when(record: logging.LogRecord) -> str:
             + f".{int(record.msecs):03d} " + time.strftime("%z", moment))
 
 
-def setup(level: str, fmt: str = "text") -> None:
-    """Set the level, and give the logger a stderr handler unless the
-    application already configured logging for it or for the root."""
+def setup(level: str, fmt: str = "text", path: str = "-") -> None:
+    """Set the level, and give the logger a handler (stderr, or the file
+    at `path`) unless the application already configured logging for it or
+    for the root."""
     logger.setLevel(level.upper())
     if logger.handlers or logging.getLogger().handlers:
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = (logging.StreamHandler(sys.stderr) if path in ("-", "")
+                                else logging.FileHandler(path))
     handler.setFormatter(_Json() if fmt == "json" else _Text())
     logger.addHandler(handler)
     logger.propagate = False
@@ -89,3 +92,20 @@ class ErrorStream:
         if self._partial:
             logger.error("%s", self._partial)
             self._partial = ""
+
+
+class PidFile:
+    """--pid: the process id in a file while the server runs."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path:
+            with open(path, "w") as f:
+                f.write(f"{os.getpid()}\n")
+
+    def remove(self) -> None:
+        if self.path:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass

@@ -24,7 +24,7 @@ from ._version import __version__
 from .beats import STOPPING, Beats, clock_ms
 from .config import Config, ConfigError
 from .listeners import Listener
-from .logs import logger, reopen_logs, setup
+from .logs import PidFile, logger, reopen_logs, setup
 from .metrics import Totals, render, serve_metrics
 from .reloader import Watcher
 from .server import open_listeners
@@ -77,13 +77,14 @@ class Master:
     # -- the loop --
 
     def run(self) -> int:
-        setup(self.cfg.log_level, self.cfg.log_format)
+        setup(self.cfg.log_level, self.cfg.log_format, self.cfg.error_log)
         if self.app is None and self.load is None:
             raise ValueError("Master needs an app or a way to load it")
         self.target = self.cfg.workers
         # With SO_REUSEPORT each worker listens on its own socket: the master
         # only binds, to hold the address and learn a port 0's number.
         self.listeners = open_listeners(self.cfg, listen=not self.cfg.reuse_port)
+        pid = PidFile(self.cfg.pid)
         # Room for a reload's new workers beside the old, and for SIGTTIN.
         self.beats = Beats(max(64, 4 * self.target))
         wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -95,7 +96,7 @@ class Master:
         self.counting = threading.Lock()
         metrics = serve_metrics(self.cfg.metrics_bind, self._metrics_page) \
             if self.cfg.metrics_bind else None
-        set_title(f"fastwsgi: master [{self.spec}]")
+        set_title(f"fastwsgi: master [{self.cfg.name or self.spec}]")
         urls = ", ".join(listener.url for listener in self.listeners)
         logger.info("fastwsgi %s listening on %s (pid %d, the master of %d worker%s%s)",
                     __version__, urls, os.getpid(), self.target,
@@ -130,6 +131,7 @@ class Master:
             os.close(wake_r)
             os.close(self.wake_w)
             self._close_listeners()
+            pid.remove()
         logger.info("fastwsgi master stopped")
         return self.exit_code
 

@@ -17,7 +17,7 @@ from ._version import __version__
 from .accesslog import compile_format
 from .config import Config
 from .listeners import Listener, inherit_listener, open_listener, systemd_listeners
-from .logs import ErrorStream, logger, reopen_logs, setup
+from .logs import ErrorStream, PidFile, logger, reopen_logs, setup
 from .metrics import OwnCounters, render, serve_metrics
 from .pool import Pool
 from .proxies import Proxies
@@ -342,7 +342,7 @@ def fw_py_log(ud: Any, level: int, msg: Any) -> None:
 
 def serve(app: WSGIApp, cfg: Config, restore_signals: bool = True) -> None:
     """Bind, serve until stopped, exit cleanly."""
-    setup(cfg.log_level, cfg.log_format)
+    setup(cfg.log_level, cfg.log_format, cfg.error_log)
     server = Server(app, cfg)
     try:
         server.bind()
@@ -350,5 +350,9 @@ def serve(app: WSGIApp, cfg: Config, restore_signals: bool = True) -> None:
         for listener in server.listeners:
             listener.sock.close()
         raise
-    server.serve(restore_signals)
+    pid = PidFile(cfg.pid)
+    try:
+        server.serve(restore_signals)
+    finally:
+        pid.remove()
 

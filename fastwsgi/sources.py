@@ -21,12 +21,38 @@ from .config import BY_NAME, SETTINGS, ConfigError
 
 # Names a gunicorn user may write, and what they are called here; the
 # message for an unknown name says so.
+# gunicorn's names for settings fastwsgi has under another name: a
+# gunicorn config file is read with them.
 GUNICORN_NAMES: Mapping[str, str] = {
     "keepalive": "keepalive_timeout",
     "loglevel": "log_level",
-    "worker_class": "threads (0: inline like sync, N: a pool like gthread)",
+    "accesslog": "access_log",
+    "errorlog": "error_log",
+    "pidfile": "pid",
+    "proc_name": "name",
+    "raw_env": "env",
     "preload_app": "preload",
 }
+# gunicorn's names that cannot mean anything here, and why.
+GUNICORN_REFUSED: Mapping[str, str] = {
+    "worker_connections": "fastwsgi has no per-worker connection limit",
+    "certfile": "fastwsgi does not terminate TLS; put nginx or a load balancer in front",
+    "keyfile": "fastwsgi does not terminate TLS; put nginx or a load balancer in front",
+    "daemon": "fastwsgi stays in the foreground",
+}
+
+
+def _translate(name: str, value: Any, where: str) -> tuple[str, Any] | None:
+    """A gunicorn name and value as fastwsgi's (None: nothing to set)."""
+    if name == "worker_class":
+        # sync is inline, gthread is threads (set by `threads`); no other.
+        if value in ("sync", "gthread"):
+            return None
+        raise ConfigError(f"{where}: worker_class: {value!r} has no equivalent here "
+                          "(sync: inline; gthread: set threads)")
+    if name in GUNICORN_REFUSED:
+        raise ConfigError(f"{where}: {name}: not supported: {GUNICORN_REFUSED[name]}")
+    return GUNICORN_NAMES.get(name, name), value
 
 
 @dataclass(frozen=True)
@@ -87,7 +113,10 @@ def _toml_file(path: str, data: bytes, pyproject: bool) -> dict[str, Given]:
         where = ""
     found: dict[str, Given] = {}
     for key, value in table.items():
-        name = key.replace("-", "_")
+        got = _translate(key.replace("-", "_"), value, f"{path}: {where}")
+        if got is None:
+            continue
+        name, value = got
         if name not in BY_NAME:
             raise ConfigError(f"{path}: {where}{key}: " + unknown(name))
         if isinstance(value, dict):
@@ -118,6 +147,10 @@ def _python_file(path: str, data: bytes) -> dict[str, Given]:
         at = f"{path}:{line}" if line else path
         if callable(value):
             raise ConfigError(f"{at}: {name}: server hooks are not supported; remove it")
+        got = _translate(name, value, at)
+        if got is None:
+            continue
+        name, value = got
         if name not in BY_NAME:
             raise ConfigError(f"{at}: {name}: " + unknown(name))
         found[name] = Given(value, at)
@@ -141,9 +174,5 @@ def _assignment_lines(tree: ast.Module) -> dict[str, int]:
 
 
 def unknown(name: str) -> str:
-    """The message for a name that is no setting: what it is called here
-    when it is gunicorn's, else the list of settings."""
-    hint = GUNICORN_NAMES.get(name)
-    if hint:
-        return f"no such setting; fastwsgi calls it {hint}"
+    """The message for a name that is no setting: the list of settings."""
     return "no such setting; the settings are " + ", ".join(s.name for s in SETTINGS)

@@ -69,7 +69,7 @@ def run_worker(number: int, beat: object, cfg: Config, listeners: Sequence[Liste
         signal.set_wakeup_fd(-1)
         for fd in close_fds:
             os.close(fd)
-        set_title(f"fastwsgi: worker {number} [{spec}]")
+        set_title(f"fastwsgi: worker {number} [{cfg.name or spec}]")
         if app is None:
             try:
                 app = load()

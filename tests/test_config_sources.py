@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -92,8 +93,11 @@ def test_python_file_as_gunicorn_users_write_it(tmp_path):
     ("fastwsgi.toml", "workers = 'many'\n", ["fastwsgi.toml: workers: must be an integer",
                                              "'many'"]),
     ("fastwsgi.toml", "workers = [\n", ["fastwsgi.toml: not valid TOML"]),
-    ("conf.py", "workers = 1\nkeepalive = 5\n", ["conf.py:2: keepalive: no such setting; "
-                                           "fastwsgi calls it keepalive_timeout"]),
+    ("conf.py", "workers = 1\nworker_connections = 5\n", ["conf.py:2: worker_connections: "
+                                                       "not supported: fastwsgi has no"]),
+    ("conf.py", "worker_class = 'gevent'\n", ["conf.py:1: worker_class: 'gevent' has no "
+                                             "equivalent here"]),
+    ("conf.py", "workers = 1\nworkerz = 5\n", ["conf.py:2: workerz: no such setting"]),
     ("conf.py", "workers = 0.5\n", ["conf.py:1: workers: must be an integer"]),
     ("conf.py", "def post_fork(server, worker):\n    pass\n",
      ["conf.py:1: post_fork: server hooks are not supported"]),
@@ -127,9 +131,13 @@ def test_other_fastwsgi_variables_are_left_alone():
 
 @pytest.mark.parametrize("args, words", [
     (["-x", "4", "apps:hello"], ["-x: no such option", "--help"]),
-    (["--keep-alive", "5", "apps:hello"], ["--keep-alive: no such option; fastwsgi's is "
-                                           "--keepalive-timeout"]),
-    (["-k", "gthread", "apps:hello"], ["-k: no such option; fastwsgi's is --threads"]),
+    (["--preload-app", "apps:hello"], ["--preload-app: no such option; fastwsgi's is "
+                                       "--preload"]),
+    (["--worker-connections", "10", "apps:hello"], ["--worker-connections: not supported: "
+                                                    "fastwsgi has no per-worker"]),
+    (["--certfile", "x.pem", "apps:hello"], ["--certfile: not supported: fastwsgi does not "
+                                             "terminate TLS"]),
+    (["-k", "gevent", "apps:hello"], ["-k/--worker-class: 'gevent' has no equivalent"]),
     (["apps:hello", "extra"], ["unexpected argument 'extra'"]),
 ])
 def test_unknown_options_are_named(args, words):
@@ -193,3 +201,88 @@ def test_sighup_reads_the_file_again(tmp_path):
     finally:
         s.stop()
         s.cleanup()
+
+
+def test_a_gunicorn_config_file_reads_with_gunicorns_names(tmp_path):
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("import multiprocessing\n"
+                    "bind = '127.0.0.1:9200'\n"
+                    "workers = 2\n"
+                    "worker_class = 'gthread'\n"
+                    "threads = 4\n"
+                    "keepalive = 7\n"
+                    "loglevel = 'warning'\n"
+                    f"accesslog = '{tmp_path}/access.log'\n"
+                    "errorlog = '-'\n"
+                    f"pidfile = '{tmp_path}/app.pid'\n"
+                    "proc_name = 'shop'\n"
+                    "raw_env = ['A=1', 'B=two']\n"
+                    "preload_app = True\n")
+    got = printed(fastwsgi("-c", str(conf), "--print-config"))
+    assert got["keepalive_timeout"] == ("7.0", f"{conf}:6")
+    assert got["log_level"] == ("'warning'", f"{conf}:7")
+    assert got["access_log"][0] == repr(f"{tmp_path}/access.log")
+    assert got["pid"][0] == repr(f"{tmp_path}/app.pid")
+    assert got["name"] == ("'shop'", f"{conf}:11")
+    assert got["env"][0] == "['A=1', 'B=two']"
+    assert got["preload"] == ("True", f"{conf}:13")
+    assert got["threads"] == ("4", f"{conf}:5")
+
+
+def test_gunicorn_option_spellings(tmp_path):
+    got = printed(fastwsgi("--keep-alive", "9", "-t", "40", "--access-logfile", "-",
+                           "--access-logformat", "%(h)s %(s)s", "--error-logfile", "-",
+                           "--limit-request-field_size", "4096", "-k", "gthread",
+                           "--print-config"))
+    assert got["keepalive_timeout"] == ("9.0", "--keepalive-timeout")
+    assert got["timeout"] == ("40.0", "--timeout")
+    assert got["access_log"] == ("'-'", "--access-log")
+    assert got["access_log_format"] == ("'%(h)s %(s)s'", "--access-log-format")
+    assert got["limit_request_field_size"] == ("4096", "--limit-request-field-size")
+
+
+def test_fastwsgi_cmd_args_and_not_gunicorns():
+    got = printed(fastwsgi("--print-config", env={"FASTWSGI_CMD_ARGS": "--workers 3 -t 9",
+                                                  "GUNICORN_CMD_ARGS": "--workers 5"}))
+    assert got["workers"] == ("3", "--workers")
+    assert got["timeout"] == ("9.0", "--timeout")
+    # The command line wins over FASTWSGI_CMD_ARGS.
+    got = printed(fastwsgi("-w", "2", "--print-config",
+                           env={"FASTWSGI_CMD_ARGS": "--workers 3"}))
+    assert got["workers"] == ("2", "--workers")
+
+
+def test_pid_chdir_env_and_error_log(tmp_path):
+    app_dir = tmp_path / "site"
+    app_dir.mkdir()
+    (app_dir / "envapp.py").write_text(
+        "import os\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [os.environ.get('GREETING', '-').encode()]\n")
+    pid = tmp_path / "app.pid"
+    log = tmp_path / "error.log"
+    proc = subprocess.Popen([*server_command(), "--chdir", str(app_dir), "--env", "GREETING=hi",
+                             "--pid", str(pid), "--error-logfile", str(log), "--port", "0",
+                             "envapp:app"], cwd=TESTS, env=fastwsgi_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        m = None
+        while m is None and time.monotonic() < deadline:
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)",
+                          log.read_text() if log.exists() else "")
+            time.sleep(0.02)
+        assert m, "no start line in the error log"
+        assert pid.read_text().strip() == str(proc.pid)
+        with socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=5) as c:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := c.recv(65536):
+                answer += chunk
+        assert answer.endswith(b"\r\n\r\nhi"), answer
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert not pid.exists()  # removed at exit
+    assert proc.stdout.read() == b""  # nothing went to the terminal
