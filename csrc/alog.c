@@ -39,7 +39,6 @@ struct fw_alog {
     char tbuf[40];              /* "26/Nov/2026:07:13:38 +0000" */
     size_t tlen;
     pthread_t thread;
-    int started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stop, reopen;           /* under mu */
@@ -103,6 +102,29 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* The descriptor and the memory (the thread is gone, or never was). */
+static void release(fw_alog *a)
+{
+    if (a->fd >= 0)
+        close(a->fd);
+    free(a->fill);
+    free(a->write);
+    free(a->prog);
+    free(a->path);
+    free(a);
+}
+
+/* Under mu, with the writer's buffer empty: what the loop filled becomes
+ * the writer's. */
+static void hand_over(fw_alog *a)
+{
+    char *t = a->write;
+    a->write = a->fill;
+    a->write_len = a->fill_len;
+    a->fill = t;
+    a->fill_len = 0;
+}
+
 int fw_loop_access_log(fw_loop *loop, const char *path, const unsigned char *prog,
                        size_t prog_len, const char *headers)
 {
@@ -140,19 +162,12 @@ int fw_loop_access_log(fw_loop *loop, const char *path, const unsigned char *pro
         pthread_cond_destroy(&a->cv);
         goto fail;
     }
-    a->started = 1;
     a->pid = (long long)getpid();   /* the loop is made in its own process */
     loop->alog = a;
     return 0;
 fail:;
     int err = errno ? errno : ENOMEM;
-    if (a->fd >= 0)
-        close(a->fd);
-    free(a->fill);
-    free(a->write);
-    free(a->prog);
-    free(a->path);
-    free(a);
+    release(a);
     errno = err;
     return -1;
 }
@@ -178,11 +193,7 @@ int alog_turn(fw_loop *loop)
     pthread_mutex_lock(&a->mu);
     int handed = 0;
     if (a->write_len == 0) {
-        char *t = a->write;
-        a->write = a->fill;
-        a->write_len = a->fill_len;
-        a->fill = t;
-        a->fill_len = 0;
+        hand_over(a);
         pthread_cond_signal(&a->cv);
         handed = 1;
     }
@@ -208,25 +219,15 @@ void alog_free(fw_loop *loop)
         usleep(1000);
         pthread_mutex_lock(&a->mu);
     }
-    if (a->fill_len) {
-        char *t = a->write;
-        a->write = a->fill;
-        a->write_len = a->fill_len;
-        a->fill = t;
-        a->fill_len = 0;
-    }
+    if (a->fill_len)
+        hand_over(a);
     a->stop = 1;
     pthread_cond_signal(&a->cv);
     pthread_mutex_unlock(&a->mu);
     pthread_join(a->thread, NULL);
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cv);
-    close(a->fd);
-    free(a->fill);
-    free(a->write);
-    free(a->prog);
-    free(a->path);
-    free(a);
+    release(a);
 }
 
 /* ---- a request's record ---- */

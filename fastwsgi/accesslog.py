@@ -124,33 +124,34 @@ def compile_format(fmt: str) -> tuple[bytes, str]:
     return bytes(prog.code), "\n".join(prog.headers)
 
 
+# The json format's keys, in order: (key, quoted, operation).  An
+# operation is a program op with its arguments, or a request header's name.
+_JSON_FIELDS: tuple[tuple[str, bool, tuple[int, ...] | str], ...] = (
+    ("time", True, (lib.FW_ALOG_TIME_BARE,)),
+    ("remote_addr", True, (lib.FW_ALOG_PEER_JSON,)),
+    ("request", True, (lib.FW_ALOG_REQUEST_JSON,)),
+    ("method", True, (lib.FW_ALOG_METHOD, 1)),
+    ("path", True, (lib.FW_ALOG_PATH, 1)),
+    ("query", True, (lib.FW_ALOG_QUERY, 1)),
+    ("protocol", True, (lib.FW_ALOG_PROTO, 1)),
+    ("status", False, (lib.FW_ALOG_STATUS,)),
+    ("bytes", False, (lib.FW_ALOG_BYTES,)),
+    ("duration_us", False, (lib.FW_ALOG_MICROS,)),
+    ("referer", True, "referer"),
+    ("user_agent", True, "user-agent"),
+    ("pid", False, (lib.FW_ALOG_PID,)),
+)
+
+
 def _json() -> tuple[bytes, str]:
     prog = _Program()
-    prog.literal('{"time":"')
-    prog.op(lib.FW_ALOG_TIME_BARE)
-    prog.literal('","remote_addr":"')
-    prog.op(lib.FW_ALOG_PEER_JSON)
-    prog.literal('","request":"')
-    prog.op(lib.FW_ALOG_REQUEST_JSON)
-    prog.literal('","method":"')
-    prog.op(lib.FW_ALOG_METHOD, 1)
-    prog.literal('","path":"')
-    prog.op(lib.FW_ALOG_PATH, 1)
-    prog.literal('","query":"')
-    prog.op(lib.FW_ALOG_QUERY, 1)
-    prog.literal('","protocol":"')
-    prog.op(lib.FW_ALOG_PROTO, 1)
-    prog.literal('","status":')
-    prog.op(lib.FW_ALOG_STATUS)
-    prog.literal(',"bytes":')
-    prog.op(lib.FW_ALOG_BYTES)
-    prog.literal(',"duration_us":')
-    prog.op(lib.FW_ALOG_MICROS)
-    prog.literal(',"referer":"')
-    prog.header("referer", 1)
-    prog.literal('","user_agent":"')
-    prog.header("user-agent", 1)
-    prog.literal('","pid":')
-    prog.op(lib.FW_ALOG_PID)
+    sep = "{"
+    for key, quoted, action in _JSON_FIELDS:
+        prog.literal(f'{sep}"{key}":' + ('"' if quoted else ""))
+        if isinstance(action, str):
+            prog.header(action, 1)
+        else:
+            prog.op(*action)
+        sep = '",' if quoted else ","
     prog.literal("}")
     return bytes(prog.code), "\n".join(prog.headers)
