@@ -16,8 +16,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
+from . import privileges
 from ._version import __version__
-from .config import BY_NAME, SETTINGS, Config, ConfigError, make_config
+from .config import BY_NAME, SETTINGS, Config, ConfigError, Setting, make_config
+from .gunicorn_names import BY_OPTION, GUNICORN, WORKER_CLASSES
 from .sources import Given, from_environment, from_file
 from .wsgi import WSGIApp
 
@@ -62,8 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check-config", action="store_true",
                         help="Check the settings and import the app, then exit "
                              "(status 0 when both are fine).")
+    parser.add_argument("-p", dest="port_or_pid", metavar="PORT|FILE",
+                        help="A number: --port; anything else: --pid (gunicorn's -p).")
+    parser.add_argument("--header-map", metavar="drop|dangerous",
+                        help="gunicorn's spelling: drop is the default, dangerous is "
+                             "--allow-underscore-headers.")
+    for entry in GUNICORN:
+        if entry.covered and entry.options and entry.name not in OWN:
+            parser.add_argument(*entry.options, dest=f"covered_{entry.name}",
+                                action="store_true" if entry.flag else "store",
+                                default=None, help=f"Accepted: {entry.covered}.")
     for s in SETTINGS:
-        names = [s.option, *s.aliases] + ([s.short] if s.short else [])
+        if not s.cli:
+            continue
+        names = [s.option, *aliases(s)] + ([s.short] if s.short else [])
         # argparse reads %(name)s in help texts as its own fields.
         help_text = f"{s.help} Default: {s.default_text or s.default}.".replace("%", "%%")
         if s.flag:
@@ -116,40 +130,47 @@ def load_app(spec: str) -> WSGIApp:
          + " or ".join(repr(n) for n in names))
 
 
-# Options of gunicorn's command line that fastwsgi spells otherwise, for
-# the message about an option it does not know.
-GUNICORN_OPTIONS = {
-    "--preload-app": "--preload",
-}
+# gunicorn's options the parser spells itself, not as aliases: -c, -k,
+# --check-config and --print-config are fastwsgi's too; -p depends on its
+# value; --header-map takes a word fastwsgi's switch does not.
+OWN = frozenset({"config", "worker_class", "check_config", "print_config", "pidfile",
+                 "header_map"})
 
-# gunicorn's options that have no meaning here, and why: refused rather
-# than ignored, so that nobody believes they took effect.
-NO_MEANING = {
-    "--worker-connections": "fastwsgi has no per-worker connection limit (its loop "
-                            "holds connections without threads; see --threads)",
-    "--certfile": "fastwsgi does not terminate TLS; put nginx or a load balancer in front",
-    "--keyfile": "fastwsgi does not terminate TLS; put nginx or a load balancer in front",
-    "--ca-certs": "fastwsgi does not terminate TLS; put nginx or a load balancer in front",
-    "--ssl-version": "fastwsgi does not terminate TLS; put nginx or a load balancer in front",
-    "--daemon": "fastwsgi stays in the foreground; let systemd, Docker or a supervisor run it",
-    "-D": "fastwsgi stays in the foreground; let systemd, Docker or a supervisor run it",
-}
 
-# -k/--worker-class: gunicorn's sync and gthread are fastwsgi's inline and
-# threaded modes; any other class has no equivalent.
-WORKER_CLASSES = ("sync", "gthread")
+def aliases(s: Setting) -> list[str]:
+    """gunicorn's spellings of a setting's option, when they differ."""
+    return [o for entry in GUNICORN if entry.setting == s.name and entry.name not in OWN
+            for o in entry.options if o not in (s.option, s.short)]
 
 
 def _unknown_option(extra: Sequence[str]) -> NoReturn:
     for token in extra:
         if token.startswith("-"):
             option = token.split("=", 1)[0]
-            if option in NO_MEANING:
-                fail(f"{option}: not supported: {NO_MEANING[option]}")
-            hint = GUNICORN_OPTIONS.get(option)
-            fail(f"{option}: no such option" + (f"; fastwsgi's is {hint}" if hint else "")
-                 + " (fastwsgi --help lists them)")
+            entry = BY_OPTION.get(option)
+            if entry is not None and entry.refused:
+                fail(f"{option}: not supported: {entry.refused}")
+            fail(f"{option}: no such option (fastwsgi --help lists them)")
     fail(f"unexpected argument {extra[0]!r} (give one APP)")
+
+
+def _gunicorn_spellings(args: argparse.Namespace) -> None:
+    """-p, --header-map and the options that change nothing here."""
+    if args.port_or_pid is not None:
+        if args.port_or_pid.isdigit():
+            args.port = args.port if args.port is not None else args.port_or_pid
+        elif args.pid is None:
+            args.pid = args.port_or_pid
+    if args.header_map is not None:
+        if args.header_map not in ("drop", "dangerous"):
+            fail(f"--header-map: {args.header_map!r}: fastwsgi drops header names with an "
+                 "underscore (drop), or keeps them (dangerous)")
+        if args.allow_underscore_headers is None:
+            args.allow_underscore_headers = args.header_map == "dangerous"
+    for entry in GUNICORN:
+        if getattr(args, f"covered_{entry.name}", None) is not None:
+            print(f"fastwsgi: {entry.options[-1]}: nothing to do: {entry.covered}",
+                  file=sys.stderr)
 
 
 def _gather(args: argparse.Namespace) -> tuple[Config, dict[str, str]]:
@@ -164,7 +185,7 @@ def _gather(args: argparse.Namespace) -> tuple[Config, dict[str, str]]:
             fail(str(exc))
     merged.update(from_environment(os.environ))
     for s in SETTINGS:
-        value = getattr(args, s.name)
+        value = getattr(args, s.name, None)
         if value is not None:
             merged[s.name] = Given(value, s.option)
     values: dict[str, Any] = {}
@@ -212,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, extra = parser.parse_known_args(given)
     if extra:
         _unknown_option(extra)
+    _gunicorn_spellings(args)
     if args.worker_class is not None and args.worker_class not in WORKER_CLASSES:
         fail(f"-k/--worker-class: {args.worker_class!r} has no equivalent here; fastwsgi "
              "runs its own event loop (sync: the default inline mode; gthread: "
@@ -220,14 +242,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.print_config:
         print_config(cfg, origins)
         sys.exit(0)
+    args.app = args.app or cfg.wsgi_app or None
     if args.app is None:
         fail("the following arguments are required: APP")
-    # What the app's import may depend on: its directory, its environment.
+    try:
+        privileges.check(cfg)
+    except ConfigError as exc:
+        fail(_option_error(exc))
+    # What the app's import may depend on: its directory, its environment,
+    # its module path.
     if cfg.chdir:
         os.chdir(cfg.chdir)
     for pair in cfg.env:
         key, _, value = pair.partition("=")
         os.environ[key] = value
+    for folder in reversed(cfg.pythonpath.split(",") if cfg.pythonpath else []):
+        sys.path.insert(0, os.path.abspath(folder.strip()))
     if args.check_config:
         load_app(args.app)
         print(f"fastwsgi: the settings are valid and {args.app} imports")
@@ -259,8 +289,7 @@ def _supervise(args: argparse.Namespace, cfg: Config) -> NoReturn:
         except SystemExit:
             raise ConfigError("the settings are no longer valid (see above)") from None
 
-    app = load_app(args.app) if cfg.preload else None
-    master = Master(cfg, app=app, load=lambda: load_app(args.app), spec=args.app,
+    master = Master(cfg, load=lambda: load_app(args.app), spec=args.app,
                     reconfigure=reconfigure)
     try:
         code = master.run()

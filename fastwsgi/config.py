@@ -14,6 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .hooks import BY_NAME as HOOK_NAMES
+from .hooks import HOOKS
+from .hooks import any_set as any_hook_set
+from .hooks import checker as hook_checker
 from .proxies import parse_allow
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -324,6 +328,38 @@ def _directory() -> tuple[Callable[[Any], str], str]:
     return check, "a directory path"
 
 
+def _user() -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        from .privileges import find_user
+
+        if value in ("", None):
+            return ""
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(text, str):
+            raise ValueError
+        if find_user(text) is None:
+            raise Refused(f"{text!r}: no such user on this machine")
+        return text
+
+    return check, "a user name or number"
+
+
+def _group() -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        from .privileges import find_group
+
+        if value in ("", None):
+            return ""
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(text, str):
+            raise ValueError
+        if find_group(text) is None:
+            raise Refused(f"{text!r}: no such group on this machine")
+        return text
+
+    return check, "a group name or number"
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: how it is named, checked, defaulted and explained."""
@@ -337,7 +373,6 @@ class Setting:
     repeat: bool = False
     flag: bool = False
     short: str | None = None
-    aliases: tuple[str, ...] = ()  # other spellings (gunicorn's)
     cli: bool = True
     default_text: str | None = None
 
@@ -371,8 +406,8 @@ SETTINGS: tuple[Setting, ...] = (
              "Address to listen on (used when no --bind is given).",
              metavar="HOST"),
     _setting("port", 8000, _int_range(0, 65535),
-             "Port to listen on (0 picks a free port).", metavar="PORT",
-             short="-p"),
+             "Port to listen on (0 picks a free port; -p N also sets it).",
+             metavar="PORT"),
     _setting("bind", (), _binds(),
              "Listen here instead of host:port; repeat to listen on several.",
              metavar="ADDR", repeat=True, short="-b", default_text="none"),
@@ -416,6 +451,26 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("reload", False, _boolean(),
              "Development: restart the workers when a Python file of the"
              " app changes.", flag=True),
+    _setting("user", "", _user(),
+             "Started as root: the workers switch to this user (name or number)"
+             " before importing the app; the master keeps root to bind, and with"
+             " --preload switches too, before it imports the app.", metavar="USER",
+             default_text="none", short="-u"),
+    _setting("group", "", _group(),
+             "The group the workers switch to (default: the user's own group).",
+             metavar="GROUP", default_text="the user's", short="-g"),
+    _setting("initgroups", False, _boolean(),
+             "With --user: also take the user's supplementary groups (else none).",
+             flag=True),
+    _setting("forbid_root", False, _boolean(),
+             "Refuse to start if the app would run as root (no --user given"
+             " while started as root).", flag=True),
+    _setting("pythonpath", "", _text(4096),
+             "Directories, separated by commas, put first on the module search"
+             " path before loading the app.", metavar="DIRS", default_text="none"),
+    _setting("wsgi_app", "", _text(512),
+             "The app (module:app) when the command line gives none: for a"
+             " config file.", metavar="APP", default_text="none", cli=False),
     _setting("chdir", "", _directory_or_none(),
              "Change to this directory before loading the app.", metavar="DIR",
              default_text="none"),
@@ -424,8 +479,8 @@ SETTINGS: tuple[Setting, ...] = (
              " several.", metavar="KEY=VALUE", repeat=True, default_text="none",
              short="-e"),
     _setting("pid", "", _log_path(),
-             "Write the (master's) process id to this file; removed at exit.",
-             metavar="FILE", default_text="none"),
+             "Write the (master's) process id to this file; removed at exit"
+             " (-p FILE also sets it).", metavar="FILE", default_text="none"),
     _setting("name", "", _text(64),
              "Name in the process titles (with setproctitle installed).",
              metavar="NAME", default_text="the app's spec"),
@@ -437,7 +492,7 @@ SETTINGS: tuple[Setting, ...] = (
              metavar="MASK", default_text="the process's"),
     _setting("keepalive_timeout", 5.0, _seconds(0.01, 3600),
              "Close an idle keep-alive connection after this long.",
-             metavar="SECONDS", aliases=("--keep-alive",)),
+             metavar="SECONDS"),
     _setting("header_timeout", 10.0, _seconds(0.01, 3600),
              "A request head must arrive completely within this time.",
              metavar="SECONDS"),
@@ -456,7 +511,7 @@ SETTINGS: tuple[Setting, ...] = (
              "Most header fields in a request (431 beyond).", metavar="N"),
     _setting("limit_request_field_size", 8190, _bytes(64, 65536),
              "Longest header field line in bytes (431 beyond).",
-             metavar="BYTES", aliases=("--limit-request-field_size",)),
+             metavar="BYTES"),
     _setting("limit_request_head", 65536, _bytes(1024, 1 << 20),
              "Longest request head, line and fields, in bytes (431 beyond).",
              metavar="BYTES"),
@@ -487,14 +542,13 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("access_log", "", _log_path(),
              "Write one line per response here (- for standard output);"
              " written by a thread of its own, reopened on SIGUSR1.",
-             metavar="PATH", default_text="none", aliases=("--access-logfile",)),
+             metavar="PATH", default_text="none"),
     _setting("access_log_format", "combined", _access_format(),
              "combined (with the duration in microseconds), common, json, or"
-             " gunicorn's %(x)s atoms (README lists them).", metavar="FORMAT",
-             aliases=("--access-logformat",)),
+             " gunicorn's %(x)s atoms (README lists them).", metavar="FORMAT"),
     _setting("error_log", "-", _log_path(),
              "Where the error log goes (- for standard error); reopened on"
-             " SIGUSR1.", metavar="PATH", aliases=("--error-logfile", "--log-file")),
+             " SIGUSR1.", metavar="PATH"),
     _setting("metrics_bind", "", _address(),
              "Serve Prometheus metrics at http://HOST:PORT/metrics (with a"
              " master: every worker summed).", metavar="ADDR", default_text="none"),
@@ -504,6 +558,10 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("log_format", "text", _choice(("text", "json")),
              "Error log lines: text ([time] [pid] [LEVEL] message) or json"
              " (one object per line).", metavar="FORMAT"),
+    # Server hooks: functions, so only a Python config file or run()
+    # gives them (README's "Server hooks" table says when each runs).
+    *(_setting(h.name, None, hook_checker(h), f"Server hook, called {h.when}.",
+               cli=False, default_text="none") for h in HOOKS),
 )
 
 BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
@@ -530,7 +588,8 @@ class Config:
     def supervised(self) -> bool:
         """Whether a master process runs the workers."""
         v = self.values
-        return bool(v["workers"] != 1 or v["master"] or v["max_requests"] or v["reload"])
+        return bool(v["workers"] != 1 or v["master"] or v["max_requests"] or v["reload"]
+                    or v["user"] or v["group"] or any_hook_set(v))
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -573,6 +632,8 @@ def markdown_table() -> str:
     rows = ["| setting | option | environment | default | allowed | meaning |",
             "| --- | --- | --- | --- | --- | --- |"]
     for s in SETTINGS:
+        if s.name in HOOK_NAMES:
+            continue  # README's "Server hooks" table
         default = s.default_text or repr(s.default).replace("'", "`")
         if isinstance(s.default, str) and not s.default_text:
             default = f"`{s.default}`"

@@ -20,9 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
+from . import hooks, privileges
 from ._version import __version__
 from .beats import STOPPING, Beats, clock_ms
 from .config import Config, ConfigError
+from .hooks import ServerView, WorkerView
 from .listeners import Listener
 from .logs import PidFile, logger, reopen_logs, setup
 from .metrics import Totals, render, serve_metrics
@@ -54,6 +56,8 @@ class Worker:
     stop_at: float = 0.0   # when it was told to stop
     kill_reason: str = ""  # why the master killed it
     requests: int = 0      # the last count read from its slot
+    view: WorkerView | None = None  # what the hooks are given
+    abort_at: float = 0.0  # when it was sent SIGABRT (worker_abort), else 0
 
 
 @dataclass
@@ -80,10 +84,26 @@ class Master:
         setup(self.cfg.log_level, self.cfg.log_format, self.cfg.error_log)
         if self.app is None and self.load is None:
             raise ValueError("Master needs an app or a way to load it")
-        self.target = self.cfg.workers
+        self.who = privileges.check(self.cfg)
+        self.server = ServerView(self.cfg, pid=os.getpid())
+        self._set_target(self.cfg.workers)
+        if self.cfg.preload and self.app is None:
+            # No app code runs as root: with --user the master switches too.
+            privileges.switch(self.who)
+            self.app = self._load()
+        self.server.app = self.app
+        hooks.call(self.cfg, "on_starting", self.server)
         # With SO_REUSEPORT each worker listens on its own socket: the master
         # only binds, to hold the address and learn a port 0's number.
         self.listeners = open_listeners(self.cfg, listen=not self.cfg.reuse_port)
+        self.server.LISTENERS = [listener.sock for listener in self.listeners]
+        for listener in self.listeners:
+            privileges.give(listener.unix_path or "", self.who)
+        if self.cfg.access_log not in ("", "-"):
+            # The workers open it after switching to --user.
+            with open(self.cfg.access_log, "a"):
+                pass
+            privileges.give(self.cfg.access_log, self.who)
         pid = PidFile(self.cfg.pid)
         # Room for a reload's new workers beside the old, and for SIGTTIN.
         self.beats = Beats(max(64, 4 * self.target))
@@ -102,6 +122,7 @@ class Master:
                     __version__, urls, os.getpid(), self.target,
                     "s" if self.target != 1 else "",
                     f" with {self.cfg.threads} threads each" if self.cfg.threads else "")
+        hooks.call(self.cfg, "when_ready", self.server)
         try:
             self._close_fds = (wake_r, self.wake_w,
                                *([metrics.fileno()] if metrics is not None else []))
@@ -133,7 +154,15 @@ class Master:
             self._close_listeners()
             pid.remove()
         logger.info("fastwsgi master stopped")
+        hooks.call(self.cfg, "on_exit", self.server)
         return self.exit_code
+
+    def _set_target(self, count: int) -> None:
+        """The number of workers to run; nworkers_changed is told, as
+        gunicorn tells it (also when a reload sets the same number)."""
+        old = self.server.num_workers or None
+        self.target = self.server.num_workers = count
+        hooks.call(self.cfg, "nworkers_changed", self.server, count, old)
 
     def _sleep(self, wake_r: int) -> None:
         try:
@@ -173,10 +202,10 @@ class Master:
                 logger.info("SIGHUP: reloading")
                 self._reload()
             elif sig == signal.SIGTTIN:
-                self.target = min(self.target + 1, self.beats.count // 2)
+                self._set_target(min(self.target + 1, self.beats.count // 2))
                 logger.info("SIGTTIN: %d workers", self.target)
             elif sig == signal.SIGTTOU:
-                self.target = max(1, self.target - 1)
+                self._set_target(max(1, self.target - 1))
                 logger.info("SIGTTOU: %d worker%s", self.target,
                             "s" if self.target != 1 else "")
             elif sig == signal.SIGUSR1:
@@ -220,8 +249,9 @@ class Master:
             if cfg.addresses != self.cfg.addresses or cfg.fd != self.cfg.fd:
                 logger.warning("reload: the addresses to listen on changed; that "
                                "needs a restart, the current ones are kept")
-            self.cfg = cfg
-            self.target = cfg.workers
+            self.cfg = self.server.cfg = cfg
+            self._set_target(cfg.workers)
+        hooks.call(self.cfg, "on_reload", self.server)
         for w in self.workers.values():
             if not w.retiring:
                 w.due = True
@@ -250,10 +280,17 @@ class Master:
                 else:
                     what = "outside any app call"
                 w.kill_reason = f"its event loop was stuck for {stuck:.1f} s {what}"
+                abort = self.cfg.values.get("worker_abort") is not None
                 logger.error("worker %d (pid %d): %s, longer than --timeout %gs; "
-                             "killing it", w.number, w.pid, w.kill_reason,
-                             self.cfg.timeout)
-                self._kill(w.pid, signal.SIGKILL)
+                             "%s", w.number, w.pid, w.kill_reason, self.cfg.timeout,
+                             "aborting it (worker_abort)" if abort else "killing it")
+                if abort:
+                    # Its worker_abort hook runs, then it exits; if it
+                    # cannot (stuck outside Python), SIGKILL follows.
+                    w.abort_at = time.monotonic()
+                    self._kill(w.pid, signal.SIGABRT)
+                else:
+                    self._kill(w.pid, signal.SIGKILL)
                 continue
             # The worker retires by itself at its limit, exactly (its loop
             # counts); from nine tenths on, its replacement is started, so
@@ -295,12 +332,18 @@ class Master:
         limit = 0
         if self.cfg.max_requests:
             limit = self.cfg.max_requests + random.randint(0, self.cfg.max_requests_jitter)
+        view = WorkerView(number, os.getpid(), self.cfg, sockets=self.server.LISTENERS)
+        hooks.call(self.cfg, "pre_fork", self.server, view)
         pid = os.fork()
         if pid == 0:
+            view.pid = os.getpid()
             run_worker(number, self.beats.pointer(slot), self.cfg, self.listeners,
-                       self.app, self._load, self.spec, self._close_fds, limit)
-        w = Worker(pid, number, slot, time.monotonic(), limit)
+                       self.app, self._load, self.spec, self._close_fds, limit,
+                       self.server, view, self.who)
+        view.pid = pid
+        w = Worker(pid, number, slot, time.monotonic(), limit, view=view)
         self.workers[pid] = w
+        self.server.WORKERS[pid] = view
         logger.debug("worker %d (pid %d) started", number, pid)
         return w
 
@@ -329,9 +372,17 @@ class Master:
             w.requests = max(w.requests, self.beats.read(w.slot).requests)
             self.beats.give_back(w.slot)
             self._reaped(w, status)
-        # A retiring worker past its graceful deadline is killed.
+            self.server.WORKERS.pop(pid, None)
+            if w.view is not None:
+                w.view.alive = False
+                hooks.call(self.cfg, "child_exit", self.server, w.view)
+        # A retiring worker past its graceful deadline is killed, and an
+        # aborted one that did not exit.
         now = time.monotonic()
         for w in self.workers.values():
+            if w.abort_at and now > w.abort_at + KILL_MARGIN:
+                w.abort_at = 0.0
+                self._kill(w.pid, signal.SIGKILL)
             if (w.retiring and not w.kill_reason
                     and now > w.stop_at + self.cfg.graceful_timeout + KILL_MARGIN):
                 w.kill_reason = "did not finish within the graceful timeout"

@@ -18,41 +18,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import BY_NAME, SETTINGS, ConfigError
-
-# Names a gunicorn user may write, and what they are called here; the
-# message for an unknown name says so.
-# gunicorn's names for settings fastwsgi has under another name: a
-# gunicorn config file is read with them.
-GUNICORN_NAMES: Mapping[str, str] = {
-    "keepalive": "keepalive_timeout",
-    "loglevel": "log_level",
-    "accesslog": "access_log",
-    "errorlog": "error_log",
-    "pidfile": "pid",
-    "proc_name": "name",
-    "raw_env": "env",
-    "preload_app": "preload",
-}
-# gunicorn's names that cannot mean anything here, and why.
-GUNICORN_REFUSED: Mapping[str, str] = {
-    "worker_connections": "fastwsgi has no per-worker connection limit",
-    "certfile": "fastwsgi does not terminate TLS; put nginx or a load balancer in front",
-    "keyfile": "fastwsgi does not terminate TLS; put nginx or a load balancer in front",
-    "daemon": "fastwsgi stays in the foreground",
-}
+from .gunicorn_names import BY_NAME as GUNICORN
+from .gunicorn_names import translate
+from .hooks import BY_NAME as HOOKS
 
 
 def _translate(name: str, value: Any, where: str) -> tuple[str, Any] | None:
-    """A gunicorn name and value as fastwsgi's (None: nothing to set)."""
-    if name == "worker_class":
-        # sync is inline, gthread is threads (set by `threads`); no other.
-        if value in ("sync", "gthread"):
-            return None
-        raise ConfigError(f"{where}: worker_class: {value!r} has no equivalent here "
-                          "(sync: inline; gthread: set threads)")
-    if name in GUNICORN_REFUSED:
-        raise ConfigError(f"{where}: {name}: not supported: {GUNICORN_REFUSED[name]}")
-    return GUNICORN_NAMES.get(name, name), value
+    """A gunicorn name and value as fastwsgi's (None: nothing to set; what
+    fastwsgi already does is said on stderr)."""
+    try:
+        got = translate(name, value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    entry = GUNICORN.get(name)
+    if got is None and entry is not None and entry.covered:
+        print(f"fastwsgi: {where}: {name}: nothing to do: {entry.covered}", file=sys.stderr)
+    return got
 
 
 @dataclass(frozen=True)
@@ -69,6 +50,8 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Given]:
     to judge (build switches use the prefix too) and are left alone."""
     found: dict[str, Given] = {}
     for setting in SETTINGS:
+        if setting.name in HOOKS:
+            continue  # functions: only a Python config file gives them
         name = setting.env
         if name not in environ:
             continue
@@ -113,7 +96,7 @@ def _toml_file(path: str, data: bytes, pyproject: bool) -> dict[str, Given]:
         where = ""
     found: dict[str, Given] = {}
     for key, value in table.items():
-        got = _translate(key.replace("-", "_"), value, f"{path}: {where}")
+        got = _translate(key.replace("-", "_"), value, f"{path}: {where}".rstrip())
         if got is None:
             continue
         name, value = got
@@ -126,8 +109,8 @@ def _toml_file(path: str, data: bytes, pyproject: bool) -> dict[str, Given]:
 
 
 def _python_file(path: str, data: bytes) -> dict[str, Given]:
-    """Run the file as a module; its public module-level names that are not
-    modules, classes or functions are settings."""
+    """Run the file as a module; its public module-level names are settings
+    and server hooks, except modules, classes and upper-case constants."""
     try:
         tree = ast.parse(data, path)
     except SyntaxError as exc:
@@ -143,14 +126,21 @@ def _python_file(path: str, data: bytes) -> dict[str, Given]:
     for name, value in vars(module).items():
         if name.startswith("_") or isinstance(value, (types.ModuleType, type)):
             continue
+        if value is None:
+            continue  # gunicorn's spelling of "the default" (accesslog = None)
+        if name.isupper():
+            # A constant of the file's own (LOG_DIR = ...): no setting is
+            # spelled in capitals, and a typo of one is still caught.
+            continue
         line = lines.get(name)
         at = f"{path}:{line}" if line else path
-        if callable(value):
-            raise ConfigError(f"{at}: {name}: server hooks are not supported; remove it")
         got = _translate(name, value, at)
         if got is None:
             continue
         name, value = got
+        if callable(value) and name not in HOOKS:
+            raise ConfigError(f"{at}: {name}: a function, and no server hook has this "
+                              "name; the hooks are " + ", ".join(HOOKS))
         if name not in BY_NAME:
             raise ConfigError(f"{at}: {name}: " + unknown(name))
         found[name] = Given(value, at)
@@ -175,4 +165,6 @@ def _assignment_lines(tree: ast.Module) -> dict[str, int]:
 
 def unknown(name: str) -> str:
     """The message for a name that is no setting: the list of settings."""
-    return "no such setting; the settings are " + ", ".join(s.name for s in SETTINGS)
+    return "no such setting; the settings are " + ", ".join(
+        s.name for s in SETTINGS if s.name not in HOOKS) + "; the server hooks are " \
+        + ", ".join(HOOKS)

@@ -16,7 +16,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from . import hooks, privileges
 from .config import Config
+from .hooks import ServerView, WorkerView
 from .listeners import Listener, open_listener
 from .logs import logger
 from .titles import set_title
@@ -50,9 +52,21 @@ def _own_sockets(listeners: Sequence[Listener], cfg: Config) -> list[Listener]:
     return own
 
 
+def _abort(server: ServerView, view: WorkerView) -> NoReturn:
+    """SIGABRT from the master (its loop was stuck past --timeout): the
+    worker_abort hook, then worker_exit, then out."""
+    view.alive = False
+    hooks.call(view.cfg, "worker_abort", view)
+    hooks.call(view.cfg, "worker_exit", server, view)
+    logging.shutdown()
+    os._exit(EXIT_FAILED)
+
+
 def run_worker(number: int, beat: object, cfg: Config, listeners: Sequence[Listener],
                app: WSGIApp | None, load: Callable[[], WSGIApp], spec: str,
-               close_fds: Sequence[int], max_requests: int = 0) -> NoReturn:
+               close_fds: Sequence[int], max_requests: int,
+               server: ServerView, view: WorkerView,
+               who: privileges.Identity | None) -> NoReturn:
     """The body of a forked worker; never returns."""
     code = EXIT_FAILED
     try:
@@ -70,19 +84,27 @@ def run_worker(number: int, beat: object, cfg: Config, listeners: Sequence[Liste
         for fd in close_fds:
             os.close(fd)
         set_title(f"fastwsgi: worker {number} [{cfg.name or spec}]")
+        if cfg.values.get("worker_abort") is not None:
+            signal.signal(signal.SIGABRT, lambda *_: _abort(server, view))
+        # Until it serves, a failure here means the worker cannot start:
+        # the master stops at start-up rather than forking again and again.
+        code = EXIT_NO_APP
+        hooks.call(cfg, "post_fork", server, view, fatal=True)
+        privileges.switch(who)
         if app is None:
-            try:
-                app = load()
-            except SystemExit:
-                # load() printed the one-line reason already.
-                code = EXIT_NO_APP
-                raise
+            app = load()  # on failure it printed the one-line reason
+        view.wsgi = app
+        if cfg.values.get("pre_request") or cfg.values.get("post_request"):
+            app = hooks.with_request_hooks(app, cfg, view)
+        hooks.call(cfg, "post_worker_init", view, fatal=True)
+        view.booted = True
+        code = EXIT_FAILED
         from .server import Server, WorkerRole
 
         sharing = 2 if cfg.reuse_port else 1
         mine = _own_sockets(listeners, cfg) if cfg.reuse_port else list(listeners)
-        server = Server(app, cfg, mine, role=WorkerRole(number, beat, sharing, max_requests))
-        server.serve(restore_signals=False)
+        role = WorkerRole(number, beat, sharing, max_requests, view=view)
+        Server(app, cfg, mine, role=role).serve(restore_signals=False)
         code = EXIT_OK
     except SystemExit:
         pass
@@ -90,6 +112,8 @@ def run_worker(number: int, beat: object, cfg: Config, listeners: Sequence[Liste
         logger.error("worker %d (pid %d) failed:\n%s", number, os.getpid(),
                      traceback.format_exc().rstrip())
     finally:
+        view.alive = False
+        hooks.call(cfg, "worker_exit", server, view)
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             try:

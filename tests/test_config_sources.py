@@ -99,8 +99,8 @@ def test_python_file_as_gunicorn_users_write_it(tmp_path):
                                              "equivalent here"]),
     ("conf.py", "workers = 1\nworkerz = 5\n", ["conf.py:2: workerz: no such setting"]),
     ("conf.py", "workers = 0.5\n", ["conf.py:1: workers: must be an integer"]),
-    ("conf.py", "def post_fork(server, worker):\n    pass\n",
-     ["conf.py:1: post_fork: server hooks are not supported"]),
+    ("conf.py", "def post_fork(server):\n    pass\n",
+     ["conf.py:1: post_fork: must be a function of 2 arguments (server, worker)"]),
     ("conf.py", "raise ValueError('nope')\n", ["conf.py: running it failed: ValueError: nope"]),
     ("conf.py", "workers = (\n", ["conf.py:1: "]),
     ("settings.ini", "[x]\n", ["settings.ini: not a config file fastwsgi reads"]),
@@ -131,8 +131,8 @@ def test_other_fastwsgi_variables_are_left_alone():
 
 @pytest.mark.parametrize("args, words", [
     (["-x", "4", "apps:hello"], ["-x: no such option", "--help"]),
-    (["--preload-app", "apps:hello"], ["--preload-app: no such option; fastwsgi's is "
-                                       "--preload"]),
+    (["--statsd-host", "h:8125", "apps:hello"], ["--statsd-host: not supported: ",
+                                                  "--metrics-bind"]),
     (["--worker-connections", "10", "apps:hello"], ["--worker-connections: not supported: "
                                                     "fastwsgi has no per-worker"]),
     (["--certfile", "x.pem", "apps:hello"], ["--certfile: not supported: fastwsgi does not "

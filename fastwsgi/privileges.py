@@ -1,0 +1,92 @@
+"""--user and --group: who the app runs as when fastwsgi starts as root.
+
+The master binds (privileged ports included) as root and keeps root, to
+remove its pid file and unix sockets at exit; each worker switches before
+it imports the app, so no app code ever runs as root.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+from dataclasses import dataclass
+
+from .config import Config, ConfigError
+
+
+def find_user(text: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
+    except (KeyError, OverflowError):
+        return None
+
+
+def find_group(text: str) -> grp.struct_group | None:
+    try:
+        return grp.getgrgid(int(text)) if text.isdigit() else grp.getgrnam(text)
+    except (KeyError, OverflowError):
+        return None
+
+
+@dataclass(frozen=True)
+class Identity:
+    uid: int
+    gid: int
+    name: str
+    groups: tuple[int, ...]
+
+
+def wanted(cfg: Config) -> Identity | None:
+    """Who the app should run as; None: as the process already is."""
+    if not cfg.user and not cfg.group:
+        return None
+    user = find_user(cfg.user) if cfg.user else pwd.getpwuid(os.getuid())
+    if user is None:
+        raise ConfigError(f"user: {cfg.user!r}: no such user on this machine")
+    gid = user.pw_gid
+    if cfg.group:
+        group = find_group(cfg.group)
+        if group is None:
+            raise ConfigError(f"group: {cfg.group!r}: no such group on this machine")
+        gid = group.gr_gid
+    groups: tuple[int, ...] = (gid,)
+    if cfg.initgroups:
+        groups = tuple(os.getgrouplist(user.pw_name, gid))
+    return Identity(user.pw_uid, gid, user.pw_name, groups)
+
+
+def check(cfg: Config) -> Identity | None:
+    """At start, before anything is bound: a switch needs root, and
+    --forbid-root refuses an app that would run as root."""
+    who = wanted(cfg)
+    if who is not None and os.geteuid() != 0 and (who.uid != os.geteuid()
+                                                  or who.gid != os.getegid()):
+        raise ConfigError("user: switching to another user needs fastwsgi to be "
+                          "started as root")
+    runs_as = who.uid if who is not None else os.geteuid()
+    if cfg.forbid_root and runs_as == 0:
+        raise ConfigError("forbid_root: the app would run as root; give --user")
+    return who
+
+
+def switch(who: Identity | None) -> None:
+    """Become `who` for good (groups first: after setuid they could not be
+    changed any more)."""
+    if who is None or (os.geteuid() == who.uid and os.getegid() == who.gid):
+        return
+    os.setgroups(list(who.groups))
+    os.setgid(who.gid)
+    os.setuid(who.uid)
+    os.environ["HOME"] = pwd.getpwuid(who.uid).pw_dir
+    os.environ["USER"] = os.environ["LOGNAME"] = who.name
+
+
+def give(path: str, who: Identity | None) -> None:
+    """A file fastwsgi creates for the workers (a unix socket, the access
+    log) is theirs after the switch."""
+    if who is not None and path:
+        try:
+            os.chown(path, who.uid, who.gid)
+        except OSError:
+            pass
