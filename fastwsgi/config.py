@@ -637,8 +637,9 @@ def markdown_table() -> str:
         default = s.default_text or repr(s.default).replace("'", "`")
         if isinstance(s.default, str) and not s.default_text:
             default = f"`{s.default}`"
+        option = f"`{s.option}`" if s.cli else "APP, the argument"
         rows.append(
-            f"| `{s.name}` | `{s.option}` | `{s.env}` | {default} | {s.allowed} | {s.help} |"
+            f"| `{s.name}` | {option} | `{s.env}` | {default} | {s.allowed} | {s.help} |"
         )
     return "\n".join(rows) + "\n"
 

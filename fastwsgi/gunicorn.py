@@ -11,9 +11,9 @@ inline, more: a pool of that many), ``keepalive``, ``graceful_timeout``,
 heartbeat gunicorn's arbiter watches is beaten only while the loop is
 healthy (a loop stuck in an app call past ``timeout`` is killed, as with
 gunicorn's own workers).  Signals are gunicorn's: SIGTERM graceful,
-SIGINT/SIGQUIT at once, SIGUSR1 reopens the logs.  The ``pre_request`` and
-``post_request`` hooks are not called: requests never pass through Python
-outside the app.
+SIGINT/SIGQUIT at once (worker_int called), SIGUSR1 reopens the logs.
+``pre_request`` and ``post_request`` are called when the config sets them
+(the app is wrapped only then).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from gunicorn.workers.base import (  # type: ignore[import-untyped, import-not-f
 
 from .beats import Beats, clock_ms
 from .config import Config, make_config
+from .hooks import with_request_hooks
 from .listeners import inherit_listener
 from .logs import setup
 from .server import Server, WorkerRole
@@ -78,8 +79,12 @@ class Worker(_GunicornWorker):  # type: ignore[misc, unused-ignore]
         slot = beats.pointer(0)
         limit = self.max_requests if self.max_requests < sys.maxsize else 0
         listeners = [inherit_listener(os.dup(s.fileno()), "gunicorn") for s in self.sockets]
-        role = WorkerRole(self.age, slot, 1, limit, gunicorn=True)
-        server = Server(self.wsgi, cfg, listeners, role=role)
+        role = WorkerRole(self.age, slot, 1, limit, gunicorn=True,
+                          on_quit=lambda: self.cfg.worker_int(self))
+        pre, post = self._own("pre_request"), self._own("post_request")
+        app = self.wsgi if pre is None and post is None else \
+            with_request_hooks(self.wsgi, pre, post, self)
+        server = Server(app, cfg, listeners, role=role)
         beating = threading.Event()
         beater = threading.Thread(target=self._beat, args=(beats, beating),
                                   name="fastwsgi-heartbeat", daemon=True)
@@ -89,6 +94,14 @@ class Worker(_GunicornWorker):  # type: ignore[misc, unused-ignore]
         finally:
             beating.set()
             beater.join()
+
+    def _own(self, name: str) -> Any:
+        """A hook the config sets (None: gunicorn's default, which for
+        pre_request only logs at debug level)."""
+        setting = self.cfg.settings.get(name)
+        if setting is None or setting.value is setting.default:
+            return None
+        return setting.value
 
     def _beat(self, beats: Beats, done: threading.Event) -> None:
         """Tell the arbiter the worker lives, as long as its loop does: it

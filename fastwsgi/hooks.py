@@ -186,14 +186,12 @@ class ResponseView:
         return int(self.status.split(None, 1)[0]) if self.status else None
 
 
-def with_request_hooks(app: Any, cfg: Any, worker: WorkerView) -> Any:
+def with_request_hooks(app: Any, pre: Callable[..., Any] | None,
+                       post: Callable[..., Any] | None, worker: Any) -> Any:
     """The app wrapped so that pre_request runs before it and post_request
     after its response's close(), whatever happened; only used when one
     of them is set."""
     from .wsgi import FileWrapper
-
-    pre = cfg.values.get("pre_request")
-    post = cfg.values.get("post_request")
 
     def hooked(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         req = RequestView.of(environ)

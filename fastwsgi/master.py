@@ -87,10 +87,8 @@ class Master:
         self.who = privileges.check(self.cfg)
         self.server = ServerView(self.cfg, pid=os.getpid())
         self._set_target(self.cfg.workers)
-        if self.cfg.preload and self.app is None:
-            # No app code runs as root: with --user the master switches too.
-            privileges.switch(self.who)
-            self.app = self._load()
+        if self.cfg.preload and self.app is None and self.who is None:
+            self.app = self._load()  # gunicorn's moment: before on_starting
         self.server.app = self.app
         hooks.call(self.cfg, "on_starting", self.server)
         # With SO_REUSEPORT each worker listens on its own socket: the master
@@ -105,6 +103,16 @@ class Master:
                 pass
             privileges.give(self.cfg.access_log, self.who)
         pid = PidFile(self.cfg.pid)
+        if self.cfg.preload and self.app is None:
+            # No app code runs as root: with --user the master switches
+            # once it has bound (port 80 too) and written its pid file.
+            privileges.switch(self.who)
+            try:
+                self.app = self.server.app = self._load()
+            except BaseException:
+                self._close_listeners()
+                pid.remove()
+                raise
         # Room for a reload's new workers beside the old, and for SIGTTIN.
         self.beats = Beats(max(64, 4 * self.target))
         wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

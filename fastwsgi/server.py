@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from . import hooks
 from ._fastwsgi import ffi, lib
 from ._version import __version__
 from .accesslog import compile_format
@@ -90,7 +89,7 @@ class WorkerRole:
     sharing: int
     max_requests: int = 0  # its own limit, jitter included (0: none)
     gunicorn: bool = False  # under gunicorn's arbiter: SIGINT stops at once
-    view: Any = None  # the hooks' ``worker`` (None under gunicorn's arbiter)
+    on_quit: Any = None  # told to stop at once: the worker_int hook
 
 
 class Server:
@@ -327,8 +326,8 @@ class Server:
             self.stop(STOP_RETIRE)
         elif sig == signal.SIGQUIT or (sig == signal.SIGINT and self.role is not None
                                        and self.role.gunicorn):
-            if self.role is not None and self.role.view is not None:
-                hooks.call(self.cfg, "worker_int", self.role.view)
+            if self.role is not None and self.role.on_quit is not None:
+                self.role.on_quit()
             self.stop(STOP_NOW)
 
 

@@ -94,8 +94,9 @@ def run_worker(number: int, beat: object, cfg: Config, listeners: Sequence[Liste
         if app is None:
             app = load()  # on failure it printed the one-line reason
         view.wsgi = app
-        if cfg.values.get("pre_request") or cfg.values.get("post_request"):
-            app = hooks.with_request_hooks(app, cfg, view)
+        pre, post = cfg.values.get("pre_request"), cfg.values.get("post_request")
+        if pre is not None or post is not None:
+            app = hooks.with_request_hooks(app, pre, post, view)
         hooks.call(cfg, "post_worker_init", view, fatal=True)
         view.booted = True
         code = EXIT_FAILED
@@ -103,7 +104,8 @@ def run_worker(number: int, beat: object, cfg: Config, listeners: Sequence[Liste
 
         sharing = 2 if cfg.reuse_port else 1
         mine = _own_sockets(listeners, cfg) if cfg.reuse_port else list(listeners)
-        role = WorkerRole(number, beat, sharing, max_requests, view=view)
+        role = WorkerRole(number, beat, sharing, max_requests,
+                          on_quit=lambda: hooks.call(cfg, "worker_int", view))
         Server(app, cfg, mine, role=role).serve(restore_signals=False)
         code = EXIT_OK
     except SystemExit:

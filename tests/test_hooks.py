@@ -49,7 +49,7 @@ class Hooked:
         self.proc = subprocess.Popen([*command, "-c", str(CONF), *extra, "app:app"],
                                      cwd=HOOKS_DIR, env=env, stdout=self.out,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        self.wait(lambda lines: self.count("post_worker_init") >= 1, "a worker started")
+        self.wait("a worker started", post_worker_init=1)
 
     def lines(self) -> list[list[str]]:
         try:
@@ -60,16 +60,16 @@ class Hooked:
     def count(self, name: str) -> int:
         return sum(1 for words in self.lines() if words[1] == name)
 
-    def wait(self, done: Callable[[list[list[str]]], bool], what: str,
-             timeout: float = 20) -> None:
+    def wait(self, what: str = "", timeout: float = 20, **counts: int) -> None:
+        """Until each named hook has been called the given number of times."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if done(self.lines()):
+            if all(self.count(name) == n for name, n in counts.items()):
                 return
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
-        raise AssertionError(f"waiting for {what}: {self.lines()}\n{self.output()}")
+        raise AssertionError(f"waiting for {what or counts}: {self.lines()}\n{self.output()}")
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
@@ -107,23 +107,25 @@ FASTWSGI = server_command()
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGQUIT], ids=["TERM", "QUIT"])
 def test_the_hooks_fire_as_under_gunicorn(tmp_path: Path, stop: int) -> None:
     """Start, three requests (one the app fails), a stop: the same calls, in
-    the same order, with the same arguments' shapes."""
+    the same order, with the same arguments' shapes; and the same again
+    with fastwsgi's loop in gunicorn's workers."""
     runs = []
-    for command in (GUNICORN, FASTWSGI):
+    for command in (GUNICORN, FASTWSGI, [*GUNICORN, "-k", "fastwsgi.gunicorn.Worker"]):
         srv = Hooked(command, tmp_path)
         try:
             assert get(srv.port, "/a?x=1") == 200
             assert get(srv.port, "/b") == 200
             assert get(srv.port, "/fail") == 500
-            srv.wait(lambda lines: srv.count("post_request") == 3, "three post_request")
+            srv.wait(post_request=3)
         finally:
             srv.signal(stop)
             assert srv.finish() == 0, srv.output()
         runs.append(srv.events())
-    gunicorn, fastwsgi = runs
+    gunicorn, fastwsgi, its_worker = runs
     assert "worker_int" in fastwsgi if stop == signal.SIGQUIT else "worker_int" not in fastwsgi
     assert fastwsgi[:3] == ["nworkers_changed 1 None", "on_starting", "when_ready"]
     assert fastwsgi == gunicorn
+    assert its_worker == gunicorn
 
 
 def test_reload_and_worker_count_signals_fire_the_same_hooks(tmp_path: Path) -> None:
@@ -134,13 +136,12 @@ def test_reload_and_worker_count_signals_fire_the_same_hooks(tmp_path: Path) -> 
         srv = Hooked(command, tmp_path)
         try:
             srv.signal(signal.SIGHUP)
-            srv.wait(lambda lines: srv.count("post_worker_init") == 2
-                     and srv.count("child_exit") == 1, "the reload")
+            srv.wait("the reload", post_worker_init=2, child_exit=1)
             assert get(srv.port, "/b") == 200
             srv.signal(signal.SIGTTIN)
-            srv.wait(lambda lines: srv.count("post_worker_init") == 3, "a third worker")
+            srv.wait("a third worker", post_worker_init=3)
             srv.signal(signal.SIGTTOU)
-            srv.wait(lambda lines: srv.count("child_exit") == 2, "one worker fewer")
+            srv.wait("one worker fewer", child_exit=2)
         finally:
             srv.signal(signal.SIGTERM)
             assert srv.finish() == 0, srv.output()
@@ -174,7 +175,7 @@ def test_worker_abort_fires_when_the_loop_is_stuck(tmp_path: Path) -> None:
     try:
         with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as c:
             c.sendall(b"GET /hang HTTP/1.1\r\nHost: t\r\n\r\n")
-            srv.wait(lambda lines: srv.count("post_worker_init") == 2, "a new worker", 15)
+            srv.wait("a new worker", 15, post_worker_init=2)
         calls = srv.events()
         assert calls.index("worker_abort") < calls.index("worker_exit") \
             < calls.index("child_exit")
@@ -298,6 +299,6 @@ def test_the_hot_path_has_no_hook_wrapper_without_request_hooks(tmp_path: Path) 
     cfg = make_config({"on_exit": lambda server: None})
     assert not (cfg.values.get("pre_request") or cfg.values.get("post_request"))
     assert cfg.supervised, "a hook runs the master, as gunicorn always does"
-    wrapped = hooks.with_request_hooks(app, make_config({"pre_request": lambda w, r: None}),
+    wrapped = hooks.with_request_hooks(app, lambda w, r: None, None,
                                        hooks.WorkerView(1, os.getpid(), cfg))
     assert wrapped is not app

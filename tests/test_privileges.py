@@ -1,0 +1,174 @@
+"""--user, --group, --initgroups, --forbid-root: real processes, started as
+root, binding a privileged port."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import fastwsgi_env, server_command
+from test_config_sources import fastwsgi, one_error
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+
+APP = '''
+import os
+IMPORTED_AS = os.getuid()
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    groups = ",".join(str(g) for g in sorted(os.getgroups()))
+    return [f"{os.getuid()} {os.getgid()} {groups} {IMPORTED_AS}".encode()]
+'''
+
+
+@pytest.fixture
+def app_dir() -> Iterator[Path]:
+    """A folder any user can read (pytest's own are root's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="fastwsgi-user-"))
+    folder.chmod(0o755)
+    (folder / "whoami.py").write_text(APP)
+    (folder / "whoami.py").chmod(0o644)
+    yield folder
+    for item in folder.iterdir():
+        item.unlink()
+    folder.rmdir()
+
+
+def privileged_port() -> int:
+    for port in range(981, 1023):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below 1024")
+
+
+def uid_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[2])  # effective
+    raise AssertionError(pid)
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def ask(port: int) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), data
+    return body.decode()
+
+
+class Started:
+    def __init__(self, folder: Path, *args: str) -> None:
+        self.port = privileged_port()
+        self.out = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([*server_command(), "-b", f"127.0.0.1:{self.port}",
+                                      *args, "whoami:app"], cwd=folder, env=fastwsgi_env(),
+                                     stdout=self.out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.first = ask(self.port)
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.out.seek(0)
+                    raise AssertionError(self.out.read().decode()) from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(timeout=30) == 0
+
+
+@root_only
+def test_the_app_runs_as_the_user_and_the_master_keeps_root(app_dir: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    srv = Started(app_dir, "--user", "nobody")
+    try:
+        uid, gid, groups, imported_as = srv.first.split()
+        assert int(uid) == nobody.pw_uid and int(imported_as) == nobody.pw_uid
+        assert int(gid) == nobody.pw_gid
+        assert groups == str(nobody.pw_gid), "no supplementary groups of root's kept"
+        assert srv.port < 1024
+        assert uid_of(srv.proc.pid) == 0
+        assert [uid_of(pid) for pid in children(srv.proc.pid)] == [nobody.pw_uid]
+    finally:
+        srv.stop()
+
+
+@root_only
+def test_group_and_initgroups(app_dir: Path) -> None:
+    group = grp.getgrnam("nogroup")
+    srv = Started(app_dir, "--user", "nobody", "--group", "nogroup", "--initgroups")
+    try:
+        uid, gid, groups, _ = srv.first.split()
+        assert int(gid) == group.gr_gid
+        wanted = sorted(os.getgrouplist("nobody", group.gr_gid))
+        assert groups == ",".join(str(g) for g in wanted)
+    finally:
+        srv.stop()
+
+
+@root_only
+def test_preload_switches_the_master_before_the_app_is_imported(app_dir: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    srv = Started(app_dir, "--user", "nobody", "--preload", "--workers", "2")
+    try:
+        assert int(srv.first.split()[3]) == nobody.pw_uid
+        assert uid_of(srv.proc.pid) == nobody.pw_uid
+    finally:
+        srv.stop()
+
+
+@root_only
+def test_a_unix_socket_belongs_to_the_user(app_dir: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    path = app_dir / "app.sock"
+    proc = subprocess.Popen([*server_command(), "-b", f"unix:{path}", "--user", "nobody",
+                             "whoami:app"], cwd=app_dir, env=fastwsgi_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not path.exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        assert path.stat().st_uid == nobody.pw_uid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert not path.exists(), "the master (root) removed it"
+
+
+@root_only
+def test_forbid_root_refuses_an_app_that_would_run_as_root(app_dir: Path) -> None:
+    line = one_error(fastwsgi("--forbid-root", "--check-config", "whoami:app", cwd=app_dir))
+    assert line == "--forbid-root: the app would run as root; give --user"
+    ok = fastwsgi("--forbid-root", "--user", "nobody", "--check-config", "whoami:app",
+                  cwd=app_dir)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_an_unknown_user_or_group_is_one_line() -> None:
+    line = one_error(fastwsgi("--user", "no-such-user-here", "apps:hello"))
+    assert line == "--user: 'no-such-user-here': no such user on this machine"
+    line = one_error(fastwsgi("-g", "no-such-group-here", "apps:hello"))
+    assert line == "--group: 'no-such-group-here': no such group on this machine"
