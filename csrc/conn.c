@@ -975,6 +975,9 @@ static void batch_round(fw_loop *loop)
     /* Every environ is built: the numbers may take new keys again. */
     for (int i = 0; i < n; i++)
         loop->shapes[loop->batch_flags[i] >> 16].refs--;
+    /* The held responses go out now, in the batch's order, before
+     * anything else of the round is done. */
+    response_release_held(loop);
     /* The arrays are free for the next round from here. */
     memcpy(conns, loop->batch_conns, (size_t)n * sizeof conns[0]);
     loop->batch_n = 0;

@@ -17,6 +17,9 @@
 #define FW_WBUF_SIZE (64 * 1024)     /* shared write buffer */
 #define FW_OWN_IN_MIN (16 * 1024)    /* a connection's own input buffer */
 #define FW_OUT_HIGH (256 * 1024)     /* stop producing output above this */
+#define FW_HOLD_US 250               /* longest a finished response is held
+                                        for its round's burst of sends */
+#define FW_HOLD_BYTES (64 * 1024)    /* only responses this small are held */
 #define FW_OUT_LOW (64 * 1024)       /* ask for more output below this */
 #define FW_DIRECT_WRITE (64 * 1024)  /* bodies this large skip the copy */
 #define FW_WRITE_PROGRESS (64 * 1024) /* taken per write_timeout: alive */
@@ -91,6 +94,8 @@ enum {
 #define C_WAKE        0x400000  /* taken off the wait queue: may take a
                                    thread ahead of those still waiting */
 #define C_PROXY_DONE  0x1000000 /* its PROXY header was read */
+#define C_HELD        0x2000000 /* a finished response held for one send
+                                   with the others of its round */
 #define C_EXPIRED     0x800000  /* past the request timeout: answered 503,
                                    the app thread's calls fail */
 
@@ -256,6 +261,8 @@ struct fw_loop {
     int batch_closed;           /* set while a batch is answered */
     char *batch_env;            /* FW_BATCH_ENV bytes */
     size_t batch_env_len;
+    int held_n;                 /* responses held in this round (C_HELD) */
+    int64_t held_since_us;      /* when the first of them was held */
     head_memo memo;             /* the last response head checked */
     char date[64];              /* "Date: ...\r\n" */
     size_t date_len;
@@ -357,6 +364,7 @@ static inline int fw_fits(size_t used, size_t cap, size_t want)
 }
 
 /* loop.c */
+int64_t loop_clock_us(void);    /* monotonic µs, precise (for the hold) */
 int64_t loop_clock_ms(void);    /* monotonic ms (FW_EXTERNAL_CLOCK: the
                                    build supplies it, e.g. a fuzz target) */
 int64_t loop_now(struct fw_loop *loop);
@@ -394,6 +402,7 @@ int conn_flush(fw_conn *c);
 size_t conn_out_pending(const fw_conn *c);
 void conn_out_settle(fw_conn *c);
 void conn_batch_flush(struct fw_loop *loop);
+void response_release_held(struct fw_loop *loop);
 
 /* response.c */
 int response_error(fw_conn *c, int status);

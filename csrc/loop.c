@@ -30,6 +30,20 @@ int64_t loop_clock_ms(void)
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+/* Precise: a response is held at most FW_HOLD_US, far below the coarse
+ * clock's tick. */
+int64_t loop_clock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+#else
+int64_t loop_clock_us(void)
+{
+    return loop_clock_ms() * 1000;
+}
 #endif
 
 int64_t fw_clock_ms(void)

@@ -645,10 +645,54 @@ static int enter(fw_conn *c)
     return 1;
 }
 
+/* Send what the round's held responses have queued, in the batch's order. */
+void response_release_held(fw_loop *loop)
+{
+    if (loop->held_n == 0)
+        return;
+    for (int i = 0; i < loop->batch_n; i++) {
+        fw_conn *c = loop->batch_conns[i];
+        if (c->flags & C_HELD) {
+            c->flags &= ~C_HELD;
+            if (c->state != CS_CLOSED)
+                conn_flush(c);
+        }
+    }
+    loop->held_n = 0;
+}
+
+/* Whether a finished response in a batch waits for the round's burst of
+ * sends.  Sent as each app call ends, a response wakes the client once per
+ * response when app calls take longer than the client needs to read one
+ * (it sleeps again in between), and on a local client the wake-up is paid
+ * in the send.  Held, the round's responses go out together when the
+ * round ends (conn_run after fw_py_batch) or, if that is not within
+ * FW_HOLD_US of the first held one, by the first call after that moment.
+ * Only a small response that is complete is held: a stream's blocks, and
+ * a body still being produced, are sent at once. */
+static int hold(fw_conn *c)
+{
+    fw_loop *loop = c->loop;
+    if (c->resp != RS_DONE || c->ext || c->file || (c->flags & C_CLOSE_AFTER) ||
+        conn_out_pending(c) > FW_HOLD_BYTES)
+        return 0;
+    int64_t now = loop_clock_us();
+    if (loop->held_n == 0) {
+        loop->held_since_us = now;
+    } else if (now - loop->held_since_us >= FW_HOLD_US) {
+        response_release_held(loop);
+        return 0;
+    }
+    c->flags |= C_HELD;
+    loop->held_n++;
+    return 1;
+}
+
 /* Within a batch, what a call queued leaves the shared write buffer
  * before Python moves on to the next connection, which needs it free.  It
- * is sent now unless the connection has more requests buffered: the next
- * round answers one of those, and one send then carries both.  On an app
+ * is sent now unless the connection has more requests buffered (the next
+ * round answers one of those, and one send then carries both) or it is a
+ * finished response held for the round's burst (see hold()).  On an app
  * thread, the loop is told to send it, and the mutex is released. */
 static int leave(fw_conn *c, int how, int rc)
 {
@@ -656,7 +700,8 @@ static int leave(fw_conn *c, int how, int rc)
         pool_kick(c);
         pthread_mutex_unlock(&c->loop->mu);
     } else if (c->flags & C_BATCHED) {
-        if (c->in.len == c->in.off || conn_out_pending(c) >= FW_OUT_HIGH)
+        if ((c->in.len == c->in.off || conn_out_pending(c) >= FW_OUT_HIGH) &&
+            !(c->flags & C_HELD) && !hold(c))
             conn_flush(c);
         conn_out_settle(c);
     }

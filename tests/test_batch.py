@@ -135,3 +135,33 @@ def test_deep_pipelines_answer_in_order(server):
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_answers_held_for_a_burst_reach_their_own_clients(server):
+    """Finished answers in a round are held for one burst of sends, at
+    most FW_HOLD_US, and go out at the round's end or at the first call
+    after that moment: with app calls of 2 ms among fast ones (both moments
+    happen in each round), an answer that goes out at once (a stream), and
+    a closing answer, every connection still gets its own answer, whole."""
+    socks = _open(server, 90)
+    try:
+        for rnd in range(3):
+            paths = []
+            for i, s in enumerate(socks):
+                path = ("/sleep?s=0.002" if i % 3 == 0 else
+                        "/stream" if i % 11 == 0 else f"/echo?n={i}&r={rnd}")
+                paths.append(path)
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            for i, s in enumerate(socks):
+                status, headers, body, rest = read_response(s, 10.0)
+                assert status == 200, (i, rnd)
+                assert rest == b""
+                if paths[i].startswith("/sleep"):
+                    assert body == b"slept"
+                elif paths[i] == "/stream":
+                    assert body
+                else:
+                    assert json.loads(body)["QUERY_STRING"] == f"n={i}&r={rnd}"
+    finally:
+        for s in socks:
+            s.close()
