@@ -40,6 +40,8 @@ KILL_MARGIN = 1.0          # past graceful_timeout, before SIGKILL
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP,
             signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
+_TO_WORKERS = {signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP,
+               signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU}
 
 
 @dataclass
@@ -342,12 +344,20 @@ class Master:
             limit = self.cfg.max_requests + random.randint(0, self.cfg.max_requests_jitter)
         view = WorkerView(number, os.getpid(), self.cfg, sockets=self.server.LISTENERS)
         hooks.call(self.cfg, "pre_fork", self.server, view)
-        pid = os.fork()
+        # A signal sent to the new worker before it has replaced the
+        # master's handlers (which it inherits) would be taken by them and
+        # lost: it stays blocked until the worker's own are in place.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _TO_WORKERS)
+        try:
+            pid = os.fork()
+        finally:
+            if os.getpid() == self.server.pid:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if pid == 0:
             view.pid = os.getpid()
             run_worker(number, self.beats.pointer(slot), self.cfg, self.listeners,
                        self.app, self._load, self.spec, self._close_fds, limit,
-                       self.server, view, self.who)
+                       self.server, view, self.who, mask)
         view.pid = pid
         w = Worker(pid, number, slot, time.monotonic(), limit, view=view)
         self.workers[pid] = w

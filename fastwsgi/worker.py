@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NoReturn
 
 from . import hooks, privileges
@@ -66,7 +66,8 @@ def run_worker(number: int, beat: object, cfg: Config, listeners: Sequence[Liste
                app: WSGIApp | None, load: Callable[[], WSGIApp], spec: str,
                close_fds: Sequence[int], max_requests: int,
                server: ServerView, view: WorkerView,
-               who: privileges.Identity | None) -> NoReturn:
+               who: privileges.Identity | None,
+               sigmask: Iterable[int | signal.Signals] = ()) -> NoReturn:
     """The body of a forked worker; never returns."""
     code = EXIT_FAILED
     try:
@@ -81,6 +82,9 @@ def run_worker(number: int, beat: object, cfg: Config, listeners: Sequence[Liste
         # The master's wake-up pipe: forget it before closing it, or a signal
         # would write into whatever reuses the descriptor number.
         signal.set_wakeup_fd(-1)
+        # The master blocked its signals across the fork (see _spawn): one
+        # already sent is delivered now, to these handlers.
+        signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)
         for fd in close_fds:
             os.close(fd)
         set_title(f"fastwsgi: worker {number} [{cfg.name or spec}]")

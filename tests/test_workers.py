@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ServerProcess, fastwsgi_env, server_command
+from conftest import TESTS, ServerProcess, fastwsgi_env, server_command
 
 EXITED = re.compile(r"worker (\d+) \(pid (\d+)\) exited after (\d+) requests")
 
@@ -354,3 +354,27 @@ def test_a_retiring_worker_answers_what_it_takes_at_its_close(master):
         status, _ = get(s, "/pid", timeout=5)
         assert status == 200, i
     assert len(EXITED.findall(s.output())) >= 7, s.output()
+
+
+def test_a_stop_right_after_the_start_reaches_every_worker(tmp_path):
+    """SIGTERM as soon as the socket exists: the master passes it on to
+    workers that may not have put their own handlers in place yet (they
+    inherit the master's); blocked across the fork, it is not lost, and
+    the master does not wait out the graceful timeout."""
+    for attempt in range(10):
+        path = tmp_path / f"s{attempt}.sock"
+        proc = subprocess.Popen([*server_command(), "--workers", "2", "-b", f"unix:{path}",
+                                  "--graceful-timeout", "20", "apps:hello"], cwd=TESTS,
+                                 env=fastwsgi_env(), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while not path.exists():
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.002)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0, attempt
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
