@@ -93,47 +93,49 @@ class Master:
             self.app = self._load()  # gunicorn's moment: before on_starting
         self.server.app = self.app
         hooks.call(self.cfg, "on_starting", self.server)
-        # With SO_REUSEPORT each worker listens on its own socket: the master
-        # only binds, to hold the address and learn a port 0's number.
-        self.listeners = open_listeners(self.cfg, listen=not self.cfg.reuse_port)
-        self.server.LISTENERS = [listener.sock for listener in self.listeners]
-        for listener in self.listeners:
-            privileges.give(listener.unix_path or "", self.who)
-        if self.cfg.access_log not in ("", "-"):
-            # The workers open it after switching to --user.
-            with open(self.cfg.access_log, "a"):
-                pass
-            privileges.give(self.cfg.access_log, self.who)
-        pid = PidFile(self.cfg.pid)
-        if self.cfg.preload and self.app is None:
-            # No app code runs as root: with --user the master switches
-            # once it has bound (port 80 too) and written its pid file.
-            privileges.switch(self.who)
-            try:
-                self.app = self.server.app = self._load()
-            except BaseException:
-                self._close_listeners()
-                pid.remove()
-                raise
-        # Room for a reload's new workers beside the old, and for SIGTTIN.
-        self.beats = Beats(max(64, 4 * self.target))
+        # The handlers go in before anything is bound: a signal from then on
+        # is acted on by the loop (a stop before it starts still removes the
+        # unix sockets and the pid file), never the default death.
         wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         old_wake = signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         old = {sig: signal.signal(sig, self._on_signal) for sig in _SIGNALS}
-        self.watcher = Watcher(self.spec, self.wake_w) if self.cfg.reload else None
-        self.exited = Totals()      # what workers that are gone had counted
-        self.restarts = 0
-        self.counting = threading.Lock()
-        metrics = serve_metrics(self.cfg.metrics_bind, self._metrics_page) \
-            if self.cfg.metrics_bind else None
-        set_title(f"fastwsgi: master [{self.cfg.name or self.spec}]")
-        urls = ", ".join(listener.url for listener in self.listeners)
-        logger.info("fastwsgi %s listening on %s (pid %d, the master of %d worker%s%s)",
-                    __version__, urls, os.getpid(), self.target,
-                    "s" if self.target != 1 else "",
-                    f" with {self.cfg.threads} threads each" if self.cfg.threads else "")
-        hooks.call(self.cfg, "when_ready", self.server)
+        pid: PidFile | None = None
+        metrics = None
+        self.watcher = None
         try:
+            # With SO_REUSEPORT each worker listens on its own socket: the
+            # master only binds, to hold the address and learn a port 0's
+            # number.
+            self.listeners = open_listeners(self.cfg, listen=not self.cfg.reuse_port)
+            self.server.LISTENERS = [listener.sock for listener in self.listeners]
+            for listener in self.listeners:
+                privileges.give(listener.unix_path or "", self.who)
+            if self.cfg.access_log not in ("", "-"):
+                # The workers open it after switching to --user.
+                with open(self.cfg.access_log, "a"):
+                    pass
+                privileges.give(self.cfg.access_log, self.who)
+            pid = PidFile(self.cfg.pid)
+            if self.cfg.preload and self.app is None:
+                # No app code runs as root: with --user the master switches
+                # once it has bound (port 80 too) and written its pid file.
+                privileges.switch(self.who)
+                self.app = self.server.app = self._load()
+            # Room for a reload's new workers beside the old, and for SIGTTIN.
+            self.beats = Beats(max(64, 4 * self.target))
+            self.watcher = Watcher(self.spec, self.wake_w) if self.cfg.reload else None
+            self.exited = Totals()      # what workers that are gone had counted
+            self.restarts = 0
+            self.counting = threading.Lock()
+            metrics = serve_metrics(self.cfg.metrics_bind, self._metrics_page) \
+                if self.cfg.metrics_bind else None
+            set_title(f"fastwsgi: master [{self.cfg.name or self.spec}]")
+            urls = ", ".join(listener.url for listener in self.listeners)
+            logger.info("fastwsgi %s listening on %s (pid %d, the master of %d worker%s%s)",
+                        __version__, urls, os.getpid(), self.target,
+                        "s" if self.target != 1 else "",
+                        f" with {self.cfg.threads} threads each" if self.cfg.threads else "")
+            hooks.call(self.cfg, "when_ready", self.server)
             self._close_fds = (wake_r, self.wake_w,
                                *([metrics.fileno()] if metrics is not None else []))
             while True:
@@ -162,7 +164,8 @@ class Master:
             os.close(wake_r)
             os.close(self.wake_w)
             self._close_listeners()
-            pid.remove()
+            if pid is not None:
+                pid.remove()
         logger.info("fastwsgi master stopped")
         hooks.call(self.cfg, "on_exit", self.server)
         return self.exit_code

@@ -357,10 +357,11 @@ def test_a_retiring_worker_answers_what_it_takes_at_its_close(master):
 
 
 def test_a_stop_right_after_the_start_reaches_every_worker(tmp_path):
-    """SIGTERM as soon as the socket exists: the master passes it on to
-    workers that may not have put their own handlers in place yet (they
-    inherit the master's); blocked across the fork, it is not lost, and
-    the master does not wait out the graceful timeout."""
+    """SIGTERM as soon as the socket exists: the master, whose handlers are
+    in place before it binds, stops cleanly, and passes it on to workers
+    that may not have put their own handlers in place yet (they inherit the
+    master's); blocked across the fork, it is not lost, and the master does
+    not wait out the graceful timeout."""
     for attempt in range(10):
         path = tmp_path / f"s{attempt}.sock"
         proc = subprocess.Popen([*server_command(), "--workers", "2", "-b", f"unix:{path}",
