@@ -16,7 +16,6 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -179,7 +178,6 @@ class ResponseView:
     headers: list[tuple[str, str]] = field(default_factory=list)
     sent: int = 0
     headers_sent: bool = False
-    started: float = field(default_factory=time.monotonic)
 
     @property
     def status_code(self) -> int | None:
