@@ -328,36 +328,21 @@ def _directory() -> tuple[Callable[[Any], str], str]:
     return check, "a directory path"
 
 
-def _user() -> tuple[Callable[[Any], str], str]:
+def _account(kind: str) -> tuple[Callable[[Any], str], str]:
+    """A user or group (`kind`), by name or number, that exists here."""
     def check(value: Any) -> str:
-        from .privileges import find_user
+        from .privileges import find_group, find_user
 
         if value in ("", None):
             return ""
         text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
         if not isinstance(text, str):
             raise ValueError
-        if find_user(text) is None:
-            raise Refused(f"{text!r}: no such user on this machine")
+        if (find_user if kind == "user" else find_group)(text) is None:
+            raise Refused(f"{text!r}: no such {kind} on this machine")
         return text
 
-    return check, "a user name or number"
-
-
-def _group() -> tuple[Callable[[Any], str], str]:
-    def check(value: Any) -> str:
-        from .privileges import find_group
-
-        if value in ("", None):
-            return ""
-        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-        if not isinstance(text, str):
-            raise ValueError
-        if find_group(text) is None:
-            raise Refused(f"{text!r}: no such group on this machine")
-        return text
-
-    return check, "a group name or number"
+    return check, f"a {kind} name or number"
 
 
 @dataclass(frozen=True)
@@ -451,12 +436,12 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("reload", False, _boolean(),
              "Development: restart the workers when a Python file of the"
              " app changes.", flag=True),
-    _setting("user", "", _user(),
+    _setting("user", "", _account("user"),
              "Started as root: the workers switch to this user (name or number)"
              " before importing the app; the master keeps root to bind, and with"
              " --preload switches too, before it imports the app.", metavar="USER",
              default_text="none", short="-u"),
-    _setting("group", "", _group(),
+    _setting("group", "", _account("group"),
              "The group the workers switch to (default: the user's own group).",
              metavar="GROUP", default_text="the user's", short="-g"),
     _setting("initgroups", False, _boolean(),
