@@ -330,6 +330,78 @@ static ssize_t send_some(fw_conn *c, const char *data, size_t len)
     }
 }
 
+/* Whether the peer is a process on this host: a unix socket, a loopback
+ * address, or a TCP peer with this end's own address (only the kernel's
+ * loopback routes such a connection).  Asked of the socket itself, not of
+ * REMOTE_ADDR, which a PROXY header may have replaced. */
+static int peer_is_local(int fd)
+{
+    struct sockaddr_storage me, peer;
+    socklen_t melen = sizeof me, peerlen = sizeof peer;
+    if (getpeername(fd, (struct sockaddr *)&peer, &peerlen) < 0)
+        return 0;
+    if (peer.ss_family == AF_UNIX)
+        return 1;
+    if (getsockname(fd, (struct sockaddr *)&me, &melen) < 0 ||
+        me.ss_family != peer.ss_family)
+        return 0;
+    if (peer.ss_family == AF_INET) {
+        const struct sockaddr_in *p = (const struct sockaddr_in *)&peer;
+        const struct sockaddr_in *m = (const struct sockaddr_in *)&me;
+        return (ntohl(p->sin_addr.s_addr) >> 24) == 127 ||
+               p->sin_addr.s_addr == m->sin_addr.s_addr;
+    }
+    if (peer.ss_family == AF_INET6) {
+        const struct in6_addr *p = &((const struct sockaddr_in6 *)&peer)->sin6_addr;
+        const struct in6_addr *m = &((const struct sockaddr_in6 *)&me)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(p) ||
+               (IN6_IS_ADDR_V4MAPPED(p) && p->s6_addr[12] == 127) ||
+               memcmp(p, m, sizeof *p) == 0;
+    }
+    return 0;
+}
+
+/* Whether this connection's file bodies go through the loop's buffer. */
+static int file_by_copy(fw_conn *c)
+{
+    int mode = c->loop->cfg.file_send;
+    if (mode == FW_FILE_SENDFILE)
+        return 0;
+    if (mode == FW_FILE_AUTO && !(c->flags & C_PEER_KNOWN)) {
+        c->flags |= C_PEER_KNOWN;
+        if (peer_is_local(c->io.fd))
+            c->flags |= C_PEER_LOCAL;
+    }
+    if (mode == FW_FILE_AUTO && !(c->flags & C_PEER_LOCAL))
+        return 0;
+    if (c->loop->fbuf == NULL)
+        c->loop->fbuf = malloc(FW_FBUF_SIZE);
+    return c->loop->fbuf != NULL;   /* without it, sendfile still works */
+}
+
+/* Up to `want` bytes of the file from f->off, read into the loop's buffer
+ * and sent at once, while they are in cache.  Returns what send(2) took,
+ * 0 at the file's end, -1 with errno from send(2) (what was read beyond a
+ * partial send is read again next time: at most one buffer per wait for
+ * the socket), or -2 when the file could not be read. */
+static ssize_t file_copy_some(fw_conn *c, const fw_file *f, size_t want)
+{
+    if (want > FW_FBUF_SIZE)
+        want = FW_FBUF_SIZE;
+    ssize_t r;
+    do
+        r = pread(f->fd, c->loop->fbuf, want, (off_t)f->off);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        loop_log(c->loop, FW_LOG_ERROR, "reading the response's file: %s",
+                 strerror(errno));
+        return -2;
+    }
+    if (r == 0)
+        return 0;
+    return send(c->io.fd, c->loop->fbuf, (size_t)r, MSG_NOSIGNAL);
+}
+
 /* Send queued output, then the app's memory being sent in place, then any
  * file, in that order.  Returns -1 when the peer is gone. */
 int conn_flush(fw_conn *c)
@@ -376,7 +448,12 @@ int conn_flush(fw_conn *c)
         }
         off_t off = (off_t)f->off;
         size_t want = f->left > (1 << 22) ? (1 << 22) : (size_t)f->left;
-        ssize_t n = sendfile(c->io.fd, f->fd, &off, want);
+        ssize_t n = file_by_copy(c) ? file_copy_some(c, f, want)
+                                    : sendfile(c->io.fd, f->fd, &off, want);
+        if (n == -2) {
+            c->flags |= C_DEAD;     /* the body cannot be completed */
+            return -1;
+        }
         if (n > 0) {
             f->off += n;
             f->left -= n;

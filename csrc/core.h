@@ -14,6 +14,9 @@
 #include "fw.h"
 
 #define FW_RBUF_SIZE (64 * 1024)     /* shared read buffer */
+#define FW_FBUF_SIZE (256 * 1024)    /* file bodies sent by copy: big enough
+                                        for few syscalls, small enough to
+                                        stay in cache until it is sent */
 #define FW_WBUF_SIZE (64 * 1024)     /* shared write buffer */
 #define FW_OWN_IN_MIN (16 * 1024)    /* a connection's own input buffer */
 #define FW_OUT_HIGH (256 * 1024)     /* stop producing output above this */
@@ -94,6 +97,8 @@ enum {
 #define C_WAKE        0x400000  /* taken off the wait queue: may take a
                                    thread ahead of those still waiting */
 #define C_PROXY_DONE  0x1000000 /* its PROXY header was read */
+#define C_PEER_KNOWN  0x4000000 /* C_PEER_LOCAL was worked out */
+#define C_PEER_LOCAL  0x8000000 /* the peer is on this host */
 #define C_HELD        0x2000000 /* a finished response held for one send
                                    with the others of its round */
 #define C_EXPIRED     0x800000  /* past the request timeout: answered 503,
@@ -245,6 +250,8 @@ struct fw_loop {
     fw_head head;               /* parser output, reused */
     fw_extra extra;             /* what fw_request_extra() returns */
     char *rbuf;                 /* shared read buffer */
+    char *fbuf;                 /* file bodies sent by copy pass here
+                                   (FW_FBUF_SIZE, made on first use) */
     int rbuf_busy;
     char *wbuf;                 /* shared write buffer */
     int wbuf_busy;

@@ -113,6 +113,14 @@ int fw_parse_proxy(const char *buf, size_t len, fw_proxy *out);
 typedef struct fw_loop fw_loop;
 typedef struct fw_conn fw_conn;
 
+/* How a file body (wsgi.file_wrapper) is sent.  sendfile(2) saves the
+ * server a copy, but a receiver on the same host then copies straight out
+ * of the page cache, cold; through a small buffer the data reaches it
+ * while still in cache, which is cheaper for both ends together. */
+#define FW_FILE_AUTO     0      /* copy to a peer on this host, else sendfile */
+#define FW_FILE_SENDFILE 1      /* always sendfile */
+#define FW_FILE_COPY     2      /* always through the loop's buffer */
+
 typedef struct fw_config {
     fw_limits limits;
     int64_t max_body_size;      /* 413 beyond */
@@ -125,6 +133,7 @@ typedef struct fw_config {
     int log_refusals;           /* log each refused request (debug) */
     int proxy_protocol;         /* every connection starts with a PROXY
                                    header (else it is closed) */
+    int file_send;              /* FW_FILE_*: how a file body is sent */
     int64_t max_requests;       /* retire (FW_STOP_RETIRE) after handing
                                    this many requests to the app; 0: never */
     int shared_listeners;       /* 1: other processes accept on the same

@@ -179,6 +179,7 @@ void fw_loop_free(fw_loop *loop)
     for (int i = 0; i < FW_SHAPES; i++)
         free(loop->shapes[i].keys);
     free(loop->rbuf);
+    free(loop->fbuf);
     free(loop->wbuf);
     free(loop->batch_env);
     free(loop->spool_dir);

@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--header-map", metavar="drop|dangerous",
                         help="gunicorn's spelling: drop is the default, dangerous is "
                              "--allow-underscore-headers.")
+    parser.add_argument("--no-sendfile", action="store_true",
+                        help="gunicorn's spelling of --sendfile off.")
     for entry in GUNICORN:
         if entry.covered and entry.options and entry.name not in OWN:
             parser.add_argument(*entry.options, dest=f"covered_{entry.name}",
@@ -132,9 +134,10 @@ def load_app(spec: str) -> WSGIApp:
 
 # gunicorn's options the parser spells itself, not as aliases: -c, -k,
 # --check-config and --print-config are fastwsgi's too; -p depends on its
-# value; --header-map takes a word fastwsgi's switch does not.
+# value; --header-map takes a word fastwsgi's switch does not, and
+# --no-sendfile is a switch for what fastwsgi's --sendfile says in a word.
 OWN = frozenset({"config", "worker_class", "check_config", "print_config", "pidfile",
-                 "header_map"})
+                 "header_map", "sendfile"})
 
 
 def aliases(s: Setting) -> list[str]:
@@ -155,7 +158,7 @@ def _unknown_option(extra: Sequence[str]) -> NoReturn:
 
 
 def _gunicorn_spellings(args: argparse.Namespace) -> None:
-    """-p, --header-map and the options that change nothing here."""
+    """-p, --header-map, --no-sendfile and the options that change nothing here."""
     if args.port_or_pid is not None:
         if args.port_or_pid.isdigit():
             args.port = args.port if args.port is not None else args.port_or_pid
@@ -167,6 +170,8 @@ def _gunicorn_spellings(args: argparse.Namespace) -> None:
                  "underscore (drop), or keeps them (dangerous)")
         if args.allow_underscore_headers is None:
             args.allow_underscore_headers = args.header_map == "dangerous"
+    if args.no_sendfile and args.sendfile is None:
+        args.sendfile = "off"
     for entry in GUNICORN:
         if getattr(args, f"covered_{entry.name}", None) is not None:
             print(f"fastwsgi: {entry.options[-1]}: nothing to do: {entry.covered}",

@@ -94,6 +94,20 @@ def _choice(options: tuple[str, ...]) -> tuple[Callable[[Any], str], str]:
     return check, "one of " + ", ".join(options)
 
 
+def _file_send() -> tuple[Callable[[Any], str], str]:
+    words = ("auto", "on", "off")
+
+    def check(value: Any) -> str:
+        # gunicorn's config files say sendfile = True / False.
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if not isinstance(value, str) or value.lower() not in words:
+            raise ValueError
+        return value.lower()
+
+    return check, "one of " + ", ".join(words)
+
+
 def _text(max_len: int) -> tuple[Callable[[Any], str], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str) or not 0 < len(value) <= max_len:
@@ -521,6 +535,11 @@ SETTINGS: tuple[Setting, ...] = (
              "Every connection starts with a PROXY protocol header (v1 or v2)"
              " from a TCP load balancer, naming the client (REMOTE_ADDR); a"
              " connection without a valid one is closed.", flag=True),
+    _setting("sendfile", "auto", _file_send(),
+             "How a wsgi.file_wrapper file is sent: on uses sendfile(2), off"
+             " copies it through a 256 KiB buffer, auto copies to a peer on"
+             " this host (a local proxy reads it faster from cache) and uses"
+             " sendfile otherwise.", metavar="MODE"),
     _setting("server_header", "fastwsgi", _text(64),
              "Value of the Server header when the app sets none.",
              metavar="TEXT"),

@@ -86,8 +86,9 @@ GUNICORN: tuple[Name, ...] = (
     Name("print_config", ("--print-config",), flag=True,
          covered="fastwsgi has the same option, --print-config"),
     Name("preload_app", ("--preload",), setting="preload"),
-    Name("sendfile", ("--no-sendfile",),
-         refused="fastwsgi always sends a wsgi.file_wrapper of a real file with sendfile(2)"),
+    Name("sendfile", ("--no-sendfile",), setting="sendfile",
+         note="fastwsgi's --sendfile takes auto (the default: a copy to a peer on this "
+              "host, sendfile otherwise), on or off; --no-sendfile means off"),
     Name("reuse_port", ("--reuse-port",), setting="reuse_port"),
     Name("chdir", ("--chdir",), setting="chdir"),
     Name("daemon", ("-D", "--daemon"),

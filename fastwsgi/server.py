@@ -49,6 +49,8 @@ def _c_config(cfg: Config, keep: list[Any]) -> Any:
     c.graceful_timeout_ms = int(cfg.graceful_timeout * 1000)
     c.log_refusals = int(logger.isEnabledFor(logging.DEBUG))
     c.proxy_protocol = int(cfg.proxy_protocol)
+    c.file_send = {"auto": lib.FW_FILE_AUTO, "on": lib.FW_FILE_SENDFILE,
+                   "off": lib.FW_FILE_COPY}[cfg.sendfile]
     spool = ffi.new("char[]", cfg.spool_directory.encode())
     name = ffi.new("char[]", cfg.server_header.encode())
     keep += [spool, name]

@@ -59,8 +59,8 @@ _KNOWN_KEYS: dict[str, str] = {
 
 
 class FileWrapper:
-    """``wsgi.file_wrapper``: a real file is sent with sendfile; any other
-    file-like object is read in blocks."""
+    """``wsgi.file_wrapper``: a real file is sent by C (--sendfile says how);
+    any other file-like object is read in blocks."""
 
     def __init__(self, filelike: Any, blksize: int = 8192) -> None:
         self.filelike = filelike
@@ -653,7 +653,7 @@ class Exchange:
         self.pump(conn)
 
     def _sendfile(self, conn: Any, wrapper: FileWrapper) -> bool:
-        """Send a real file with sendfile.  False: iterate it instead."""
+        """Send a real file from C (sendfile or copy).  False: iterate it instead."""
         filelike = wrapper.filelike
         # Only a plain binary file gives by read() exactly the bytes of its
         # descriptor: a gzip or text wrapper also has a fileno(), and a

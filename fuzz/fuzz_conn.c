@@ -2822,7 +2822,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 /*
  * Input: byte 0 configuration (bits 0-1 limits profile, bit 2
  * allow_underscores, bits 3-4 body limits, bits 5-6 timeouts, bit 7 small
- * socket buffers), byte 1 the shape table's hash seed, then the program.
+ * socket buffers), byte 1 the shape table's hash seed (its bits 0-1 also
+ * pick how file bodies go out: by copy to these local peers, by sendfile,
+ * by copy, by copy), then the program.
  */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -2844,6 +2846,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     g_cfg.shared_listeners = 0;   /* one process: every client accepted in its turn */
     g_cfg.spool_dir = "/tmp";
     g_cfg.server_name = "fz";
+    g_cfg.file_send = (c1 & 3) == 3 ? FW_FILE_COPY : (int)(c1 & 3);
     g_min_timeout = FW_LINGER_MS;
     for (int i = 0; i < 4; i++)
         if (t[i] > 0 && t[i] < g_min_timeout)

@@ -53,13 +53,17 @@ class ServerProcess:
     """One fastwsgi process serving an app from tests/apps.py (or elsewhere)."""
 
     def __init__(self, app: str, *args: str, env: dict | None = None,
-                 cwd: Path = TESTS, python: str = sys.executable):
+                 cwd: Path = TESTS, python: str = sys.executable,
+                 tracer: list[str] | None = None):
         self.log = tempfile.NamedTemporaryFile(prefix="fastwsgi-log-", delete=False)
         full_env = dict(os.environ)
-        if SANITIZER_PRELOAD:
+        if SANITIZER_PRELOAD and tracer:
+            # The tracer itself is not instrumented: only the server gets it.
+            tracer = [*tracer, "-E", f"LD_PRELOAD={SANITIZER_PRELOAD}"]
+        elif SANITIZER_PRELOAD:
             full_env["LD_PRELOAD"] = SANITIZER_PRELOAD
         full_env.update(env or {})
-        argv = [*server_command(python), *args]
+        argv = [*(tracer or []), *server_command(python), *args]
         # FASTWSGI_TEST_THREADS=N runs every server of the suite in
         # threaded mode: the whole contract, proven on app threads too.
         if TEST_THREADS and not any(a.startswith("--threads") for a in args):
