@@ -114,7 +114,7 @@ def test_each_client_gets_its_own_slice_of_the_file(data_file, tmp_path, mode, t
 
 def _traced_calls(data_file, mode: str, unix: Path | None, trace: Path) -> str:
     srv = _server(data_file, mode, unix,
-                  tracer=["strace", "-f", "-y", "-e", "trace=sendfile,pread64",
+                  tracer=["strace", "-f", "-y", "-e", "trace=sendfile,pread64,setsockopt",
                           "-o", str(trace)])
     try:
         with _connect(srv, unix, slow=False) as s:
@@ -133,21 +133,24 @@ def _traced_calls(data_file, mode: str, unix: Path | None, trace: Path) -> str:
     return trace.read_text()
 
 
-@pytest.mark.parametrize("mode,transport,expected", [
-    ("on", "tcp", "sendfile"),
-    ("off", "tcp", "pread64"),
-    ("auto", "tcp", "pread64"),     # 127.0.0.1: a peer on this host
-    ("auto", "unix", "pread64"),
-    ("on", "unix", "sendfile"),
+@pytest.mark.parametrize("mode,transport,expected,lowat", [
+    ("on", "tcp", "sendfile", False),
+    ("off", "tcp", "pread64", True),
+    ("auto", "tcp", "pread64", True),     # 127.0.0.1: a peer on this host
+    ("auto", "unix", "pread64", False),   # (a unix socket has no such option)
+    ("on", "unix", "sendfile", False),
 ])
 def test_the_file_goes_out_by_the_chosen_call(data_file, tmp_path, mode, transport,
-                                              expected):
+                                              expected, lowat):
     unix = tmp_path / "s.sock" if transport == "unix" else None
     calls = _traced_calls(data_file, mode, unix, tmp_path / "trace")
     name = re.escape(str(data_file[0]))
     used = {call for call in ("sendfile", "pread64")
             if re.search(rf"\b{call}\(.*<{name}>", calls)}
     assert used == {expected}, calls[-2000:]
+    # A copy to a local TCP peer keeps at most one buffer unsent in the
+    # socket, so that the kernel transmits it within the server's send().
+    assert ("TCP_NOTSENT_LOWAT, [262144]" in calls) == lowat, calls[-2000:]
 
 
 def test_a_file_that_shrinks_while_it_is_sent_ends_the_connection(tmp_path):
