@@ -285,6 +285,7 @@ struct fw_loop {
     uint64_t shape_gen;
     struct fw_worker *idle;     /* threads waiting for a request */
     int nidle;
+    int64_t call_us;            /* app calls' recent mean length (EWMA) */
     struct fw_worker *workers;  /* every thread that joined */
     int nworkers;
     fw_conn *waitq_head, *waitq_tail;
@@ -326,8 +327,12 @@ typedef struct fw_queued {
 } fw_queued;
 
 /* A queued request waits this long for a busy thread to take it before
- * an idle one is woken for it (see pool_dispatch). */
+ * an idle one is woken for it (see pool_dispatch)... */
 #define FW_QUEUE_WAKE_US 1000
+/* ...unless the busy threads' calls are so long that the first of them
+ * would free up later than this after the request came: then waking an
+ * idle thread (a context switch) is the sooner way. */
+#define FW_WAKE_COST_US 50
 
 /* One app thread of the pool.  `job` must stay first: Python sees the
  * worker as its fw_job. */

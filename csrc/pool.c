@@ -203,7 +203,9 @@ static void unpin(fw_loop *loop, int shape)
  * and for an app that answers in microseconds the threads already
  * running take the whole queue sooner.  A request still queued after
  * FW_QUEUE_WAKE_US (the busy threads are blocked: the app waits on I/O)
- * gets an idle thread woken for it (pool_run).  The
+ * gets an idle thread woken for it (pool_run), and so does one at once
+ * when the recent calls say a busy thread would be long to come (an app
+ * that sleeps, or waits on a database).  The
  * values and the body are copied; the keys are the shape's, pinned until
  * the request is over, or copied for FW_SHAPE_ONCE.  Returns -1 when
  * memory ran out (the caller answers 500).
@@ -339,14 +341,18 @@ static void resume_waiting(fw_loop *loop)
     }
 }
 
-/* Idle threads take the requests that waited in the queue too long. */
+/* Idle threads take the requests that waited in the queue too long, or
+ * all of them when the busy threads' calls are long: the first of the
+ * busy threads would come for a request some call_us / busy from now. */
 static void wake_for_stale(fw_loop *loop)
 {
     if (loop->q_head == NULL || loop->nidle == 0)
         return;
     int64_t now = clock_us();
+    int busy = loop->nworkers - loop->nidle;
+    int patient = loop->call_us < (int64_t)FW_WAKE_COST_US * (busy > 0 ? busy : 1);
     while (loop->q_head != NULL && loop->idle != NULL &&
-           now - loop->q_head->since_us >= FW_QUEUE_WAKE_US) {
+           (!patient || now - loop->q_head->since_us >= FW_QUEUE_WAKE_US)) {
         fw_worker *w = loop->idle;
         if (!take_queued(w))
             break;
@@ -422,6 +428,8 @@ static void finish_job(fw_worker *w)
         return;
     w->job.conn = NULL;
     c->job = NULL;
+    int64_t took = clock_us() - w->started_us;
+    loop->call_us += (took - loop->call_us) / 8;
     c->flags &= ~(C_JOB | C_IN_APP);
     if (c->state != CS_CLOSED && c->resp == RS_STREAM)
         response_abort(c);      /* left unfinished: the close delimits it */
