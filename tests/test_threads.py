@@ -356,3 +356,28 @@ def test_a_pause_after_output_drained_is_not_a_write_timeout(start_server):
             assert b"end" in buf[-20:]
         finally:
             sock.close()
+
+
+def _switch_interval(srv) -> float:
+    with srv.connect() as s:
+        s.sendall(b"GET /switch-interval HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data, closed = read_until_close(s)
+    [(status, headers, body)] = parse_responses(data)
+    assert status == 200 and closed
+    return float(body)
+
+
+def test_a_large_pool_lengthens_the_interpreter_switch_interval(start_server):
+    """Threads waiting for the interpreter lock wake once per interval each:
+    a pool of hundreds gets a longer one, a small pool keeps the default."""
+    small = start_server("apps:router", "--threads", "4")
+    assert _switch_interval(small) == 0.005
+    large = start_server("apps:router", "--threads", "400")
+    assert _switch_interval(large) == 0.02
+    assert "400 app threads: interpreter switch interval 20 ms" in large.output()
+
+
+def test_the_apps_own_switch_interval_is_kept(start_server):
+    srv = start_server("fw_switch_app:app", "--threads", "1000")
+    assert _switch_interval(srv) == 0.001
+    assert "switch interval" not in srv.output()
