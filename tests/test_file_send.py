@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ServerProcess, read_response
+from conftest import ServerProcess, fastwsgi_env, read_response, server_command
 
 FILE_SIZE = 3 * 1024 * 1024 + 4321
 CLIENTS = 40
@@ -192,9 +192,8 @@ def test_a_file_that_shrinks_while_it_is_sent_ends_the_connection(tmp_path):
 
 
 def test_bad_mode_is_one_line_and_status_2():
-    from conftest import server_command
     r = subprocess.run([*server_command(), "--sendfile", "sometimes", "apps:router"],
-                       capture_output=True, text=True, timeout=30,
+                       capture_output=True, text=True, timeout=30, env=fastwsgi_env(),
                        cwd=Path(__file__).parent)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
@@ -207,9 +206,8 @@ def test_bad_mode_is_one_line_and_status_2():
     ([], "'auto'"),
 ])
 def test_gunicorns_no_sendfile_means_off(spelling, expected):
-    from conftest import server_command
     r = subprocess.run([*server_command(), *spelling, "--print-config", "apps:router"],
-                       capture_output=True, text=True, timeout=30,
+                       capture_output=True, text=True, timeout=30, env=fastwsgi_env(),
                        cwd=Path(__file__).parent)
     assert r.returncode == 0, r.stderr
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("sendfile "))
@@ -217,11 +215,10 @@ def test_gunicorns_no_sendfile_means_off(spelling, expected):
 
 
 def test_a_gunicorn_config_file_says_it_in_a_boolean(tmp_path):
-    from conftest import server_command
     conf = tmp_path / "gunicorn.conf.py"
     conf.write_text("sendfile = False\n")
     r = subprocess.run([*server_command(), "-c", str(conf), "--print-config", "apps:router"],
-                       capture_output=True, text=True, timeout=30,
+                       capture_output=True, text=True, timeout=30, env=fastwsgi_env(),
                        cwd=Path(__file__).parent)
     assert r.returncode == 0, r.stderr
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("sendfile "))
