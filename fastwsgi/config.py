@@ -95,17 +95,15 @@ def _choice(options: tuple[str, ...]) -> tuple[Callable[[Any], str], str]:
 
 
 def _file_send() -> tuple[Callable[[Any], str], str]:
-    words = ("auto", "on", "off")
+    word, allowed = _choice(("auto", "on", "off"))
 
     def check(value: Any) -> str:
         # gunicorn's config files say sendfile = True / False.
         if isinstance(value, bool):
             return "on" if value else "off"
-        if not isinstance(value, str) or value.lower() not in words:
-            raise ValueError
-        return value.lower()
+        return word(value)
 
-    return check, "one of " + ", ".join(words)
+    return check, allowed
 
 
 def _text(max_len: int) -> tuple[Callable[[Any], str], str]:

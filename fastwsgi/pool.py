@@ -47,8 +47,7 @@ def tune_switch_interval(threads: int) -> None:
     """Lengthen the switch interval for a large pool, unless the app chose
     its own (the interpreter's is then not the default)."""
     want = switch_interval_for(threads)
-    current = sys.getswitchinterval()
-    if want == current or abs(current - DEFAULT_SWITCH_INTERVAL) > 1e-9:
+    if want == DEFAULT_SWITCH_INTERVAL or sys.getswitchinterval() != DEFAULT_SWITCH_INTERVAL:
         return
     sys.setswitchinterval(want)
     logger.info("%d app threads: interpreter switch interval %g ms (waiting threads "

@@ -77,11 +77,11 @@ def _qs(environ):
 
 
 def router(environ, start_response):
-    if environ["PATH_INFO"] == "/switch-interval":
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [repr(sys.getswitchinterval()).encode()]
     path = environ["PATH_INFO"]
     q = _qs(environ)
+    if path == "/switch-interval":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [repr(sys.getswitchinterval()).encode()]
     if path == "/hello":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"Hello, World!"]
