@@ -977,6 +977,8 @@ static void dispatch_shaped(fw_conn *c, const char *env, size_t env_len,
         response_error(c, 500);
         c->resp = RS_DONE;
     }
+    if (c->resp == RS_DONE)
+        c->flags |= C_ANSWERED;
 }
 
 /*
@@ -1500,6 +1502,69 @@ static void begin_close(fw_conn *c)
  * response then joins this output, and one send carries both: pipelined
  * requests cost one send, not one each.  `more_input` is 0 where nothing
  * parses afterwards, so that output never waits on a partial request. */
+/*
+ * Whether the answer just given to a request dispatched on its own waits
+ * for the turn's burst of sends, as a batch's answers do (see hold() in
+ * response.c): sent as each call ends, every answer would wake a client
+ * that went back to sleep meanwhile.  Only a small, complete answer that
+ * keeps the connection open, with nothing else buffered, is deferred; the
+ * deferred ones go out when the turn's events are handled
+ * (conn_release_deferred), or, once the first unsent one has waited
+ * FW_HOLD_US, together with the next one.  A connection is freed only
+ * after the turn's release (free_zombies), so a deferred one that closes
+ * meanwhile stays readable until then.
+ */
+static int defer(fw_conn *c)
+{
+    if (c->flags & C_DEFERRED)
+        return 1;
+    if (!(c->flags & C_ANSWERED))
+        return 0;
+    c->flags &= ~C_ANSWERED;
+    fw_loop *loop = c->loop;
+    size_t pending = conn_out_pending(c);
+    if (loop->threaded || loop->stopping || c->state != CS_HEAD ||
+        c->in.off != c->in.len || c->ext || c->file || c->timer == T_WRITE ||
+        (c->flags & (C_CLOSE_AFTER | C_DEAD)) || pending == 0 ||
+        pending > FW_HOLD_BYTES || loop->deferred_n == FW_DEFER_MAX)
+        return 0;
+    int64_t now = loop_clock_us();
+    if (loop->deferred_sent == loop->deferred_n) {
+        loop->deferred_since_us = now;
+    } else if (now - loop->deferred_since_us >= FW_HOLD_US) {
+        /* The first unsent ones have waited long enough: they go with
+         * this one.  They stay listed for the rest of their turn's work. */
+        for (int i = loop->deferred_sent; i < loop->deferred_n; i++) {
+            fw_conn *d = loop->deferred[i];
+            if (d->state != CS_CLOSED)
+                conn_flush(d);
+        }
+        loop->deferred_sent = loop->deferred_n;
+        return 0;
+    }
+    c->flags |= C_DEFERRED;
+    loop->deferred[loop->deferred_n++] = c;
+    return 1;
+}
+
+/* The turn's deferred answers go out, in the order they were given, and
+ * each connection carries on as after any answer (timers, epoll). */
+void conn_release_deferred(fw_loop *loop)
+{
+    int n = loop->deferred_n;
+    if (n == 0)
+        return;
+    fw_conn *list[FW_DEFER_MAX];
+    memcpy(list, loop->deferred, (size_t)n * sizeof list[0]);
+    loop->deferred_n = loop->deferred_sent = 0;
+    for (int i = 0; i < n; i++)
+        list[i]->flags &= ~C_DEFERRED;
+    for (int i = 0; i < n; i++) {
+        if (list[i]->state != CS_CLOSED)
+            conn_run(list[i]);
+    }
+}
+
 static int flush_later(const fw_conn *c, int more_input)
 {
     if (conn_out_pending(c) >= FW_OUT_HIGH || c->ext || c->file)
@@ -1537,7 +1602,7 @@ void conn_run(fw_conn *c)
                 break;
             continue;
         }
-        if (!flush_later(c, 1))
+        if (!flush_later(c, 1) && !defer(c))
             conn_flush(c);
         if (c->flags & C_DEAD) {
             conn_close(c);
@@ -1614,10 +1679,17 @@ void conn_run(fw_conn *c)
     }
     if (c->state == CS_CLOSED)
         return;
-    if (!flush_later(c, 0))
+    if (!flush_later(c, 0) && !defer(c))
         conn_flush(c);
+    c->flags &= ~C_ANSWERED;
     if (c->flags & C_DEAD) {
         conn_close(c);
+        return;
+    }
+    if (c->flags & C_DEFERRED) {
+        /* The rest (timers, epoll) once it is sent; the shared buffers
+         * are given back now. */
+        unborrow(c);
         return;
     }
     /* Retiring, a connection whose last answer promised keep-alive stays

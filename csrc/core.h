@@ -13,7 +13,10 @@
 
 #include "fw.h"
 
-#define FW_RBUF_SIZE (64 * 1024)     /* shared read buffer */
+#define FW_RBUF_SIZE (256 * 1024)    /* shared read buffer: a request with a
+                                        body of up to about 192 KiB fits in
+                                        one recv, and its body is handed to
+                                        the app where it lies */
 #define FW_FBUF_SIZE (256 * 1024)    /* file bodies sent by copy: big enough
                                         for few syscalls, small enough to
                                         stay in cache until it is sent */
@@ -23,6 +26,7 @@
 #define FW_HOLD_US 250               /* longest a finished response is held
                                         for its round's burst of sends */
 #define FW_HOLD_BYTES (64 * 1024)    /* only responses this small are held */
+#define FW_DEFER_MAX 64              /* single answers deferred per turn */
 #define FW_OUT_LOW (64 * 1024)       /* ask for more output below this */
 #define FW_DIRECT_WRITE (64 * 1024)  /* bodies this large skip the copy */
 #define FW_WRITE_PROGRESS (64 * 1024) /* taken per write_timeout: alive */
@@ -101,6 +105,10 @@ enum {
 #define C_PEER_LOCAL  0x8000000 /* the peer is on this host */
 #define C_HELD        0x2000000 /* a finished response held for one send
                                    with the others of its round */
+#define C_ANSWERED    0x10000000 /* a request dispatched on its own was
+                                   just answered inline: may be deferred */
+#define C_DEFERRED    0x20000000 /* its answer waits for the turn's burst
+                                   (loop->deferred) */
 #define C_EXPIRED     0x800000  /* past the request timeout: answered 503,
                                    the app thread's calls fail */
 
@@ -269,6 +277,12 @@ struct fw_loop {
     char *batch_env;            /* FW_BATCH_ENV bytes */
     size_t batch_env_len;
     int held_n;                 /* responses held in this round (C_HELD) */
+    /* Answers to requests dispatched one by one (those with a body, a new
+     * shape), deferred like a batch's to the turn's end (C_DEFERRED). */
+    fw_conn *deferred[FW_DEFER_MAX];
+    int deferred_n;
+    int deferred_sent;          /* the first ones already sent mid-turn */
+    int64_t deferred_since_us;  /* when the first unsent one was deferred */
     int64_t held_since_us;      /* when the first of them was held */
     head_memo memo;             /* the last response head checked */
     char date[64];              /* "Date: ...\r\n" */
@@ -415,6 +429,7 @@ size_t conn_out_pending(const fw_conn *c);
 void conn_out_settle(fw_conn *c);
 void conn_batch_flush(struct fw_loop *loop);
 void response_release_held(struct fw_loop *loop);
+void conn_release_deferred(struct fw_loop *loop);
 
 /* response.c */
 int response_error(fw_conn *c, int status);

@@ -519,6 +519,7 @@ int loop_turn(fw_loop *loop, int timeout_ms)
 {
     struct epoll_event events[FW_MAX_EVENTS];
     loop_lock(loop);
+    conn_release_deferred(loop);    /* none is left by a turn; a guard */
     int wait = next_timeout(loop);
     loop_unlock(loop);
     if (timeout_ms >= 0 && (wait < 0 || timeout_ms < wait))
@@ -561,6 +562,7 @@ int loop_turn(fw_loop *loop, int timeout_ms)
     /* Answer what the events gathered before anything else runs:
      * timers, and freeing the connections closed meanwhile. */
     conn_batch_flush(loop);
+    conn_release_deferred(loop);
     if (loop->threaded)
         pool_run(loop);
     /* A full event array may have left ready connections unreported:
@@ -596,6 +598,7 @@ static int stop_due(fw_loop *loop)
     /* What was taken at the listeners' close may sit in the batch: answer
      * it now, for no event will come for bytes already read. */
     conn_batch_flush(loop);
+    conn_release_deferred(loop);
     if (loop->stopping == 1 && !loop->gentle)
         close_idle(loop);
     if (loop->nconns == 0 || loop->stopping == 2 ||

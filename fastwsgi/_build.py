@@ -55,6 +55,9 @@ ffi.set_source(
         str(p.relative_to(ROOT)) for p in sorted(CSRC.glob("*.c"))
     ],
     include_dirs=[str(CSRC.relative_to(ROOT))],
+    # A header edited alone must rebuild too: an in-tree build/ keeps the
+    # objects, and only these paths and the sources are compared with them.
+    depends=[str(p.relative_to(ROOT)) for p in sorted(CSRC.glob("*.h"))],
     extra_compile_args=_cflags,
     extra_link_args=_ldflags,
 )

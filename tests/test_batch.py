@@ -66,6 +66,72 @@ def test_each_connection_gets_its_own_answer(server):
             s.close()
 
 
+def _post(i: int, rnd: int) -> tuple[bytes, bytes, str]:
+    """Connection i's request in round rnd: (bytes to send, the body the
+    answer must carry, what kind of exchange it is)."""
+    body = f"<{i}:{rnd}>".encode() * (1 + (i * 7919 + rnd * 104729) % 3000)
+    kind = ("slow" if i % 5 == 0 else "large" if i % 13 == 0 else
+            "close" if i % 17 == 0 else "pipelined" if i % 7 == 0 else "echo")
+    if kind == "large":
+        body = body * (1 + (1 << 17) // len(body))   # an answer too big to wait
+    path = "/sleep?s=0.002" if kind == "slow" else f"/body?n={i}"
+    extra = "Connection: close\r\n" if kind == "close" else ""
+    data = (f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n"
+            f"{extra}\r\n").encode() + body
+    if kind == "pipelined":
+        data += f"GET /echo?n={i}&r={rnd} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+    return data, (b"slept" if kind == "slow" else body), kind
+
+
+def test_answers_to_requests_with_a_body_reach_their_own_clients(server):
+    """Requests with a body are answered one at a time, and a small answer
+    that keeps its connection waits for the turn's burst of sends (or goes
+    with a later one once the first waited FW_HOLD_US): with each client's
+    own body echoed, 2 ms calls among fast ones, answers too large to
+    wait, closing answers and a pipelined request behind the body, every
+    client gets exactly its own answers, in order."""
+    socks = _open(server, 90)
+    try:
+        for rnd in range(4):
+            sent = [_post(i, rnd) for i in range(len(socks))]
+            for s, (data, _, _) in zip(socks, sent):
+                s.sendall(data)
+            for i, (s, (_, want, kind)) in enumerate(zip(socks, sent)):
+                status, headers, body, rest = read_response(s, 10.0)
+                assert (status, len(body)) == (200, len(want)), (i, rnd, kind)
+                assert body == want, (i, rnd, kind)
+                if kind == "pipelined":
+                    body, rest = _split_one(s, rest)
+                    assert json.loads(body)["QUERY_STRING"] == f"n={i}&r={rnd}"
+                assert rest == b"", (i, rnd, kind)
+                if kind == "close":
+                    s.settimeout(5.0)
+                    assert s.recv(1) == b"", (i, rnd)
+                    s.close()
+                    socks[i] = server.connect(10.0)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _split_one(sock: socket.socket, buf: bytes) -> tuple[bytes, bytes]:
+    """The body of the response that starts `buf` (the rest of it read
+    from sock), and what follows it."""
+    sock.settimeout(10.0)
+    while b"\r\n\r\n" not in buf:
+        more = sock.recv(65536)
+        assert more, "closed inside a head"
+        buf += more
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(rest) < length:
+        more = sock.recv(65536)
+        assert more, "closed inside a body"
+        rest += more
+    return rest[:length], rest[length:]
+
+
 def test_a_failing_request_does_not_disturb_its_batch(server):
     socks = _open(server, 60)
     try:
