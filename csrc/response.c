@@ -518,10 +518,15 @@ static int response_write(fw_conn *c, const char *data, size_t len)
         return 2;
     }
     /* PEP 3333: a block is on its way before the app is asked for the
-     * next one, which may take long (the app runs on this thread). */
-    conn_flush(c);
-    if (c->flags & C_DEAD)
-        return -1;
+     * next one, which may take long.  Inline, the app runs on the loop's
+     * thread: the block is sent now.  On an app thread, the loop sends it
+     * (leave() kicks the connection) while the app produces the next, and
+     * the blocks that come meanwhile go out in one send. */
+    if (fw_tls_worker == NULL) {
+        conn_flush(c);
+        if (c->flags & C_DEAD)
+            return -1;
+    }
     return conn_out_pending(c) >= FW_OUT_HIGH ? 0 : 1;
 }
 

@@ -127,6 +127,18 @@ def router(environ, start_response):
         size = int(q.get("size", "5"))
         start_response("200 OK", [("Content-Type", "text/plain")])
         return Tracked([str(i % 10).encode() * size for i in range(n)])
+    if path == "/blocks":
+        # Many small blocks yielded as fast as the generator runs, each
+        # naming its client and place; every 50th is large enough to be
+        # sent from the app's own bytes.
+        ident, n = q.get("id", "0"), int(q.get("n", "100"))
+
+        def blocks():
+            for k in range(n):
+                piece = f"{ident}:{k};".encode()
+                yield piece * 8000 if k % 50 == 49 else piece
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return blocks()
     if path == "/generator":
         def gen():
             start_response("200 OK", [("Content-Type", "text/plain")])
