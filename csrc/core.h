@@ -298,6 +298,7 @@ struct fw_loop {
     int pool_stop;
     uint64_t shape_gen;
     struct fw_worker *idle;     /* threads waiting for a request */
+    struct fw_worker *to_wake;  /* to signal once the mutex is released */
     int nidle;
     int64_t call_us;            /* app calls' recent mean length (EWMA) */
     struct fw_worker *workers;  /* every thread that joined */
@@ -359,6 +360,8 @@ typedef struct fw_worker {
     struct fw_worker *next_all;
     int assigned;               /* job.conn was set for it */
     int waiting;                /* blocked in pool_drain */
+    struct fw_worker *next_wake; /* on loop->to_wake (the loop's only) */
+    int wake_queued;            /* (the loop's only) */
     int shape;                  /* the pinned shape slot, or -1 */
     int64_t started_us;         /* when it was given its request */
     char *env, *keys, *body;    /* copies the request owns */
@@ -375,10 +378,20 @@ static inline void loop_lock(struct fw_loop *loop)
         pthread_mutex_lock(&loop->mu);
 }
 
+void pool_wake(fw_worker *list);
+
+/* Threads given work during the turn are signalled once the mutex is
+ * free: signalled under it, a woken thread (on a busy machine, at once,
+ * on this CPU) would only block again on the mutex the loop holds. */
 static inline void loop_unlock(struct fw_loop *loop)
 {
-    if (loop->threaded)
+    if (loop->threaded) {
+        fw_worker *w = loop->to_wake;
+        loop->to_wake = NULL;
         pthread_mutex_unlock(&loop->mu);
+        if (w != NULL)
+            pool_wake(w);
+    }
 }
 
 /* 1 when `want` more bytes fit in a buffer of `cap` bytes of which `used`

@@ -79,6 +79,28 @@ void pool_kick(fw_conn *c)
 
 /* ---- the loop's side ---- */
 
+/* Signal `w` when the loop releases the mutex (loop_unlock).  Its wait
+ * predicate is set already, under the mutex, so a signal that comes late
+ * is at worst a spurious wake-up.  Only the loop's thread calls this. */
+static void wake(fw_worker *w)
+{
+    if (w->wake_queued)
+        return;
+    w->wake_queued = 1;
+    w->next_wake = w->loop->to_wake;
+    w->loop->to_wake = w;
+}
+
+void pool_wake(fw_worker *list)
+{
+    while (list != NULL) {
+        fw_worker *next = list->next_wake;
+        list->wake_queued = 0;
+        pthread_cond_signal(&list->cv);
+        list = next;
+    }
+}
+
 /* May this connection's parsed request go to a thread now?  Only when one
  * is idle and nobody waits ahead of it. */
 static int has_room(const fw_loop *loop)
@@ -235,7 +257,7 @@ int pool_dispatch(fw_conn *c, const char *env, size_t env_len,
         loop->nidle--;
         w->next_idle = NULL;
         w->assigned = 1;
-        pthread_cond_signal(&w->cv);
+        wake(w);
     } else {
         size_t own_keys = pinned >= 0 ? 0 : keys_len + 1;
         size_t size = sizeof(fw_queued) + env_len + 1 + own_keys + body_len + 1;
@@ -325,7 +347,7 @@ void pool_writable(fw_conn *c)
 {
     fw_worker *w = c->job;
     if (w != NULL && w->waiting)
-        pthread_cond_signal(&w->cv);
+        wake(w);
 }
 
 /* Connections waiting for a thread get the room there is, first come
@@ -360,7 +382,7 @@ static void wake_for_stale(fw_loop *loop)
         loop->nidle--;
         w->next_idle = NULL;
         w->assigned = 1;
-        pthread_cond_signal(&w->cv);
+        wake(w);
     }
 }
 
