@@ -54,6 +54,10 @@ def settings_from(cfg: Any) -> Config:
         "proxy_protocol": _proxy_protocol(getattr(cfg, "proxy_protocol", False)),
         "log_level": str(cfg.loglevel).lower(),
     }
+    # gunicorn's sendfile is None unless --no-sendfile (or sendfile =
+    # False) turned it off; None keeps fastwsgi's own default.
+    if getattr(cfg, "sendfile", None) is False:
+        values["sendfile"] = "off"
     if cfg.accesslog:
         values["access_log"] = cfg.accesslog
         values["access_log_format"] = cfg.access_log_format

@@ -136,3 +136,17 @@ def test_access_log_in_gunicorns_format(tmp_path):
                             r'"-" "-"', line), line
     finally:
         g.close()
+
+
+def test_gunicorns_no_sendfile_reaches_the_worker():
+    """gunicorn's own parse of --no-sendfile (sendfile False) turns file
+    bodies to copies; without it the worker keeps fastwsgi's default."""
+    from gunicorn.config import Config
+
+    from fastwsgi.gunicorn import settings_from
+
+    cfg = Config()
+    assert settings_from(cfg).sendfile == "auto"
+    args = cfg.parser().parse_args(["--no-sendfile", "apps:router"])
+    cfg.set("sendfile", args.sendfile)
+    assert settings_from(cfg).sendfile == "off"
