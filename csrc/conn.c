@@ -902,6 +902,7 @@ static void beat_call(fw_loop *loop, int64_t began, const char *keys,
 }
 
 static void fail(fw_conn *c, int status);
+static void send_deferred(fw_loop *loop, int all);
 
 static void dispatch_shaped(fw_conn *c, const char *env, size_t env_len,
                             const char *keys, size_t keys_len,
@@ -959,6 +960,7 @@ static void dispatch_shaped(fw_conn *c, const char *env, size_t env_len,
         in_flags |= FW_IN_FRESH;
     if (body_len || body_fd >= 0)
         in_flags |= FW_IN_BODY;
+    send_deferred(loop, 0);
     int64_t began = loop_clock_ms();
     if (loop->beat)
         beat_call(loop, began, keys, env, env_len, 1);
@@ -1047,6 +1049,7 @@ static void batch_round(fw_loop *loop)
     /* What the connections do next is dispatched at once, so the arrays
      * stay as Python saw them until this is over. */
     loop->batch_closed = 1;
+    send_deferred(loop, 1);
     int64_t began = loop_clock_ms();
     if (loop->beat)
         beat_call(loop, began, loop->shapes[loop->batch_flags[0] >> 16].keys,
@@ -1496,23 +1499,17 @@ static void begin_close(fw_conn *c)
     conn_close(c);
 }
 
-/* Whether queued output may wait: while the connection's next request
- * waits in the batch (answered within this turn), or, before parsing, when
- * more of its input is buffered (the next request may join it).  Its
- * response then joins this output, and one send carries both: pipelined
- * requests cost one send, not one each.  `more_input` is 0 where nothing
- * parses afterwards, so that output never waits on a partial request. */
 /*
  * Whether the answer just given to a request dispatched on its own waits
  * for the turn's burst of sends, as a batch's answers do (see hold() in
  * response.c): sent as each call ends, every answer would wake a client
  * that went back to sleep meanwhile.  Only a small, complete answer that
- * keeps the connection open, with nothing else buffered, is deferred; the
+ * keeps the connection open, with nothing else buffered, is deferred.  The
  * deferred ones go out when the turn's events are handled
- * (conn_release_deferred), or, once the first unsent one has waited
- * FW_HOLD_US, together with the next one.  A connection is freed only
- * after the turn's release (free_zombies), so a deferred one that closes
- * meanwhile stays readable until then.
+ * (conn_release_deferred), or before the next app call once the first
+ * unsent one has waited FW_HOLD_US (send_deferred).  A connection is freed
+ * only after the turn's release (free_zombies), so a deferred one that
+ * closes meanwhile stays readable until then.
  */
 static int defer(fw_conn *c)
 {
@@ -1528,23 +1525,28 @@ static int defer(fw_conn *c)
         (c->flags & (C_CLOSE_AFTER | C_DEAD)) || pending == 0 ||
         pending > FW_HOLD_BYTES || loop->deferred_n == FW_DEFER_MAX)
         return 0;
-    int64_t now = loop_clock_us();
-    if (loop->deferred_sent == loop->deferred_n) {
-        loop->deferred_since_us = now;
-    } else if (now - loop->deferred_since_us >= FW_HOLD_US) {
-        /* The first unsent ones have waited long enough: they go with
-         * this one.  They stay listed for the rest of their turn's work. */
-        for (int i = loop->deferred_sent; i < loop->deferred_n; i++) {
-            fw_conn *d = loop->deferred[i];
-            if (d->state != CS_CLOSED)
-                conn_flush(d);
-        }
-        loop->deferred_sent = loop->deferred_n;
-        return 0;
-    }
+    if (loop->deferred_sent == loop->deferred_n)
+        loop->deferred_since_us = loop_clock_us();
     c->flags |= C_DEFERRED;
     loop->deferred[loop->deferred_n++] = c;
     return 1;
+}
+
+/* Before an app call, which may take long: the deferred answers go out if
+ * the first unsent one has waited FW_HOLD_US, or whatever their age when
+ * `all` (a batch is many calls).  They stay listed for the rest of their
+ * turn's work (conn_release_deferred). */
+static void send_deferred(fw_loop *loop, int all)
+{
+    if (loop->deferred_sent == loop->deferred_n ||
+        (!all && loop_clock_us() - loop->deferred_since_us < FW_HOLD_US))
+        return;
+    for (int i = loop->deferred_sent; i < loop->deferred_n; i++) {
+        fw_conn *d = loop->deferred[i];
+        if (d->state != CS_CLOSED)
+            conn_flush(d);
+    }
+    loop->deferred_sent = loop->deferred_n;
 }
 
 /* The turn's deferred answers go out, in the order they were given, and
@@ -1565,6 +1567,12 @@ void conn_release_deferred(fw_loop *loop)
     }
 }
 
+/* Whether queued output may wait: while the connection's next request
+ * waits in the batch (answered within this turn), or, before parsing, when
+ * more of its input is buffered (the next request may join it).  Its
+ * response then joins this output, and one send carries both: pipelined
+ * requests cost one send, not one each.  `more_input` is 0 where nothing
+ * parses afterwards, so that output never waits on a partial request. */
 static int flush_later(const fw_conn *c, int more_input)
 {
     if (conn_out_pending(c) >= FW_OUT_HIGH || c->ext || c->file)
@@ -1627,6 +1635,7 @@ void conn_run(fw_conn *c)
             if (c->resp == RS_STREAM && !c->file && !c->ext &&
                 conn_out_pending(c) < FW_OUT_LOW) {
                 c->flags |= C_IN_APP;
+                send_deferred(loop, 0);
                 fw_tls_in_call++;
                 fw_py_writable(loop->userdata, c, c->id);
                 fw_tls_in_call--;

@@ -277,13 +277,13 @@ struct fw_loop {
     char *batch_env;            /* FW_BATCH_ENV bytes */
     size_t batch_env_len;
     int held_n;                 /* responses held in this round (C_HELD) */
+    int64_t held_since_us;      /* when the first of them was held */
     /* Answers to requests dispatched one by one (those with a body, a new
      * shape), deferred like a batch's to the turn's end (C_DEFERRED). */
     fw_conn *deferred[FW_DEFER_MAX];
     int deferred_n;
     int deferred_sent;          /* the first ones already sent mid-turn */
     int64_t deferred_since_us;  /* when the first unsent one was deferred */
-    int64_t held_since_us;      /* when the first of them was held */
     head_memo memo;             /* the last response head checked */
     char date[64];              /* "Date: ...\r\n" */
     size_t date_len;

@@ -231,3 +231,38 @@ def test_answers_held_for_a_burst_reach_their_own_clients(server):
     finally:
         for s in socks:
             s.close()
+
+
+def test_a_deferred_answer_waits_for_at_most_one_more_call(server):
+    """A small answer given on its own waits for the turn's end, but not
+    past the first app call that starts once it has waited 250 µs: with
+    three requests that come while the loop is busy (an echo, then two
+    calls of 0.3 s, all with a body so that each is answered on its own),
+    the echo's answer leaves before the second slow call, not at the
+    turn's end."""
+    blocker, echo, slow1, slow2 = socks = [server.connect(10.0) for _ in range(4)]
+    try:
+        # One exchange on each first: the connections are then accepted
+        # and settled, and the three requests below come in one turn.
+        for sock in socks:
+            sock.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(sock, 10.0)[0] == 200
+        blocker.sendall(b"GET /sleep?s=0.3 HTTP/1.1\r\nHost: t\r\n\r\n")
+        time.sleep(0.05)   # the loop is inside that call now
+        for sock, path in ((echo, "/body"), (slow1, "/sleep?s=0.3"),
+                           (slow2, "/sleep?s=0.3")):
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: t\r\n"
+                         f"Content-Length: 4\r\n\r\nping".encode())
+            time.sleep(0.02)   # so that they are reported in this order
+        assert read_response(blocker, 10.0)[0] == 200
+        freed = time.monotonic()
+        status, _, body, _ = read_response(echo, 10.0)
+        waited = time.monotonic() - freed
+        assert (status, body) == (200, b"ping")
+        # One slow call (0.3 s) after it, not both (0.6 s).
+        assert waited < 0.5, f"the echo's answer came {waited:.2f} s after the loop was free"
+        for sock in (slow1, slow2):
+            assert read_response(sock, 10.0)[2] == b"slept"
+    finally:
+        for sock in socks:
+            sock.close()
