@@ -29,7 +29,8 @@ def children(pid: int) -> set[int]:
 
 
 def get(port: int, path: str = "/pid") -> tuple[int, bytes, bytes]:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+    # A worker that is still starting (PyPy, a busy machine) answers late.
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
         c.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := c.recv(65536):

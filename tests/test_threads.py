@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 
-from conftest import parse_responses, read_one, read_until_close
+from conftest import ServerProcess, parse_responses, read_one, read_response, read_until_close
 
 
 def _get(sock: socket.socket, path: str, extra: str = "") -> None:
@@ -385,7 +385,7 @@ def test_the_apps_own_switch_interval_is_kept(start_server):
     assert "switch interval" not in srv.output()
 
 
-def _blocks(ident: int, n: int) -> bytes:
+def _blocks(ident: int | str, n: int) -> bytes:
     """What /blocks?id=ident&n=n answers (see apps.py)."""
     return b"".join(f"{ident}:{k};".encode() * (8000 if k % 50 == 49 else 1)
                     for k in range(n))
@@ -415,8 +415,6 @@ def test_stream_blocks_from_threads_reach_each_client_whole(start_server):
 def _sends_for_streams(tmp_path, threads: str, clients: int, n: int) -> int:
     """Serve /blocks with n small blocks to each of `clients` connections
     at once, under strace: the sends on those connections."""
-    from conftest import ServerProcess, read_response
-
     trace = tmp_path / f"trace-{threads}"
     srv = ServerProcess("apps:router", "--threads", threads,
                         # Only the traced calls stop the server (seccomp),
@@ -457,6 +455,5 @@ def test_an_app_threads_stream_blocks_are_sent_together(tmp_path):
     inline = _sends_for_streams(tmp_path, "0", clients, n)
     assert inline >= clients * n, f"inline: {inline} sends for {clients * n} blocks"
     threaded = _sends_for_streams(tmp_path, "4", clients, n)
-    print(f"sends for {clients * n} blocks: inline {inline}, threaded {threaded}")
     assert threaded <= clients * n // 3, \
         f"threaded: {threaded} sends for {clients * n} blocks"
