@@ -36,6 +36,9 @@
 #define FW_BATCH FW_MAX_EVENTS      /* requests handed to Python at once */
 #define FW_BATCH_ENV (128 * 1024)   /* their environ values, together */
 #define FW_MAX_LISTENERS 16
+#define FW_SHARE_EVERY_MS 100       /* how often a worker weighs its share */
+#define FW_DEFER_MAX_US 2000        /* longest a new connection is left to
+                                       a worker that looks asleep */
 
 /* Log levels passed to fw_py_log (the values of Python's logging module). */
 #define FW_LOG_DEBUG 10
@@ -226,6 +229,13 @@ struct fw_loop {
                                    connections are not closed under a
                                    client that may be sending */
     fw_beat *beat;              /* the master's slot, or NULL */
+    fw_beat *peers;             /* every worker's slot (share.c), or NULL */
+    int npeers;
+    int shed;                   /* connections to hand back (share.c) */
+    uint64_t handed_back;       /* so far */
+    int64_t share_checked;      /* when `shed` was worked out (ms) */
+    int64_t defer_since_us;     /* leaving a new connection to a less
+                                   loaded worker since then, 0: not */
     struct fw_alog *alog;       /* the access log, or NULL */
     fw_counters *mdst;          /* where the counters go, or NULL (off) */
     fw_counters m;              /* the counters, this loop's own */
@@ -443,6 +453,12 @@ void conn_out_settle(fw_conn *c);
 void conn_batch_flush(struct fw_loop *loop);
 void response_release_held(struct fw_loop *loop);
 void conn_release_deferred(struct fw_loop *loop);
+
+/* share.c */
+void share_publish(struct fw_loop *loop);
+int share_defer_accept(struct fw_loop *loop);
+void share_update(struct fw_loop *loop);
+int share_hand_back(fw_conn *c);
 
 /* response.c */
 int response_error(fw_conn *c, int status);

@@ -236,6 +236,9 @@ typedef struct fw_beat {
     int32_t state;              /* FW_BEAT_* */
     int32_t waiting;            /* 1 while the loop sleeps in epoll_wait */
     int32_t round;              /* requests in the call in progress */
+    int32_t conns;              /* connections open now */
+    int32_t accepting;          /* 1 while its listeners are watched (the
+                                   loop runs, not paused, not stopping) */
     int32_t pad;
     char request[96];           /* "METHOD /path" of the call in progress
                                    (the first of a round) */
@@ -246,6 +249,11 @@ typedef struct fw_beat {
 #define FW_BEAT_STOPPING 2
 /* Start writing to `slot` (NULL: stop). */
 void fw_loop_beat(fw_loop *loop, fw_beat *slot);
+/* Every worker's slot (`count` of them, `slot` among them): with shared
+ * listeners the loop leaves a new connection to a less loaded worker that
+ * is waiting for one, and hands keep-alive connections back (closing them
+ * after a response) while it holds more than its share. */
+void fw_loop_peers(fw_loop *loop, fw_beat *slots, int count);
 /* The clock fw_beat's times are read on (monotonic, in ms). */
 int64_t fw_clock_ms(void);
 

@@ -189,11 +189,15 @@ void fw_loop_free(fw_loop *loop)
     free(loop);
 }
 
-/* Workers sharing a socket are woken one at a time (no thundering herd);
- * level-triggered, so what one leaves pending wakes the next. */
+/* Level-triggered, and without EPOLLEXCLUSIVE where workers share the
+ * socket: the kernel would wake the first worker registered whenever it
+ * sleeps (so one worker took nearly every connection), and a worker it
+ * chose could not leave the connection to another.  Every sleeping worker
+ * is woken instead, and share.c decides which one takes it. */
 static uint32_t listen_events(fw_loop *loop)
 {
-    return EPOLLIN | (loop->cfg.shared_listeners == 1 ? EPOLLEXCLUSIVE : 0);
+    (void)loop;
+    return EPOLLIN;
 }
 
 int fw_loop_listen(fw_loop *loop, int fd, int index)
@@ -461,6 +465,12 @@ static void close_listeners(fw_loop *loop)
         if (loop->listeners[i].fd >= 0) {
             if (loop->stopping == 1 && !loop->gentle && loop->running)
                 take_queued(loop, &loop->listeners[i]);
+            /* Out of epoll before the close: the master and the other
+             * workers keep the socket open, and while any descriptor of it
+             * is, epoll keeps watching it for this process.  A worker
+             * still draining its connections would then be woken for new
+             * ones it no longer accepts. */
+            epoll_ctl(loop->epfd, EPOLL_CTL_DEL, loop->listeners[i].fd, NULL);
             close(loop->listeners[i].fd);
             loop->listeners[i].fd = -1;
         }
@@ -526,6 +536,7 @@ int loop_turn(fw_loop *loop, int timeout_ms)
         wait = timeout_ms;
     fw_beat *beat = loop->beat;
     if (beat) {
+        share_publish(loop);
         beat->requests = loop->served;
         beat->waiting = 1;
     }
@@ -551,7 +562,8 @@ int loop_turn(fw_loop *loop, int timeout_ms)
         } else if (io->kind == IO_LISTENER) {
             /* Sharing a socket with other workers: take a few and leave
              * the rest to wake the next worker, so that load spreads. */
-            if (io->fd >= 0 && (!loop->stopping || loop->gentle))
+            if (io->fd >= 0 && (!loop->stopping || loop->gentle) &&
+                !share_defer_accept(loop))
                 accept_some(loop, io, loop->cfg.shared_listeners == 1 ? 16 : 128);
         } else if (io->kind == IO_POOL) {
             /* pool_run below, every turn */
@@ -580,6 +592,7 @@ int loop_turn(fw_loop *loop, int timeout_ms)
     if (loop->mdst)
         publish_metrics(loop);
     /* Enough requests (max_requests): hand over like a reload would. */
+    share_update(loop);
     if (loop->cfg.max_requests > 0 && !loop->stopping &&
         loop->served >= (uint64_t)loop->cfg.max_requests)
         fw_loop_stop(loop, FW_STOP_RETIRE);

@@ -350,7 +350,8 @@ static int write_head(fw_conn *c, const char *h, size_t hlen, int nfields,
     }
     if (c->flags & C_REQ_HEAD)
         c->out_mode = OUT_NOBODY;  /* the head says it all */
-    if (hi->close || !(c->flags & C_KEEPALIVE) || loop->stopping)
+    if (hi->close || !(c->flags & C_KEEPALIVE) || loop->stopping ||
+        share_hand_back(c))
         c->flags |= C_CLOSE_AFTER;
     if (c->flags & C_CLOSE_AFTER) {
         memcpy(w, "Connection: close\r\n", 19);

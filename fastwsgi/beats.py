@@ -15,6 +15,7 @@ from typing import Any
 from ._fastwsgi import ffi, lib
 
 SLOT_SIZE = ffi.sizeof("fw_beat")
+STARTING: int = lib.FW_BEAT_STARTING
 SERVING: int = lib.FW_BEAT_SERVING
 STOPPING: int = lib.FW_BEAT_STOPPING
 
@@ -54,10 +55,18 @@ class Beats:
         return index
 
     def give_back(self, index: int) -> None:
+        # The other workers read every slot (how the connections are
+        # shared): a dead worker's must not look serving.
+        self._slots[index].state = STARTING
+        self._slots[index].accepting = 0
         self._free.append(index)
 
     def pointer(self, index: int) -> Any:
         return self._slots + index
+
+    def all(self) -> tuple[Any, int]:
+        """Every slot, for a worker to see how loaded the others are."""
+        return self._slots, self.count
 
     def read(self, index: int) -> Beat:
         s = self._slots[index]

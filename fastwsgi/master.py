@@ -360,7 +360,7 @@ class Master:
             view.pid = os.getpid()
             run_worker(number, self.beats.pointer(slot), self.cfg, self.listeners,
                        self.app, self._load, self.spec, self._close_fds, limit,
-                       self.server, view, self.who, mask)
+                       self.server, view, self.who, mask, self.beats.all())
         view.pid = pid
         w = Worker(pid, number, slot, time.monotonic(), limit, view=view)
         self.workers[pid] = w

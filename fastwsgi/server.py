@@ -92,6 +92,7 @@ class WorkerRole:
     max_requests: int = 0  # its own limit, jitter included (0: none)
     gunicorn: bool = False  # under gunicorn's arbiter: SIGINT stops at once
     on_quit: Any = None  # told to stop at once: the worker_int hook
+    peers: tuple[Any, int] | None = None  # every worker's slot, and how many
 
 
 class Server:
@@ -155,6 +156,8 @@ class Server:
             raise MemoryError("cannot create the event loop")
         if self.role is not None:
             lib.fw_loop_beat(self.loop, self.role.beat)
+            if self.role.peers is not None:
+                lib.fw_loop_peers(self.loop, *self.role.peers)
         if self.cfg.access_log:
             self._open_access_log()
         metrics = None

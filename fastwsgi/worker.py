@@ -14,7 +14,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import hooks, privileges
 from .config import Config
@@ -67,7 +67,8 @@ def run_worker(number: int, beat: object, cfg: Config, listeners: Sequence[Liste
                close_fds: Sequence[int], max_requests: int,
                server: ServerView, view: WorkerView,
                who: privileges.Identity | None,
-               sigmask: Iterable[int | signal.Signals] = ()) -> NoReturn:
+               sigmask: Iterable[int | signal.Signals] = (),
+               peers: tuple[Any, int] | None = None) -> NoReturn:
     """The body of a forked worker; never returns."""
     code = EXIT_FAILED
     try:
@@ -109,7 +110,8 @@ def run_worker(number: int, beat: object, cfg: Config, listeners: Sequence[Liste
         sharing = 2 if cfg.reuse_port else 1
         mine = _own_sockets(listeners, cfg) if cfg.reuse_port else list(listeners)
         role = WorkerRole(number, beat, sharing, max_requests,
-                          on_quit=lambda: hooks.call(cfg, "worker_int", view))
+                          on_quit=lambda: hooks.call(cfg, "worker_int", view),
+                          peers=peers)
         Server(app, cfg, mine, role=role).serve(restore_signals=False)
         code = EXIT_OK
     except SystemExit:
