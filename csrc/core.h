@@ -36,9 +36,12 @@
 #define FW_BATCH FW_MAX_EVENTS      /* requests handed to Python at once */
 #define FW_BATCH_ENV (128 * 1024)   /* their environ values, together */
 #define FW_MAX_LISTENERS 16
+#define FW_ACCEPT_TURN 1024          /* connections accepted in one turn */
 #define FW_SHARE_EVERY_MS 100       /* how often a worker weighs its share */
-#define FW_DEFER_MAX_US 2000        /* longest a new connection is left to
-                                       a worker that looks asleep */
+#define FW_SHARE_PAUSE_MS 5         /* listeners left to a less loaded
+                                       worker for this long */
+#define FW_PEER_FRESH_MS 1000       /* a worker whose loop turned within
+                                       this is coming back for connections */
 
 /* Log levels passed to fw_py_log (the values of Python's logging module). */
 #define FW_LOG_DEBUG 10
@@ -234,8 +237,7 @@ struct fw_loop {
     int shed;                   /* connections to hand back (share.c) */
     uint64_t handed_back;       /* so far */
     int64_t share_checked;      /* when `shed` was worked out (ms) */
-    int64_t defer_since_us;     /* leaving a new connection to a less
-                                   loaded worker since then, 0: not */
+
     struct fw_alog *alog;       /* the access log, or NULL */
     fw_counters *mdst;          /* where the counters go, or NULL (off) */
     fw_counters m;              /* the counters, this loop's own */
@@ -456,7 +458,7 @@ void conn_release_deferred(struct fw_loop *loop);
 
 /* share.c */
 void share_publish(struct fw_loop *loop);
-int share_defer_accept(struct fw_loop *loop);
+int share_leave_to_other(const struct fw_loop *loop);
 void share_update(struct fw_loop *loop);
 int share_hand_back(fw_conn *c);
 

@@ -352,11 +352,19 @@ static void listeners_enable(fw_loop *loop, int on)
 }
 
 /* Accepts what is pending, up to `max` connections; once stopping, only
- * a retiring worker does (until its listeners close). */
+ * a retiring worker does (until its listeners close).  All of it, not a
+ * few: a connection left in the backlog waits for the app calls of the
+ * whole turn, and under a burst (a load balancer opening its pool, a
+ * benchmark's 500 clients) the last ones waited for a dozen turns while
+ * the first were served again and again.  Workers sharing the socket
+ * race for the backlog; one that finds a less loaded worker asleep
+ * leaves the rest to it. */
 static void accept_some(fw_loop *loop, fw_io *lis, int max)
 {
     int index = (int)(lis - loop->listeners);
     for (int n = 0; n < max && (!loop->stopping || loop->gentle); n++) {
+        if (n > 0 && share_leave_to_other(loop))
+            return;
         struct sockaddr_storage sa;
         socklen_t salen = sizeof sa;
         int fd = accept4(lis->fd, (struct sockaddr *)&sa, &salen,
@@ -560,11 +568,17 @@ int loop_turn(fw_loop *loop, int timeout_ms)
         if (io->kind == IO_CONN) {
             conn_event((fw_conn *)io, events[i].events);
         } else if (io->kind == IO_LISTENER) {
-            /* Sharing a socket with other workers: take a few and leave
-             * the rest to wake the next worker, so that load spreads. */
-            if (io->fd >= 0 && (!loop->stopping || loop->gentle) &&
-                !share_defer_accept(loop))
-                accept_some(loop, io, loop->cfg.shared_listeners == 1 ? 16 : 128);
+            if (io->fd < 0 || (loop->stopping && !loop->gentle)) {
+                /* closed meanwhile */
+            } else if (share_leave_to_other(loop)) {
+                /* Not watched for a while: level-triggered, it would be
+                 * reported again at once. */
+                listeners_enable(loop, 0);
+                loop->accept_paused = 1;
+                loop->accept_resume = loop_now(loop) + FW_SHARE_PAUSE_MS;
+            } else {
+                accept_some(loop, io, FW_ACCEPT_TURN);
+            }
         } else if (io->kind == IO_POOL) {
             /* pool_run below, every turn */
         } else {

@@ -8,13 +8,15 @@
  *
  * - Accepting.  Shared listeners are watched without EPOLLEXCLUSIVE, so a
  *   new connection wakes every worker sleeping in epoll_wait.  A worker
- *   that holds more connections than one of those sleepers leaves the
- *   connection to it (share_defer_accept): the sleeper was woken too and
- *   takes it within microseconds.  The listener stays level-triggered, so
- *   a connection nobody took is reported again, and after FW_DEFER_MAX_US
- *   of deferring the worker takes it itself: a slot that looks asleep but
- *   is not (a worker killed and not yet reaped) delays a client, it never
- *   strands one.
+ *   that holds more connections than another leaves the connection to it
+ *   (share_leave_to_other): it stops watching the listeners for
+ *   FW_SHARE_PAUSE_MS, and takes no more of a burst.  The listeners are
+ *   level-triggered and the other worker watches them, so what is left
+ *   pending is taken by it, or by this one once the pause is over: a
+ *   slot that looks alive but is not (a worker killed and not yet reaped)
+ *   delays a client, it never strands one.  Two workers cannot leave it to
+ *   each other for longer than that: a paused worker does not count as
+ *   one that takes connections.
  * - Handing back.  Keep-alive connections stay where they first landed:
  *   after a worker was replaced, or when a pool of them was opened while
  *   one worker slept and the other did not, one worker can carry them all
@@ -27,9 +29,6 @@
  * threaded mode); the slots of other workers are only read.  A worker
  * without peers (one process, or gunicorn's arbiter) skips it all.
  */
-#define _GNU_SOURCE
-#include <sched.h>
-
 #include "core.h"
 
 void fw_loop_peers(fw_loop *loop, fw_beat *slots, int count)
@@ -60,31 +59,29 @@ void share_publish(fw_loop *loop)
     __atomic_store_n(&b->accepting, accepting(loop), __ATOMIC_RELAXED);
 }
 
-/* 1: leave the connection pending on `lis` to a less loaded worker. */
-int share_defer_accept(fw_loop *loop)
+/* 1: another worker watching the same listeners holds fewer connections
+ * (by more than 1/32 of this one's, so that two even workers do not defer
+ * to each other) and takes them: it sleeps in epoll_wait, and the new
+ * connection woke it too, or its loop turned within FW_PEER_FRESH_MS and
+ * will be back for it soon.  A worker stuck longer in an app call is not
+ * waited for. */
+int share_leave_to_other(const fw_loop *loop)
 {
-    if (loop->npeers == 0 || loop->cfg.shared_listeners != 1) {
+    if (loop->npeers == 0 || loop->cfg.shared_listeners != 1 || loop->stopping)
         return 0;
-    }
     int mine = loop->nconns;
-    int other = 0;
-    for (int i = 0; i < loop->npeers && !other; i++) {
+    int slack = mine / 32;
+    int64_t now = loop_clock_ms();
+    for (int i = 0; i < loop->npeers; i++) {
         const fw_beat *b = &loop->peers[i];
-        other = b != loop->beat && takes(b) &&
-                __atomic_load_n(&b->waiting, __ATOMIC_RELAXED) &&
-                __atomic_load_n(&b->conns, __ATOMIC_RELAXED) < mine;
+        if (b == loop->beat || !takes(b) ||
+            __atomic_load_n(&b->conns, __ATOMIC_RELAXED) + slack >= mine)
+            continue;
+        if (__atomic_load_n(&b->waiting, __ATOMIC_RELAXED) ||
+            now - __atomic_load_n(&b->turn_ms, __ATOMIC_RELAXED) < FW_PEER_FRESH_MS)
+            return 1;
     }
-    int64_t now = loop_clock_us();
-    if (!other || (loop->defer_since_us &&
-                   now - loop->defer_since_us >= FW_DEFER_MAX_US)) {
-        loop->defer_since_us = 0;
-        return 0;
-    }
-    if (loop->defer_since_us == 0)
-        loop->defer_since_us = now;
-    /* The sleeper may share this CPU: let it run rather than spin. */
-    sched_yield();
-    return 1;
+    return 0;
 }
 
 /* Every FW_SHARE_EVERY_MS: how many connections to hand back, the excess

@@ -314,6 +314,14 @@ def router(environ, start_response):
     if path == "/pid":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(os.getpid()).encode()]
+    if path == "/spin":
+        # Computes (holding the interpreter lock) for `ms` of this
+        # thread's CPU time, then says which process answered.
+        end = time.thread_time() + float(q.get("ms", "1")) / 1000
+        while time.thread_time() < end:
+            pass
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(os.getpid()).encode()]
     if path == "/thread":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [threading.current_thread().name.encode()]

@@ -29,13 +29,16 @@ def free_port() -> int:
 
 
 class Nginx:
-    def __init__(self, tmp: Path, upstream: str) -> None:
+    def __init__(self, tmp: Path, upstream: str, keepalive: int | None = None) -> None:
         assert os.access(NGINX, os.X_OK), "nginx is needed (scripts/deps installs it)"
         self.port = free_port()
         site = SITE.read_text()
         assert "server unix:/run/fastwsgi/app.sock;" in site and "listen 80;" in site
         site = site.replace("server unix:/run/fastwsgi/app.sock;", f"server {upstream};")
         site = site.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
+        if keepalive is not None:
+            assert "keepalive 32;" in site
+            site = site.replace("keepalive 32;", f"keepalive {keepalive};")
         (tmp / "site.conf").write_text(site)
         for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (tmp / d).mkdir(exist_ok=True)
