@@ -862,8 +862,48 @@ static void request_name(const char *keys, const char *env, size_t env_len,
         v += mlen < (size_t)(end - v) ? mlen + 1 : (size_t)(end - v);
     }
     size_t plen = v < end ? strnlen(v, (size_t)(end - v)) : 0;
-    snprintf(out, cap, "%.*s %.*s", (int)(mlen > 32 ? 32 : mlen), method,
-             (int)(plen > 200 ? 200 : plen), v);
+    /* The path is percent-decoded: a client's %0d%0a must not start a
+     * line of its own in the log.  Control bytes and bytes past ASCII are
+     * written \xNN, and so is the backslash. */
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    if (cap == 0)
+        return;
+    for (int part = 0; part < 2; part++) {
+        const char *p = part ? v : method;
+        size_t n = part ? (plen > 200 ? 200 : plen) : (mlen > 32 ? 32 : mlen);
+        if (part && o + 1 < cap)
+            out[o++] = ' ';
+        for (size_t i = 0; i < n && o + 1 < cap; i++) {
+            unsigned char ch = (unsigned char)p[i];
+            if (ch >= 0x20 && ch < 0x7f && ch != '\\') {
+                out[o++] = (char)ch;
+            } else if (o + 4 < cap) {
+                out[o++] = '\\';
+                out[o++] = 'x';
+                out[o++] = hex[ch >> 4];
+                out[o++] = hex[ch & 15];
+            } else {
+                break;
+            }
+        }
+    }
+    out[o] = '\0';
+}
+
+/* The environ values of the batch's request `i`: its slice of batch_env
+ * (each request's values follow the one before, each value ends in a
+ * NUL). */
+static const char *batch_values(const fw_loop *loop, int i, size_t *len)
+{
+    const char *v = loop->batch_env, *end = v + loop->batch_env_len;
+    for (int j = 0; j < i; j++)
+        for (int k = 0; k < loop->batch_counts[j] && v < end; k++)
+            v += strnlen(v, (size_t)(end - v)) + 1;
+    if (v > end)
+        v = end;
+    *len = (size_t)(end - v);
+    return v;
 }
 
 static void note_slow_call(fw_loop *loop, int64_t began, const char *keys,
@@ -874,19 +914,34 @@ static void note_slow_call(fw_loop *loop, int64_t began, const char *keys,
         (loop->slow_logged && now - loop->slow_logged < FW_SLOW_EVERY_MS))
         return;
     loop->slow_logged = now;
-    char what[160] = "";
-    if (keys != NULL) {
-        char name[120];
+    char name[300] = "?";
+    char what[400];
+    if (n == 1) {
         request_name(keys, env, env_len, name, sizeof name);
-        snprintf(what, sizeof what, " (%s)", name);
+        snprintf(what, sizeof what, "an app call (%s) held the event loop "
+                 "for %.1f s", name, (double)(now - began) / 1000);
     } else {
-        snprintf(what, sizeof what, " (a round of %d requests)", n);
+        /* A round's requests are answered one after the other: the
+         * slowest is the one whose answer came longest after the one
+         * before it (round_slowest, see leave() in response.c). */
+        for (int i = 0; i < n; i++) {
+            if (loop->batch_conns[i] == loop->round_slowest) {
+                size_t len;
+                const char *v = batch_values(loop, i, &len);
+                int shape = loop->batch_flags[i] >> 16;
+                request_name(loop->shapes[shape].keys, v, len, name, sizeof name);
+                break;
+            }
+        }
+        snprintf(what, sizeof what, "a round of %d requests took %.1f s on "
+                 "the event loop (the slowest, %.1f s: %s)", n,
+                 (double)(now - began) / 1000,
+                 (double)loop->round_slowest_ms / 1000, name);
     }
     loop_log(loop, FW_LOG_WARNING,
-             "an app call held the event loop for %.1f s%s: every other "
-             "client waited meanwhile; an app that waits (on a database, "
-             "another service) should run with --threads N",
-             (double)(now - began) / 1000, what);
+             "%s: every other client waited meanwhile; an app that waits "
+             "(on a database, another service) should run with --threads N",
+             what);
 }
 
 /* Tell the master which inline app call the loop is in, and since when:
@@ -1051,6 +1106,9 @@ static void batch_round(fw_loop *loop)
     loop->batch_closed = 1;
     send_deferred(loop, 1);
     int64_t began = loop_clock_ms();
+    loop->round_mark_ms = began;
+    loop->round_slowest_ms = -1;
+    loop->round_slowest = NULL;
     if (loop->beat)
         beat_call(loop, began, loop->shapes[loop->batch_flags[0] >> 16].keys,
                   loop->batch_env, loop->batch_env_len, n);

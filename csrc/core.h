@@ -288,6 +288,9 @@ struct fw_loop {
     int batch_closed;           /* set while a batch is answered */
     char *batch_env;            /* FW_BATCH_ENV bytes */
     size_t batch_env_len;
+    int64_t round_mark_ms;      /* when the round's last call ended */
+    int64_t round_slowest_ms;   /* the longest call of the round so far */
+    fw_conn *round_slowest;     /* and its connection */
     int held_n;                 /* responses held in this round (C_HELD) */
     int64_t held_since_us;      /* when the first of them was held */
     /* Answers to requests dispatched one by one (those with a body, a new

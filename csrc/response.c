@@ -706,6 +706,15 @@ static int leave(fw_conn *c, int how, int rc)
         pool_kick(c);
         pthread_mutex_unlock(&c->loop->mu);
     } else if (c->flags & C_BATCHED) {
+        /* The time since the round's previous call ended was this
+         * request's app call (the slow-call warning names the slowest). */
+        fw_loop *loop = c->loop;
+        int64_t now = loop_clock_ms();
+        if (now - loop->round_mark_ms > loop->round_slowest_ms) {
+            loop->round_slowest_ms = now - loop->round_mark_ms;
+            loop->round_slowest = c;
+        }
+        loop->round_mark_ms = now;
         if ((c->in.len == c->in.off || conn_out_pending(c) >= FW_OUT_HIGH) &&
             !(c->flags & C_HELD) && !hold(c))
             conn_flush(c);

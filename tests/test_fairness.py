@@ -247,18 +247,32 @@ def test_inline_workers_under_overload_keep_every_client_waiting_alike(start):
     assert lat["99"] < 4 * max(lat["50"], 200.0), lat
 
 
-def test_the_slow_call_warning_names_the_slowest_request(start):
-    s = start("--workers", "1")
-    ready_workers(s, 1)
-    socks = []
-    for path in ("/hello", "/sleep?s=1.2", "/hello"):
-        sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
-        socks.append(sock)
-    for sock, path in zip(socks, ("/hello", "/sleep?s=1.2", "/hello")):
+def test_the_slow_call_warning_names_the_slowest_request_of_a_round(start):
+    # Inline, requests that arrive together are answered in one round;
+    # the warning named only the round's size and called it an app call.
+    s = start("--threads", "0")
+    busy = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    busy.sendall(b"GET /sleep?s=0.3 HTTP/1.1\r\nHost: t\r\n\r\n")
+    time.sleep(0.1)  # it is in its call: the next three come in one turn
+    paths = ("/hello", "/sleep?s=1.2", "/hello")
+    socks = [socket.create_connection(("127.0.0.1", s.port), timeout=10) for _ in paths]
+    for sock, path in zip(socks, paths):
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-    for sock in socks:
+    for sock in (busy, *socks):
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
         sock.close()
     line = wait_for(lambda: next((ln for ln in s.output().splitlines()
-                                  if "held the event loop" in ln or "took" in ln), None), 5)
-    assert line and "GET /sleep" in line, s.output()
+                                  if "on the event loop" in ln), None), 5)
+    assert line, s.output()
+    assert re.search(r"a round of [23] requests took 1\.\d s on the event loop "
+                     r"\(the slowest, 1\.\d s: GET /sleep\)", line), line
+
+
+def test_the_slow_call_warning_names_a_lone_call(start):
+    s = start("--threads", "0")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as sock:
+        sock.sendall(b"GET /sleep?s=1.1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    line = wait_for(lambda: next((ln for ln in s.output().splitlines()
+                                  if "held the event loop" in ln), None), 5)
+    assert line and "an app call (GET /sleep) held the event loop for 1." in line, line
