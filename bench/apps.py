@@ -113,6 +113,19 @@ def sleep5ms(environ: Environ, start_response: StartResponse) -> list[bytes]:
     return _text(start_response, HELLO)
 
 
+CPU_SECONDS = 0.001  # the `fairness` scenario's computing time per request
+
+
+def cpu1ms(environ: Environ, start_response: StartResponse) -> list[bytes]:
+    # An app that computes: pure Python holding the interpreter lock for
+    # 1 ms of this thread's own CPU time (time.thread_time, so the time the
+    # thread waits for the lock or a core does not count).
+    deadline = time.thread_time() + CPU_SECONDS
+    while time.thread_time() < deadline:
+        pass
+    return _text(start_response, HELLO)
+
+
 _flask_wsgi: Any = None
 _flask_sleepy: Any = None
 

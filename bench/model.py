@@ -57,6 +57,9 @@ class MultiFigures:
     # the workers, as a share of the tree's CPU.
     master_cpu_share: float | None = None
     workers: list[WorkerShare] = field(default_factory=list)
+    # The least busy worker's share of the workers' CPU in a round, median
+    # over rounds: 0.5 is an even split of 2 workers, 0.0 one idle worker.
+    min_worker_share: float | None = None
 
 
 @dataclass
@@ -157,6 +160,21 @@ def _worker_cpu(rounds: list[Round], workers: int) -> tuple[float, dict[int, flo
     return rest, chosen
 
 
+def _min_worker_share(rounds: list[Round], pids: list[int], workers: int) -> float | None:
+    """Per round, the smallest of the workers' shares of their CPU time;
+    the median over rounds. A worker the server was asked for but that never
+    showed up (fewer children than `workers`) counts as one that did nothing.
+    Rounds in which the workers used no CPU at all are left out."""
+    shares: list[float] = []
+    for rnd in rounds:
+        cpu = [rnd.cpu_by_process.get(str(pid), 0.0) for pid in pids]
+        cpu += [0.0] * (workers - len(cpu))
+        total = sum(cpu)
+        if total > 0:
+            shares.append(min(cpu) / total)
+    return statistics.median(shares) if shares else None
+
+
 def _worker_shares(rounds: list[Round], workers: int,
                    logged: dict[int, int]) -> tuple[float | None, list[WorkerShare]]:
     rest, cpu = _worker_cpu(rounds, workers)
@@ -173,10 +191,10 @@ def _worker_shares(rounds: list[Round], workers: int,
 
 def summarise_multi(scenario: ScenarioResult, peers: set[str],
                     logged: dict[str, dict[int, int]]) -> None:
-    """After summarise(): the ratio to the best peer, requests per CPU-second
-    and each worker's share. `peers` are the labels that count as peers;
-    `logged` holds, per label, the request count per worker pid that the
-    server logged at exit (fastwsgi does)."""
+    """After summarise(): the ratio to the best peer, requests per CPU-second,
+    each worker's share and the smallest one. `peers` are the labels that
+    count as peers; `logged` holds, per label, the request count per worker
+    pid that the server logged at exit (fastwsgi does)."""
     best = _best_peer(scenario, peers)
     for res in scenario.results:
         if not res.ok or not res.rounds:
@@ -190,4 +208,7 @@ def summarise_multi(scenario: ScenarioResult, peers: set[str],
             req_per_cpu_s=_share(sum(r.requests for r in res.rounds), cpu),
             master_cpu_share=master_share,
             workers=workers,
+            min_worker_share=_min_worker_share(
+                res.rounds, [w.pid for w in workers if w.cpu_s is not None],
+                scenario.workers),
         )

@@ -81,8 +81,8 @@ def _machine_lines(meta: dict[str, Any]) -> list[str]:
         "servers alternate within each round; every ratio is the median of per-round "
         "ratios measured in this same run. CPU µs/req is the server process tree's "
         "user+system time divided by the requests served. A wrong status or body is FAIL. "
-        "The multi-* rows are the exception: 2 worker processes per server, server and "
-        "wrk both on CPUs 0-1.",
+        "The multi-* and fairness rows are the exception: 2 worker processes per server, "
+        "server and wrk both on CPUs 0-1.",
     ]
 
 
@@ -161,13 +161,13 @@ def _best_peer(scen: ScenarioResult) -> str:
 def _multi_table(scen: ScenarioResult, ref: str) -> list[str]:
     rows = [f"| server | req/s | × {_best_peer(scen)} (best peer) | × {ref} "
             "| req per CPU-s | p50 ms | p99 ms | socket errors | peak RSS MiB "
-            "| CPU share per worker | requests per worker (server log) "
+            "| CPU share per worker | min worker share | requests per worker (server log) "
             "| master CPU share | note |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-            "| ---: | --- |"]
+            "| ---: | ---: | --- |"]
     for res in scen.results:
         if res.status != OK or res.multi is None:
-            rows.append(f"| {_name(res)} | {_status_text(res)} |" + " |" * 10
+            rows.append(f"| {_name(res)} | {_status_text(res)} |" + " |" * 11
                         + f" {_cell(res.reason)} |")
             continue
         multi = res.multi
@@ -178,7 +178,8 @@ def _multi_table(scen: ScenarioResult, ref: str) -> list[str]:
             f"| {_name(res)} | {_num(res.rps)} | {_ratio(multi.ratio_best_peer)} "
             f"| {_ratio(res.ratio_ref)} | {_num(multi.req_per_cpu_s)} "
             f"| {_num(res.p50_ms, '.2f')} | {_num(res.p99_ms, '.2f')} "
-            f"| {res.socket_errors} | {_num(rss, '.1f')} | {cpu_shares} | {requests} "
+            f"| {res.socket_errors} | {_num(rss, '.1f')} | {cpu_shares} "
+            f"| {_num(multi.min_worker_share, '.2f')} | {requests} "
             f"| {master} | {_cell(res.reason)} |")
     return rows
 

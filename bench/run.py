@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         for spec in SERVERS + ([baseline_spec(base.label)] if base is not None else []):
             print(f"server   {spec.label:18} venv={spec.venv or 'Debian'}"
                   f"{' smoke' if spec.in_smoke else ''}{' pypy' if spec.on_pypy else ''}"
-                  f"{' multi' if spec.multi else ''}")
+                  f"{' multi' if spec.multi else ''}{' threaded' if spec.threaded else ''}")
         return 0
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = time.monotonic()
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                                        if scen.in_smoke or not args.smoke]
     specs = pick_servers(args)
     # Smoke skips matplotlib (the slowest install); so does a run of only
-    # scenarios kept out of the chart (e.g. the multi-* rows).
+    # scenarios kept out of the chart (e.g. the multi-* and fairness rows).
     charted = any(SCENARIOS[name].bar and SCENARIOS[name].kind == "load"
                   for name in scenario_names)
     chart = not args.smoke and charted

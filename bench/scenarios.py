@@ -63,6 +63,11 @@ class Scenario:
     # it to one of them would leave a worker only half a core.
     server_cpus: str = "0"
     wrk_cpus: str = "1"
+    # A threaded scenario: only the servers with an app thread pool run it
+    # (ServerSpec.threaded), with `workers` workers even if they take no part
+    # in the multi-* rows, and servers.APP_THREADS[app] threads per worker;
+    # the others are n/a.
+    threaded: bool = False
 
     @property
     def app_ref(self) -> str:
@@ -134,6 +139,14 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("multi-c1000", "multi-hello with 1000 concurrent connections",
                  "hello", _HELLO, connections=1000, bar=False, nginx=None,
                  in_smoke=False, workers=2, server_cpus="0,1", wrk_cpus="0,1"),
+        # A deployment: nginx's upstream keepalive pool (8 long-lived
+        # connections) in front of 2 workers × 4 app threads, and an app that
+        # computes. Latency, and how evenly the 2 workers share the work.
+        Scenario("fairness", "app computing 1 ms per request, 2 workers × 4 threads, "
+                 "8 keep-alive connections: latency and each worker's CPU share",
+                 "cpu1ms", _HELLO, connections=8, bar=False, nginx=None,
+                 in_smoke=False, workers=2, server_cpus="0,1", wrk_cpus="0,1",
+                 threaded=True),
     )
 }
 

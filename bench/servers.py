@@ -26,7 +26,8 @@ READY_TIMEOUT = 30.0  # seconds for a server to answer its first request
 STOP_TIMEOUT = 5.0
 
 # python, port, "module:attr", launch.py path, worker processes -> argv.
-# A builder is only given workers > 1 when its ServerSpec has multi=True.
+# A builder is only given workers > 1 when its ServerSpec has multi=True,
+# or threaded=True in a threaded scenario.
 CommandBuilder = Callable[[str, int, str, str, int], list[str]]
 
 
@@ -57,10 +58,16 @@ def logged_worker_requests(log_path: Path) -> dict[int, int]:
 # connections (each peer in its best threaded configuration); for the
 # others, fastwsgi's threaded mode uses 8 and the peers keep their defaults.
 WAITING_APPS = {"apps:sleep5ms": 50, "apps:flask_sleep200": 1000}
+# The app that computes (the fairness scenario) gets 4 threads per worker
+# in every threaded server: its 8 connections are twice one worker's pool,
+# so how the 2 workers split them shows in latency and CPU shares.
+COMPUTING_APPS = {"apps:cpu1ms": 4}
+# App threads per worker for the apps that set them.
+APP_THREADS = {**WAITING_APPS, **COMPUTING_APPS}
 
 
 def _ours_threaded(py: str, port: int, ref: str, launch: str, workers: int) -> list[str]:
-    threads = WAITING_APPS.get(ref, 8)
+    threads = APP_THREADS.get(ref, 8)
     return [*_ours(py, port, ref, launch, workers), "--threads", str(threads)]
 
 
@@ -94,15 +101,15 @@ def _via_launch(name: str) -> CommandBuilder:
 
 
 def _granian(py: str, port: int, ref: str, launch: str, workers: int) -> list[str]:
-    extra = (["--blocking-threads", str(WAITING_APPS[ref])]
-             if ref in WAITING_APPS else [])
+    extra = (["--blocking-threads", str(APP_THREADS[ref])]
+             if ref in APP_THREADS else [])
     return [py, "-m", "granian", "--interface", "wsgi", "--workers", str(workers), *extra,
             "--host", HOST, "--port", str(port), ref]
 
 
 def _gunicorn(worker: str) -> CommandBuilder:
     def build(py: str, port: int, ref: str, launch: str, workers: int) -> list[str]:
-        extra = (["--threads", str(WAITING_APPS.get(ref, 4)),
+        extra = (["--threads", str(APP_THREADS.get(ref, 4)),
                   "--worker-connections", "2000"] if worker == "gthread" else [])
         return [py, "-m", "gunicorn", "-w", str(workers), "-k", worker, *extra,
                 "-b", f"{HOST}:{port}", "--log-level", "warning", ref]
@@ -127,10 +134,14 @@ class ServerSpec:
     in_smoke: bool = False
     on_pypy: bool = False  # also run under PyPy with --pypy
     multi: bool = False  # runs in the multi-worker scenarios (Scenario.workers > 1)
+    # Has an app thread pool sized by APP_THREADS, also with several workers:
+    # runs the threaded scenarios (Scenario.threaded), which no other does.
+    threaded: bool = False
 
     def pypy_variant(self) -> ServerSpec:
         return ServerSpec(f"{self.label} (pypy)", "pypy", self.requirement, self.build,
-                          ours=self.ours, in_smoke=False, on_pypy=False, multi=self.multi)
+                          ours=self.ours, in_smoke=False, on_pypy=False, multi=self.multi,
+                          threaded=self.threaded)
 
     @property
     def is_nginx(self) -> bool:
@@ -151,7 +162,7 @@ SERVERS: list[ServerSpec] = [
     ServerSpec(OURS, "main", "fastwsgi", _ours, ours=True, in_smoke=True, on_pypy=True,
                multi=True),
     ServerSpec("fastwsgi-threads", "main", "fastwsgi", _ours_threaded, ours=True,
-               on_pypy=True),
+               on_pypy=True, threaded=True),
     ServerSpec("fastwsgi-accesslog", "main", "fastwsgi", _ours_access_log, ours=True),
     ServerSpec("fastwsgi-metrics", "main", "fastwsgi", _ours_metrics, ours=True),
     ServerSpec("gunicorn-fastwsgi", "main", "fastwsgi", _gunicorn_ours, ours=True, multi=True),
@@ -159,12 +170,13 @@ SERVERS: list[ServerSpec] = [
                multi=True),  # several workers: forked by launch.py on SO_REUSEPORT
     ServerSpec("fastwsgi-0.0.9", "fastwsgi009", "fastwsgi==0.0.9",
                _via_launch("fastwsgi-0.0.9")),
-    ServerSpec("granian", "main", "granian", _granian, on_pypy=True, multi=True),
+    ServerSpec("granian", "main", "granian", _granian, on_pypy=True, multi=True,
+               threaded=True),
     ServerSpec("socketify", "main", "socketify", _via_launch("socketify"), on_pypy=True),
     ServerSpec("meinheld", "main", "meinheld", _via_launch("meinheld")),
     ServerSpec("waitress", "main", "waitress", _waitress, on_pypy=True),
     ServerSpec("gunicorn-gthread", "main", "gunicorn", _gunicorn("gthread"), on_pypy=True,
-               multi=True),
+               multi=True, threaded=True),
     ServerSpec("gunicorn-sync", "main", "gunicorn", _gunicorn("sync"), on_pypy=True),
     ServerSpec(NGINX, None, None, None, in_smoke=True),
 ]

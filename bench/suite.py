@@ -39,6 +39,18 @@ def _cpu_deltas(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     return {key: max(cpu - before.get(key, 0.0), 0.0) for key, cpu in after.items()}
 
 
+def not_applicable(spec: ServerSpec, scenario: Scenario) -> str | None:
+    """Why the server takes no part in the scenario; None when it does."""
+    if spec.is_nginx:
+        return "no nginx equivalent" if scenario.nginx is None else None
+    if scenario.threaded:
+        # With the scenario's workers, whether or not spec.multi.
+        return None if spec.threaded else "no threaded run in this suite"
+    if scenario.workers > 1 and not spec.multi:
+        return "no multi-process run in this suite"
+    return None
+
+
 class RunDir:
     """A private directory with the app module, the launcher, served files
     and server logs. Servers run with it as cwd and only entry on PYTHONPATH,
@@ -152,11 +164,9 @@ class Suite:
         for spec in self.specs:
             res = ServerResult(spec.label, ours=spec.ours)
             results.append(res)
-            if spec.is_nginx and scenario.nginx is None:
-                res.status, res.reason = NOT_APPLICABLE, "no nginx equivalent"
-                continue
-            if scenario.workers > 1 and not spec.multi and not spec.is_nginx:
-                res.status, res.reason = NOT_APPLICABLE, "no multi-process run in this suite"
+            why = not_applicable(spec, scenario)
+            if why is not None:
+                res.status, res.reason = NOT_APPLICABLE, why
                 continue
             why = self.unavailable(spec, scenario)
             if why is not None:

@@ -235,7 +235,6 @@ struct fw_loop {
     fw_beat *peers;             /* every worker's slot (share.c), or NULL */
     int npeers;
     int shed;                   /* connections to hand back (share.c) */
-    uint64_t handed_back;       /* so far */
     int64_t share_checked;      /* when `shed` was worked out (ms) */
 
     struct fw_alog *alog;       /* the access log, or NULL */

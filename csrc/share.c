@@ -104,7 +104,7 @@ void share_update(fw_loop *loop)
             fewest = n;
     }
     loop->shed = 0;
-    if (live == 0 || !accepting(loop) || mine < fewest + 2)
+    if (live == 0 || loop->stopping || mine < fewest + 2)
         return;
     total += mine;
     live++;
@@ -121,6 +121,5 @@ int share_hand_back(fw_conn *c)
     if (loop->shed <= 0 || c->in.off != c->in.len || !(c->flags & C_KEEPALIVE))
         return 0;
     loop->shed--;
-    loop->handed_back++;
     return 1;
 }

@@ -429,7 +429,8 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("reuse_port", False, _boolean(),
              "Each worker opens its own SO_REUSEPORT socket, and the kernel"
              " spreads connections among them (else the workers share the"
-             " master's sockets, woken one at a time).", flag=True),
+             " master's sockets, and a new connection goes to the least"
+             " loaded).", flag=True),
     _setting("timeout", 30.0, _seconds(0, 86400),
              "With a master: a worker whose event loop has been stuck this long"
              " (an inline app call that does not return) is killed and"
