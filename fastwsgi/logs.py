@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 
@@ -100,8 +102,21 @@ class PidFile:
     def __init__(self, path: str) -> None:
         self.path = path
         if path:
-            with open(path, "w") as f:
-                f.write(f"{os.getpid()}\n")
+            # A file of its own renamed into place: the rename replaces
+            # whatever is at `path` (a symbolic link included) instead of
+            # writing through it, which as root would truncate any file a
+            # planted link names.
+            folder = os.path.dirname(os.path.abspath(path))
+            fd, tmp = tempfile.mkstemp(prefix=".fastwsgi-pid-", dir=folder)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(f"{os.getpid()}\n")
+                    os.fchmod(f.fileno(), 0o644)
+                os.rename(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
 
     def remove(self) -> None:
         if self.path:

@@ -112,9 +112,7 @@ class Master:
                 privileges.give(listener.unix_path or "", self.who)
             if self.cfg.access_log not in ("", "-"):
                 # The workers open it after switching to --user.
-                with open(self.cfg.access_log, "a"):
-                    pass
-                privileges.give(self.cfg.access_log, self.who)
+                privileges.create_log(self.cfg.access_log, self.who)
             pid = PidFile(self.cfg.pid)
             if self.cfg.preload and self.app is None:
                 # No app code runs as root: with --user the master switches

@@ -65,6 +65,7 @@ def _work(loop: Any, app: WSGIApp, templates: list[Environ],
     d = Dispatch(app, templates, threaded=True, proxies=proxies)
     # A whole response and the wait for the next request in one call.
     d.simple = functools.partial(lib.fw_pool_simple_next, loop, job)
+    left = False
     try:
         more = _next(loop, job)
         while more:
@@ -81,14 +82,30 @@ def _work(loop: Any, app: WSGIApp, templates: list[Environ],
                 lib.fw_response_error(conn, 500)
                 more = _next(loop, job)
                 continue
-            rc = serve_request(d, conn, environ, job.flags)
+            try:
+                rc = serve_request(d, conn, environ, job.flags)
+            except BaseException:  # noqa: B036 - the thread must go on serving
+                # serve_request answers the app's own failures; this is one
+                # of its own (or a second one while it answered): the client
+                # gets a 500 or a close, never a hang.
+                logger.exception("an app thread's request failed")
+                lib.fw_response_error(conn, 500)
+                rc = 0
             if rc == FW_NEXT_TAKEN:
                 continue
             if rc == FW_POOL_STOPS:
                 break
             more = _next(loop, job)
+        left = True
     finally:
         lib.fw_pool_leave(loop, job)
+        if not left:
+            # Something escaped all of the above: the pool must not shrink
+            # silently until no thread serves.
+            logger.error("%s ended unexpectedly; starting another",
+                         threading.current_thread().name)
+            threading.Thread(target=_work, args=(loop, app, templates, jobs, proxies),
+                             name=threading.current_thread().name, daemon=True).start()
 
 
 class Pool:

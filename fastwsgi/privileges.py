@@ -7,9 +7,11 @@ it imports the app, so no app code ever runs as root.
 
 from __future__ import annotations
 
+import errno
 import grp
 import os
 import pwd
+import stat
 from dataclasses import dataclass
 
 from .config import Config, ConfigError
@@ -83,10 +85,37 @@ def switch(who: Identity | None) -> None:
 
 
 def give(path: str, who: Identity | None) -> None:
-    """A file fastwsgi creates for the workers (a unix socket, the access
-    log) is theirs after the switch."""
+    """A unix socket fastwsgi bound for the workers is theirs after the
+    switch.  The link itself, never what a link planted there points to."""
     if who is not None and path:
         try:
-            os.chown(path, who.uid, who.gid)
+            os.chown(path, who.uid, who.gid, follow_symlinks=False)
         except OSError:
             pass
+
+
+def create_log(path: str, who: Identity | None) -> None:
+    """Create the access log as the workers will open it after switching to
+    `who`, and make it theirs.  As root, and in a directory the app's user
+    may write to: a symbolic link planted at `path` is refused, not
+    followed (chowning its target would hand the user /etc/shadow), and the
+    file is changed through its descriptor, so nothing can be swapped in
+    between.  OSError, whose strerror names the setting, when it cannot."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    if who is not None:
+        flags |= os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o640)
+    except OSError as exc:
+        why = (f"{path} is a symbolic link; with --user give the file's own path"
+               if who is not None and exc.errno == errno.ELOOP
+               else f"cannot open {path}: {exc.strerror}")
+        raise OSError(exc.errno, f"access_log: {why}") from None
+    try:
+        if who is None:
+            return
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"access_log: {path} is not a regular file")
+        os.fchown(fd, who.uid, who.gid)
+    finally:
+        os.close(fd)

@@ -507,8 +507,15 @@ def describe(environ: Environ | None) -> str:
     query = environ.get("QUERY_STRING")
     peer = environ.get("REMOTE_ADDR") or "a unix socket peer"
     port = environ.get("REMOTE_PORT")
-    return (f"{environ.get('REQUEST_METHOD', '?')} {environ.get('PATH_INFO', '')}"
+    text = (f"{environ.get('REQUEST_METHOD', '?')} {environ.get('PATH_INFO', '')}"
             f"{'?' + query if query else ''} from {peer}{':' + port if port else ''}")
+    return text.translate(_LOG_SAFE)
+
+
+# PATH_INFO is percent-decoded: a client's %0d%0a must not write a line of
+# its own into the error log.  Control characters (C0, DEL, C1) and the
+# backslash are written \xNN, as in the C side's request names.
+_LOG_SAFE = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x5C, *range(0x7F, 0xA0))}
 
 
 class Exchange:
@@ -774,7 +781,7 @@ class Exchange:
         if close is not None:
             try:
                 close()
-            except Exception:
+            except BaseException:  # noqa: B036 - CancelledError, GreenletExit: the thread goes on
                 logger.exception("error in the response iterable's close()")
         stream = self.input
         if stream is not EMPTY_INPUT and type(stream) is not BytesIO:

@@ -73,3 +73,26 @@ def test_refused_requests_are_logged_at_debug_only(start_server):
             assert f"[DEBUG] refused a request from 127.0.0.1:{port}: 400 Bad Request" in out
     time.sleep(0.2)
     assert "refused" not in quiet.output()
+
+
+FAILING_APP = '''
+def app(environ, start_response):
+    raise RuntimeError("the app failed")
+'''
+
+
+def test_a_client_cannot_forge_a_line_of_the_error_log(tmp_path):
+    # PATH_INFO is percent-decoded: %0d%0a in the target used to end the
+    # app-error line and start one of the client's choosing.
+    (tmp_path / "failing.py").write_text(FAILING_APP)
+    s = ServerProcess("failing:app", cwd=tmp_path)
+    try:
+        forged = "[2026-01-01 00:00:00.000 +0000] [1] [CRITICAL] forged"
+        target = "/x%0d%0a" + forged.replace(" ", "%20").replace("[", "%5b").replace("]", "%5d")
+        raw(s, f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        out = wait_logged(s, "RuntimeError")
+        assert "GET /x\\x0d\\x0a[2026-01-01" in out, out
+        assert not any(line.startswith(forged) for line in out.splitlines()), out
+    finally:
+        s.stop()
+        s.cleanup()

@@ -171,3 +171,41 @@ def test_an_unknown_user_or_group_is_one_line() -> None:
     assert line == "--user: 'no-such-user-here': no such user on this machine"
     line = one_error(fastwsgi("-g", "no-such-group-here", "apps:hello"))
     assert line == "--group: 'no-such-group-here': no such group on this machine"
+
+
+@root_only
+def test_a_link_planted_as_the_access_log_is_refused_not_chowned(app_dir: Path) -> None:
+    # The app's user can write to its log folder; a link there to a file of
+    # root's must not make that file the user's (gunicorn chowns through it).
+    secret = app_dir / "secret"
+    secret.write_text("root's\n")
+    secret.chmod(0o600)
+    logs = app_dir / "logs"
+    logs.mkdir()
+    shutil.chown(logs, "nobody")
+    (logs / "access.log").symlink_to(secret)
+    line = one_error(fastwsgi("--user", "nobody", "--workers", "2", "--access-log",
+                              str(logs / "access.log"), "whoami:app", cwd=app_dir))
+    assert line == (f"access_log: {logs / 'access.log'} is a symbolic link; with --user "
+                    "give the file's own path")
+    assert secret.stat().st_uid == 0 and secret.read_text() == "root's\n"
+
+
+@root_only
+def test_the_access_log_is_the_users_and_the_pid_file_replaces_a_link(app_dir: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    secret = app_dir / "secret"
+    secret.write_text("root's\n")
+    (app_dir / "app.pid").symlink_to(secret)
+    log = app_dir / "access.log"
+    srv = Started(app_dir, "--user", "nobody", "--workers", "2", "--access-log", str(log),
+                  "--pid", str(app_dir / "app.pid"))
+    try:
+        assert log.stat().st_uid == nobody.pw_uid
+        # The link was replaced by the file, never written through.
+        pid_file = app_dir / "app.pid"
+        assert not pid_file.is_symlink()
+        assert pid_file.read_text() == f"{srv.proc.pid}\n"
+        assert secret.read_text() == "root's\n"
+    finally:
+        srv.stop()

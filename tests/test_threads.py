@@ -457,3 +457,45 @@ def test_an_app_threads_stream_blocks_are_sent_together(tmp_path):
     threaded = _sends_for_streams(tmp_path, "4", clients, n)
     assert threaded <= clients * n // 3, \
         f"threaded: {threaded} sends for {clients * n} blocks"
+
+
+CANCELLING_APP = '''
+import asyncio
+
+
+class Cancelling:
+    """Fails while iterated, and its close() then raises an exception that
+    is not an Exception (asyncio's CancelledError, gevent's GreenletExit)."""
+
+    def __iter__(self):
+        raise RuntimeError("failing inside iteration")
+        yield b""
+
+    def close(self):
+        raise asyncio.CancelledError()
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    if environ["PATH_INFO"] == "/cancel":
+        return Cancelling()
+    return [b"still here"]
+'''
+
+
+def test_a_close_raising_a_base_exception_does_not_empty_the_pool(tmp_path):
+    # Each such request ended its app thread: four of them left --threads 4
+    # with no thread, and the server accepted connections it never answered.
+    (tmp_path / "cancelling.py").write_text(CANCELLING_APP)
+    srv = ServerProcess("cancelling:app", "--threads", "4", cwd=tmp_path)
+    try:
+        for _ in range(8):
+            status, _body = _ask(srv, "/cancel")
+            assert status == 500
+        assert _ask(srv, "/", timeout=5) == (200, b"still here")
+        out = srv.output()
+        assert out.count("CancelledError") >= 8, out
+        assert "ended unexpectedly" not in out, out
+    finally:
+        srv.stop()
+        srv.cleanup()
