@@ -462,7 +462,19 @@ void conn_release_deferred(struct fw_loop *loop);
 void share_publish(struct fw_loop *loop);
 int share_leave_to_other(const struct fw_loop *loop);
 void share_update(struct fw_loop *loop);
-int share_hand_back(fw_conn *c);
+
+/* Close this connection after the response being started?  Only one
+ * whose client has nothing more buffered here (a pipelined request would
+ * be cut off), and only while the worker is above its share (share.c).
+ * Inline: it is asked of every response. */
+static inline int share_hand_back(fw_conn *c)
+{
+    struct fw_loop *loop = c->loop;
+    if (loop->shed <= 0 || c->in.off != c->in.len || !(c->flags & C_KEEPALIVE))
+        return 0;
+    loop->shed--;
+    return 1;
+}
 
 /* response.c */
 int response_error(fw_conn *c, int status);

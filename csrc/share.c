@@ -111,15 +111,3 @@ void share_update(fw_loop *loop)
     int share = (total + live - 1) / live;
     loop->shed = mine > share ? mine - share : 0;
 }
-
-/* Close this connection after the response being started?  Only one
- * whose client has nothing more buffered here (a pipelined request would
- * be cut off), and only while the worker is above its share. */
-int share_hand_back(fw_conn *c)
-{
-    fw_loop *loop = c->loop;
-    if (loop->shed <= 0 || c->in.off != c->in.len || !(c->flags & C_KEEPALIVE))
-        return 0;
-    loop->shed--;
-    return 1;
-}

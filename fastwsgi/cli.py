@@ -73,9 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="gunicorn's spelling of --sendfile off.")
     for entry in GUNICORN:
         if entry.covered and entry.options and entry.name not in OWN:
+            # The value is ignored; without a metavar, --help would show
+            # the internal destination's name.
+            extra = {} if entry.flag else {"metavar": "VALUE"}
             parser.add_argument(*entry.options, dest=f"covered_{entry.name}",
                                 action="store_true" if entry.flag else "store",
-                                default=None, help=f"Accepted: {entry.covered}.")
+                                default=None, help=f"Accepted: {entry.covered}.", **extra)
     for s in SETTINGS:
         if not s.cli:
             continue

@@ -270,7 +270,8 @@ def _address() -> tuple[Callable[[Any], str], str]:
     return check, "HOST:PORT or [IPV6]:PORT, or nothing for none"
 
 
-def _log_path() -> tuple[Callable[[Any], str], str]:
+def _log_path(dash: str | None = "standard output",
+              empty: str = "no access log") -> tuple[Callable[[Any], str], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str):
             raise ValueError
@@ -285,7 +286,8 @@ def _log_path() -> tuple[Callable[[Any], str], str]:
             raise Refused(f"{value!r} cannot be created (its directory is not writable)")
         return value
 
-    return check, "a file path, - for standard output, or nothing for no access log"
+    dash_text = f", - for {dash}," if dash else ""
+    return check, f"a file path{dash_text} or nothing for {empty}"
 
 
 def _access_format() -> tuple[Callable[[Any], str], str]:
@@ -476,7 +478,7 @@ SETTINGS: tuple[Setting, ...] = (
              "Set an environment variable before loading the app; repeat for"
              " several.", metavar="KEY=VALUE", repeat=True, default_text="none",
              short="-e"),
-    _setting("pid", "", _log_path(),
+    _setting("pid", "", _log_path(None, "no pid file"),
              "Write the (master's) process id to this file; removed at exit"
              " (-p FILE also sets it).", metavar="FILE", default_text="none"),
     _setting("name", "", _text(64),
@@ -549,7 +551,7 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("access_log_format", "combined", _access_format(),
              "combined (with the duration in microseconds), common, json, or"
              " gunicorn's %(x)s atoms (README lists them).", metavar="FORMAT"),
-    _setting("error_log", "-", _log_path(),
+    _setting("error_log", "-", _log_path("standard error", "standard error"),
              "Where the error log goes (- for standard error); reopened on"
              " SIGUSR1.", metavar="PATH"),
     _setting("metrics_bind", "", _address(),

@@ -363,7 +363,7 @@ class Master:
         w = Worker(pid, number, slot, time.monotonic(), limit, view=view)
         self.workers[pid] = w
         self.server.WORKERS[pid] = view
-        logger.debug("worker %d (pid %d) started", number, pid)
+        logger.info("booting worker %d (pid %d)", number, pid)
         return w
 
     def _load(self) -> WSGIApp:

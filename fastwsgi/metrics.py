@@ -114,11 +114,42 @@ def render(t: Totals, workers: int | None = None, restarts: int | None = None) -
     return "\n".join(out) + "\n"
 
 
+SCRAPE_TIMEOUT = 10.0  # seconds a metrics connection may take
+SCRAPERS = 16  # metrics connections served at once; more are closed at once
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, as the standard library's, but at most
+    SCRAPERS of them: 500 idle connections made 500 threads."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any) -> None:
+        self._slots = threading.BoundedSemaphore(SCRAPERS)
+        super().__init__(*args)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 def serve_metrics(bind: str, page: Callable[[], str]) -> ThreadingHTTPServer:
     """Serve page() at /metrics on HOST:PORT from a daemon thread."""
     host, _, port = bind.rpartition(":")
 
     class Handler(BaseHTTPRequestHandler):
+        # A scraper asks and goes: an idle or slow connection is dropped
+        # after this, so that it cannot keep a thread.
+        timeout = SCRAPE_TIMEOUT
+
         def do_GET(self) -> None:  # noqa: N802 - the standard library's name
             if self.path.split("?", 1)[0] != "/metrics":
                 self.send_error(404)
@@ -134,11 +165,10 @@ def serve_metrics(bind: str, page: Callable[[], str]) -> ThreadingHTTPServer:
             pass  # scrapes are not the access log
 
     try:
-        server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
+        server = _BoundedServer((host.strip("[]"), int(port)), Handler)
     except OSError as exc:
         raise OSError(exc.errno, f"cannot serve metrics on {bind}: "
                                  f"{exc.strerror or exc}") from None
-    server.daemon_threads = True
     # A short poll: shutdown() at the server's stop waits for one.
     threading.Thread(target=server.serve_forever, args=(0.1,), name="fastwsgi-metrics",
                      daemon=True).start()

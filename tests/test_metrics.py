@@ -142,3 +142,27 @@ def test_a_bad_address_is_one_line():
                        env=fastwsgi_env(), capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert r.stderr.startswith("fastwsgi: error: --metrics-bind: must be HOST:PORT")
+
+
+def test_idle_connections_to_the_metrics_port_hold_no_thread_each():
+    # ThreadingHTTPServer gave every connection a thread, with no limit and
+    # no timeout: 500 idle connections, 500 threads.
+    port = free_port()
+    s = ServerProcess("apps:router", "--metrics-bind", f"127.0.0.1:{port}")
+    idle = []
+    try:
+        for _ in range(100):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(0.5)
+        threads = len(os.listdir(f"/proc/{s.proc.pid}/task"))
+        assert threads < 40, threads
+        for c in idle:
+            c.close()
+        idle.clear()
+        # Their slots are free again: a scrape is answered.
+        settle(port, lambda m: value(m, "fastwsgi_connections") >= 0)
+    finally:
+        for c in idle:
+            c.close()
+        s.stop()
+        s.cleanup()
