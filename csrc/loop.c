@@ -605,8 +605,8 @@ int loop_turn(fw_loop *loop, int timeout_ms)
         loop->alog_waiting = alog_turn(loop);
     if (loop->mdst)
         publish_metrics(loop);
-    /* Enough requests (max_requests): hand over like a reload would. */
     share_update(loop);
+    /* Enough requests (max_requests): hand over like a reload would. */
     if (loop->cfg.max_requests > 0 && !loop->stopping &&
         loop->served >= (uint64_t)loop->cfg.max_requests)
         fw_loop_stop(loop, FW_STOP_RETIRE);

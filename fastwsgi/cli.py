@@ -73,12 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="gunicorn's spelling of --sendfile off.")
     for entry in GUNICORN:
         if entry.covered and entry.options and entry.name not in OWN:
-            # The value is ignored; without a metavar, --help would show
-            # the internal destination's name.
-            extra = {} if entry.flag else {"metavar": "VALUE"}
-            parser.add_argument(*entry.options, dest=f"covered_{entry.name}",
-                                action="store_true" if entry.flag else "store",
-                                default=None, help=f"Accepted: {entry.covered}.", **extra)
+            dest, text = f"covered_{entry.name}", f"Accepted: {entry.covered}."
+            if entry.flag:
+                parser.add_argument(*entry.options, dest=dest, action="store_true",
+                                    default=None, help=text)
+            else:
+                # The value is ignored; without a metavar, --help would
+                # show the internal destination's name.
+                parser.add_argument(*entry.options, dest=dest, metavar="VALUE",
+                                    default=None, help=text)
     for s in SETTINGS:
         if not s.cli:
             continue
