@@ -528,10 +528,14 @@ SETTINGS: tuple[Setting, ...] = (
              "Keep header fields whose names contain '_' (dropped by default,"
              " so X-Auth_User cannot pose as X-Auth-User).", flag=True),
     _setting("forwarded_allow_ips", "127.0.0.1,::1", _networks(),
-             "Peers whose X-Forwarded-For/-Proto/-Host/-Port and Forwarded"
-             " fields set REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST, SERVER_NAME"
-             " and SERVER_PORT (unix socket peers count as trusted; empty: none).",
-             metavar="ADDRS"),
+             "Peers whose X-Forwarded-For and -Proto and Forwarded's for= and"
+             " proto= set REMOTE_ADDR and wsgi.url_scheme (unix socket peers"
+             " count as trusted; empty: none).", metavar="ADDRS"),
+    _setting("forwarded_host", False, _boolean(),
+             "Also take HTTP_HOST, SERVER_NAME and SERVER_PORT from a trusted"
+             " peer's X-Forwarded-Host and -Port and Forwarded's host= (only"
+             " where the proxy sets them itself, never passing a client's on).",
+             flag=True),
     _setting("proxy_protocol", False, _boolean(),
              "Every connection starts with a PROXY protocol header (v1 or v2)"
              " from a TCP load balancer, naming the client (REMOTE_ADDR); a"

@@ -40,8 +40,13 @@ def parse_allow(text: str) -> tuple[bool, tuple[Network, ...]]:
 class Proxies:
     """The trusted proxies and the rewriting of an environ they vouch for."""
 
-    def __init__(self, allow: str) -> None:
+    def __init__(self, allow: str, host: bool = False) -> None:
         self.everyone, self.networks = parse_allow(allow)
+        # The host fields only when asked for: a proxy that does not set
+        # X-Forwarded-Host itself passes a client's own on, and the app
+        # would take the client's word for its Host (as Django does not,
+        # without USE_X_FORWARDED_HOST).
+        self.host = host
 
     def trusts(self, addr: str) -> bool:
         if self.everyone:
@@ -79,15 +84,17 @@ class Proxies:
             element = self._pick(_forwarded_elements(forwarded), lambda e: e.get("for", ""))
             if element is not None:
                 self._set(environ, _node(element.get("for", "")), element.get("proto"),
-                          element.get("host"), None)
+                          element.get("host") if self.host else None, None)
             return environ
         client = None
         chain = environ.get("HTTP_X_FORWARDED_FOR")
         if chain is not None:
             client = self._pick([_node(item) for item in chain.split(",")], lambda a: a)
-        self._set(environ, client, _last(environ.get("HTTP_X_FORWARDED_PROTO")),
-                  _last(environ.get("HTTP_X_FORWARDED_HOST")),
-                  _last(environ.get("HTTP_X_FORWARDED_PORT")))
+        host = port = None
+        if self.host:
+            host = _last(environ.get("HTTP_X_FORWARDED_HOST"))
+            port = _last(environ.get("HTTP_X_FORWARDED_PORT"))
+        self._set(environ, client, _last(environ.get("HTTP_X_FORWARDED_PROTO")), host, port)
         return environ
 
     def _pick(self, items: list[Any], address: Callable[[Any], str]) -> Any:

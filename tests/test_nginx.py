@@ -82,10 +82,10 @@ http {{
 def start_stack(kind: str, tmp_path: Path):
     if kind == "unix":
         path = str(tmp_path / "app.sock")
-        app = ServerProcess("apps:router", "--bind", f"unix:{path}")
+        app = ServerProcess("apps:router", "--bind", f"unix:{path}", "--forwarded-host")
         upstream = f"unix:{path}"
     else:
-        app = ServerProcess("apps:router")
+        app = ServerProcess("apps:router", "--forwarded-host")
         upstream = f"127.0.0.1:{app.port}"
     return app, Nginx(tmp_path, upstream)
 

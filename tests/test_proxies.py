@@ -14,7 +14,8 @@ from conftest import ServerProcess
 
 @pytest.fixture(scope="module")
 def trusted():
-    s = ServerProcess("apps:peer_echo", "--forwarded-allow-ips", "127.0.0.1,10.0.0.0/8")
+    s = ServerProcess("apps:peer_echo", "--forwarded-allow-ips", "127.0.0.1,10.0.0.0/8",
+                      "--forwarded-host")
     yield s
     s.stop()
     s.cleanup()
@@ -105,6 +106,25 @@ def test_an_untrusted_peer_changes_nothing(untrusted):
     # ... and the fields stay as plain headers for the app.
     assert env["HTTP_X_FORWARDED_FOR"] == "203.0.113.7"
     assert env["HTTP_FORWARDED"] == "for=192.0.2.60"
+
+
+def test_by_default_the_host_is_not_taken_from_a_trusted_peer():
+    # A proxy that does not set X-Forwarded-Host itself passes a client's
+    # own on: by default it stays a plain header (as gunicorn), and only the
+    # client's address and the scheme are taken.
+    s = ServerProcess("apps:peer_echo")
+    try:
+        env = ask(s, "X-Forwarded-For: 203.0.113.7", "X-Forwarded-Proto: https",
+                  "X-Forwarded-Host: evil.example", "X-Forwarded-Port: 8443")
+        assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"]) == ("203.0.113.7", "https")
+        assert env["HTTP_HOST"] == "origin.test:8000"
+        assert env["SERVER_PORT"] == str(s.port)
+        assert env["HTTP_X_FORWARDED_HOST"] == "evil.example"
+        env = ask(s, 'Forwarded: for=192.0.2.60;proto=https;host="evil.example"')
+        assert (env["REMOTE_ADDR"], env["HTTP_HOST"]) == ("192.0.2.60", "origin.test:8000")
+    finally:
+        s.stop()
+        s.cleanup()
 
 
 def test_default_trusts_localhost_and_unix_sockets(tmp_path):
