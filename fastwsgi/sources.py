@@ -10,6 +10,7 @@ file > default.
 from __future__ import annotations
 
 import ast
+import difflib
 import os
 import sys
 import types
@@ -109,8 +110,12 @@ def _toml_file(path: str, data: bytes, pyproject: bool) -> dict[str, Given]:
 
 
 def _python_file(path: str, data: bytes) -> dict[str, Given]:
-    """Run the file as a module; its public module-level names are settings
-    and server hooks, except modules, classes and upper-case constants."""
+    """Run the file as a module; its public module-level names that are
+    settings (fastwsgi's or gunicorn's) and server hooks are read.  Any
+    other name is the file's own (``here = os.path.dirname(__file__)``,
+    ``cores = multiprocessing.cpu_count()``, a helper function) and is
+    ignored, as gunicorn does; one that looks like a misspelt setting is
+    said on stderr, naming the setting it resembles."""
     try:
         tree = ast.parse(data, path)
     except SyntaxError as exc:
@@ -134,6 +139,9 @@ def _python_file(path: str, data: bytes) -> dict[str, Given]:
             continue
         line = lines.get(name)
         at = f"{path}:{line}" if line else path
+        if name not in BY_NAME and name not in GUNICORN:
+            _note_own_name(name, at)
+            continue
         got = _translate(name, value, at)
         if got is None:
             continue
@@ -145,6 +153,17 @@ def _python_file(path: str, data: bytes) -> dict[str, Given]:
             raise ConfigError(f"{at}: {name}: " + unknown(name))
         found[name] = Given(value, at)
     return found
+
+
+def _note_own_name(name: str, at: str) -> None:
+    """A name of the config file's own: nothing to do, unless it looks like
+    a misspelt setting or hook (``worker = 2``, ``acesslog``), which would
+    otherwise be ignored without a word."""
+    known = {*BY_NAME, *GUNICORN, *HOOKS}
+    near = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+    if near:
+        print(f"fastwsgi: {at}: {name} is not a setting, and is ignored; did you mean "
+              f"{near[0]}?", file=sys.stderr)
 
 
 def _assignment_lines(tree: ast.Module) -> dict[str, int]:

@@ -97,7 +97,6 @@ def test_python_file_as_gunicorn_users_write_it(tmp_path):
                                                        "not supported: fastwsgi has no"]),
     ("conf.py", "worker_class = 'gevent'\n", ["conf.py:1: worker_class: 'gevent' has no "
                                              "equivalent here"]),
-    ("conf.py", "workers = 1\nworkerz = 5\n", ["conf.py:2: workerz: no such setting"]),
     ("conf.py", "workers = 0.5\n", ["conf.py:1: workers: must be an integer"]),
     ("conf.py", "def post_fork(server):\n    pass\n",
      ["conf.py:1: post_fork: must be a function of 2 arguments (server, worker)"]),
@@ -111,6 +110,36 @@ def test_config_file_errors_are_one_line(tmp_path, name, text, words):
     line = one_error(fastwsgi("-c", str(conf), "apps:hello"))
     for word in words:
         assert word in line, line
+
+
+def test_a_config_files_own_names_are_ignored_and_near_misses_named(tmp_path):
+    # What real gunicorn.conf.py files hold beside settings: helper
+    # variables, env lookups, functions that are not hooks.  gunicorn takes
+    # the names it knows; so does fastwsgi, and a misspelt setting is said.
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        "import multiprocessing, os\n"
+        "here = os.path.dirname(__file__)\n"
+        "cores = multiprocessing.cpu_count()\n"
+        "base = os.environ.get('APP_BASE', '/srv/app')\n"
+        "def scaled(n):\n    return max(1, n)\n"
+        "workers = scaled(cores * 0 + 2)\n"
+        "worker = 3\n"
+        "acesslog = '-'\n"
+        "timeout = None\n")
+    done = fastwsgi("-c", str(conf), "--print-config")
+    got = printed(done)
+    assert got["workers"] == ("2", f"{conf}:7")
+    assert got["timeout"][1] == "default"
+    assert f"{conf}:8: worker is not a setting, and is ignored; did you mean workers?" \
+        in done.stderr, done.stderr
+    assert f"{conf}:9: acesslog is not a setting, and is ignored; did you mean accesslog?" \
+        in done.stderr, done.stderr
+    for own in ("here", "cores", "base", "scaled"):
+        assert f" {own} " not in done.stderr, done.stderr
+    check = fastwsgi("-c", str(conf), "--check-config", "apps:hello")
+    assert check.returncode == 0, check.stderr
+    assert "did you mean workers?" in check.stderr
 
 
 def test_unreadable_config_file(tmp_path):

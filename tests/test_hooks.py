@@ -203,8 +203,6 @@ def run_check(conf: Path, *extra: str) -> subprocess.CompletedProcess[str]:
      "conf.py:1: post_fork: must be a function of 2 arguments (server, worker)"),
     ("def pre_exec(server):\n    pass\n",
      "conf.py:1: pre_exec: not supported: fastwsgi does not re-execute itself"),
-    ("workers = 2\ndef helper(a):\n    pass\n",
-     "conf.py:2: helper: a function, and no server hook has this name"),
     ("def ssl_context(conf, factory):\n    pass\n",
      "ssl_context: not supported: fastwsgi does not terminate TLS"),
 ])
@@ -214,6 +212,15 @@ def test_a_bad_hook_is_one_line_naming_file_and_line(tmp_path: Path, text: str,
     assert done.returncode == 2
     assert message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_function_of_the_files_own_is_no_hook_and_is_left_alone(tmp_path: Path) -> None:
+    done = run_check(write_conf(tmp_path, "workers = 2\ndef helper(a):\n    pass\n"
+                                          "def post_forks(server, worker):\n    pass\n"))
+    assert done.returncode == 0, done.stderr
+    assert "helper" not in done.stderr, done.stderr
+    assert "post_forks is not a setting, and is ignored; did you mean post_fork?" \
+        in done.stderr, done.stderr
 
 
 def test_hooks_with_defaults_and_extra_arguments_are_accepted(tmp_path: Path) -> None:
