@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "file of module-level names.")
     parser.add_argument("-k", "--worker-class", metavar="CLASS",
                         help="gunicorn's worker class, for command lines written for it: "
-                             "sync (fastwsgi's inline mode) or gthread (threaded: give "
-                             "--threads); any other is refused.")
+                             "sync (fastwsgi's inline mode) or gthread (threaded: 1 thread unless "
+                             "--threads gives more); any other is refused.")
     parser.add_argument("--print-config", action="store_true",
                         help="Print every setting's value and where it came from, "
                              "then exit.")
@@ -199,6 +199,9 @@ def _gather(args: argparse.Namespace) -> tuple[Config, dict[str, str]]:
         value = getattr(args, s.name, None)
         if value is not None:
             merged[s.name] = Given(value, s.option)
+    if args.worker_class == "gthread" and "threads" not in merged:
+        # gunicorn's gthread runs one thread unless told more.
+        merged["threads"] = Given(1, "-k gthread")
     values: dict[str, Any] = {}
     for name, given in merged.items():
         try:

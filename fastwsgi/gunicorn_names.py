@@ -58,7 +58,7 @@ GUNICORN: tuple[Name, ...] = (
     Name("workers", ("-w", "--workers"), setting="workers"),
     Name("worker_class", ("-k", "--worker-class"), setting="threads",
          note="sync is fastwsgi's inline mode (the default), gthread its threaded mode "
-              "(give threads); any other class is refused"),
+              "(threads, 1 unless given, as gunicorn); any other class is refused"),
     Name("threads", ("--threads",), setting="threads",
          note="0 (the default) runs the app on the event loop's thread; N runs N app "
               "threads beside it"),

@@ -152,6 +152,10 @@ def _python_file(path: str, data: bytes) -> dict[str, Given]:
         if name not in BY_NAME:
             raise ConfigError(f"{at}: {name}: " + unknown(name))
         found[name] = Given(value, at)
+    if vars(module).get("worker_class") == "gthread" and "threads" not in found:
+        # gunicorn's gthread runs one thread unless told more.
+        line = lines.get("worker_class")
+        found["threads"] = Given(1, f"{path}:{line}" if line else path)
     return found
 
 

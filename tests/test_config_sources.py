@@ -315,3 +315,14 @@ def test_pid_chdir_env_and_error_log(tmp_path):
         assert proc.wait(15) == 0
     assert not pid.exists()  # removed at exit
     assert proc.stdout.read() == b""  # nothing went to the terminal
+
+
+def test_gthread_without_threads_runs_one_thread_as_gunicorn(tmp_path):
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("worker_class = 'gthread'\nworkers = 2\n")
+    assert printed(fastwsgi("-c", str(conf), "--print-config"))["threads"] == ("1", f"{conf}:1")
+    conf.write_text("worker_class = 'gthread'\nthreads = 8\n")
+    assert printed(fastwsgi("-c", str(conf), "--print-config"))["threads"][0] == "8"
+    assert printed(fastwsgi("-k", "gthread", "--print-config"))["threads"] == ("1", "-k gthread")
+    assert printed(fastwsgi("-k", "gthread", "--threads", "3",
+                            "--print-config"))["threads"][0] == "3"
