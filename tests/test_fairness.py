@@ -90,13 +90,18 @@ def keepalive_clients(port: int, count: int, seconds: float, path: str = "/spin?
             while time.monotonic() < end:
                 if sock is None:
                     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
                 data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = sock.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
+                try:
+                    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                    while b"\r\n\r\n" not in data:
+                        chunk = sock.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                except (ConnectionResetError, BrokenPipeError):
+                    if not retry:
+                        raise
+                    data = b""  # a killed worker's connection is reset
                 if not data and retry:
                     sock.close()
                     sock = None

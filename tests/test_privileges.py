@@ -184,8 +184,9 @@ def test_a_link_planted_as_the_access_log_is_refused_not_chowned(app_dir: Path) 
     logs.mkdir()
     shutil.chown(logs, "nobody")
     (logs / "access.log").symlink_to(secret)
-    line = one_error(fastwsgi("--user", "nobody", "--workers", "2", "--access-log",
-                              str(logs / "access.log"), "whoami:app", cwd=app_dir))
+    line = one_error(fastwsgi("--user", "nobody", "--workers", "2", "--port", "0",
+                              "--access-log", str(logs / "access.log"), "whoami:app",
+                              cwd=app_dir))
     assert line == (f"access_log: {logs / 'access.log'} is a symbolic link; with --user "
                     "give the file's own path")
     assert secret.stat().st_uid == 0 and secret.read_text() == "root's\n"
