@@ -558,6 +558,10 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("error_log", "-", _log_path("standard error", "standard error"),
              "Where the error log goes (- for standard error); reopened on"
              " SIGUSR1.", metavar="PATH"),
+    _setting("capture_output", False, _boolean(),
+             "Send what the app prints, and anything else written to stdout"
+             " and stderr, to the error log file (with --error-log FILE).",
+             flag=True),
     _setting("metrics_bind", "", _address(),
              "Serve Prometheus metrics at http://HOST:PORT/metrics (with a"
              " master: every worker summed).", metavar="ADDR", default_text="none"),

@@ -114,9 +114,7 @@ GUNICORN: tuple[Name, ...] = (
     Name("access_log_format", ("--access-logformat",), setting="access_log_format"),
     Name("errorlog", ("--error-logfile", "--log-file"), setting="error_log"),
     Name("loglevel", ("--log-level",), setting="log_level"),
-    Name("capture_output", ("--capture-output",),
-         refused="the app's print() goes to the process's stdout and stderr; "
-                 "redirect those"),
+    Name("capture_output", ("--capture-output",), setting="capture_output"),
     Name("logger_class", ("--logger-class",), refused=LOGCONFIG),
     Name("logconfig", ("--log-config",), refused=LOGCONFIG),
     Name("logconfig_dict", refused=LOGCONFIG),

@@ -58,9 +58,44 @@ def setup(level: str, fmt: str = "text", path: str = "-") -> None:
     logger.propagate = False
 
 
+# The error log file that stdout and stderr go to (capture_output), or "".
+_captured = ""
+
+
+def capture(path: str) -> None:
+    """capture_output: the process's stdout and stderr (the app's print(),
+    a C library's messages, a traceback written to stderr) go to the error
+    log file as well, as under gunicorn.  Inherited by the workers."""
+    global _captured
+    if path in ("", "-"):
+        return  # already on standard error, where the log goes
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+            os.dup2(fd, stream.fileno())
+    finally:
+        os.close(fd)
+    # A file is block-buffered: a print() would wait for kilobytes more.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(line_buffering=True)
+    _captured = path
+
+
 def reopen_logs() -> None:
     """SIGUSR1: log files rotated away are reopened under their names (the
-    handlers of the fastwsgi logger and of the root logger)."""
+    handlers of the fastwsgi logger and of the root logger, and the
+    captured stdout and stderr)."""
+    if _captured:
+        try:
+            capture(_captured)
+        except OSError as exc:
+            # A worker that switched to --user may not open the master's
+            # file: it keeps writing where it did.
+            logger.warning("cannot reopen %s for stdout and stderr: %s", _captured,
+                           exc.strerror or exc)
     for owner in (logger, logging.getLogger()):
         for handler in owner.handlers:
             if isinstance(handler, logging.FileHandler):

@@ -26,7 +26,7 @@ from .beats import STOPPING, Beats, clock_ms
 from .config import Config, ConfigError
 from .hooks import ServerView, WorkerView
 from .listeners import Listener
-from .logs import PidFile, logger, reopen_logs, setup
+from .logs import PidFile, capture, logger, reopen_logs, setup
 from .metrics import Totals, render, serve_metrics
 from .reloader import Watcher
 from .server import open_listeners
@@ -84,6 +84,8 @@ class Master:
 
     def run(self) -> int:
         setup(self.cfg.log_level, self.cfg.log_format, self.cfg.error_log)
+        if self.cfg.capture_output:
+            capture(self.cfg.error_log)
         if self.app is None and self.load is None:
             raise ValueError("Master needs an app or a way to load it")
         self.who = privileges.check(self.cfg)

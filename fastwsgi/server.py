@@ -17,7 +17,7 @@ from ._version import __version__
 from .accesslog import compile_format
 from .config import Config
 from .listeners import Listener, inherit_listener, open_listener, systemd_listeners
-from .logs import ErrorStream, PidFile, logger, reopen_logs, setup
+from .logs import ErrorStream, PidFile, capture, logger, reopen_logs, setup
 from .metrics import OwnCounters, render, serve_metrics
 from .pool import Pool
 from .proxies import Proxies
@@ -351,6 +351,8 @@ def fw_py_log(ud: Any, level: int, msg: Any) -> None:
 def serve(app: WSGIApp, cfg: Config, restore_signals: bool = True) -> None:
     """Bind, serve until stopped, exit cleanly."""
     setup(cfg.log_level, cfg.log_format, cfg.error_log)
+    if cfg.capture_output:
+        capture(cfg.error_log)
     server = Server(app, cfg)
     try:
         server.bind()

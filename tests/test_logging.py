@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
+import subprocess
 import time
 
-from conftest import ServerProcess, raw
+import pytest
+from conftest import ServerProcess, fastwsgi_env, raw, server_command
 
 PREFIX = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} [+-]\d{4}\] \[(\d+)\] "
                     r"\[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\] ")
@@ -96,3 +99,52 @@ def test_a_client_cannot_forge_a_line_of_the_error_log(tmp_path):
     finally:
         s.stop()
         s.cleanup()
+
+
+PRINTING_APP = '''
+import sys
+
+
+def app(environ, start_response):
+    print("printed by the app", environ["PATH_INFO"])
+    sys.stderr.write("written to stderr by the app\\n")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+'''
+
+
+@pytest.mark.parametrize("how", [["--capture-output"], ["--capture-output", "--workers", "2"],
+                                 ["-c", "gunicorn.conf.py"]])
+def test_capture_output_sends_what_the_app_prints_to_the_error_log(tmp_path, how):
+    (tmp_path / "printing.py").write_text(PRINTING_APP)
+    (tmp_path / "gunicorn.conf.py").write_text(
+        "import os\nhere = os.path.dirname(__file__)\n"
+        "capture_output = True\nerrorlog = os.path.join(here, 'error.log')\n")
+    log = tmp_path / "error.log"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # The start line goes to the error log file: wait for the port instead.
+    proc = subprocess.Popen([*server_command(), "--port", str(port), "--error-log", str(log),
+                             *how, "printing:app"], cwd=tmp_path, env=fastwsgi_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                    c.sendall(b"GET /first HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    assert c.recv(4096).startswith(b"HTTP/1.1 200")
+                break
+            except ConnectionRefusedError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        while time.monotonic() < deadline and "written to stderr" not in log.read_text():
+            time.sleep(0.02)
+        text = log.read_text()
+        assert "printed by the app /first" in text, text
+        assert "written to stderr by the app" in text, text
+        assert "listening on" in text, text  # the log itself is there too
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
