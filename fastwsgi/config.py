@@ -359,6 +359,28 @@ def _account(kind: str) -> tuple[Callable[[Any], str], str]:
     return check, f"a {kind} name or number"
 
 
+def _logging_dict() -> tuple[Callable[[Any], dict[str, Any] | None], str]:
+    def check(value: Any) -> dict[str, Any] | None:
+        if value is None or value == {}:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError
+        return value
+
+    return check, "a dict for logging.config.dictConfig"
+
+
+def _config_file() -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError
+        if value and not os.path.isfile(value):
+            raise Refused(f"{value!r}: no such file")
+        return value
+
+    return check, "a file path, or nothing for none"
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: how it is named, checked, defaulted and explained."""
@@ -558,6 +580,16 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("error_log", "-", _log_path("standard error", "standard error"),
              "Where the error log goes (- for standard error); reopened on"
              " SIGUSR1.", metavar="PATH"),
+    _setting("logconfig", "", _config_file(),
+             "Configure logging from this file (logging.config.fileConfig);"
+             " gunicorn's logger names work: gunicorn.error is fastwsgi's log.",
+             metavar="FILE", default_text="none"),
+    _setting("logconfig_json", "", _config_file(),
+             "Configure logging from this JSON file (logging.config.dictConfig).",
+             metavar="FILE", default_text="none"),
+    _setting("logconfig_dict", None, _logging_dict(),
+             "Configure logging with this dict (logging.config.dictConfig);"
+             " config file only.", cli=False, default_text="none"),
     _setting("capture_output", False, _boolean(),
              "Send what the app prints, and anything else written to stdout"
              " and stderr, to the error log file (with --error-log FILE).",

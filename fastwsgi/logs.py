@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable
+from typing import Any
 
 logger = logging.getLogger("fastwsgi")
 
@@ -44,11 +46,15 @@ def _when(record: logging.LogRecord) -> str:
             + f".{int(record.msecs):03d} " + time.strftime("%z", moment))
 
 
-def setup(level: str, fmt: str = "text", path: str = "-") -> None:
-    """Set the level, and give the logger a handler (stderr, or the file
-    at `path`) unless the application already configured logging for it or
-    for the root."""
+def setup(level: str, fmt: str = "text", path: str = "-", cfg: Any = None) -> None:
+    """Set the level, apply the logging configuration `cfg` names
+    (logconfig, logconfig_json, logconfig_dict), and give the logger a
+    handler (stderr, or the file at `path`) unless that configuration or
+    the application configured logging for it or for the root.  OSError
+    naming the setting for a configuration that cannot be applied."""
     logger.setLevel(level.upper())
+    if cfg is not None:
+        _apply_config(cfg)
     if logger.handlers or logging.getLogger().handlers:
         return
     handler: logging.Handler = (logging.StreamHandler(sys.stderr) if path in ("-", "")
@@ -56,6 +62,39 @@ def setup(level: str, fmt: str = "text", path: str = "-") -> None:
     handler.setFormatter(_Json() if fmt == "json" else _Text())
     logger.addHandler(handler)
     logger.propagate = False
+
+
+def _apply_config(cfg: Any) -> None:
+    """gunicorn's logging settings, with gunicorn's logger names: what a
+    configuration says of ``gunicorn.error`` is said of fastwsgi's log."""
+    import configparser
+    import logging.config
+
+    name = next((n for n in ("logconfig_dict", "logconfig_json", "logconfig")
+                 if getattr(cfg, n, None)), None)
+    if name is None:
+        return
+    try:
+        if name == "logconfig":
+            logging.config.fileConfig(cfg.logconfig, disable_existing_loggers=False)
+        else:
+            data = cfg.logconfig_dict
+            if name == "logconfig_json":
+                with open(cfg.logconfig_json, encoding="utf-8") as f:
+                    data = json.load(f)
+            logging.config.dictConfig(data)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, ImportError,
+            configparser.Error) as exc:
+        raise OSError(errno.EINVAL, f"{name}: cannot be applied: {exc}") from None
+    # dictConfig disables the loggers it does not name: never this one.
+    logger.disabled = False
+    error = logging.getLogger("gunicorn.error")
+    if error.handlers and not logger.handlers:
+        for handler in error.handlers:
+            logger.addHandler(handler)
+        logger.propagate = False
+        if error.level:
+            logger.setLevel(error.level)
 
 
 # The error log file that stdout and stderr go to (capture_output), or "".

@@ -83,7 +83,7 @@ class Master:
     # -- the loop --
 
     def run(self) -> int:
-        setup(self.cfg.log_level, self.cfg.log_format, self.cfg.error_log)
+        setup(self.cfg.log_level, self.cfg.log_format, self.cfg.error_log, self.cfg)
         if self.cfg.capture_output:
             capture(self.cfg.error_log)
         if self.app is None and self.load is None:

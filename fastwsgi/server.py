@@ -350,7 +350,7 @@ def fw_py_log(ud: Any, level: int, msg: Any) -> None:
 
 def serve(app: WSGIApp, cfg: Config, restore_signals: bool = True) -> None:
     """Bind, serve until stopped, exit cleanly."""
-    setup(cfg.log_level, cfg.log_format, cfg.error_log)
+    setup(cfg.log_level, cfg.log_format, cfg.error_log, cfg)
     if cfg.capture_output:
         capture(cfg.error_log)
     server = Server(app, cfg)

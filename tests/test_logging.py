@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import ServerProcess, fastwsgi_env, raw, server_command
+from conftest import TESTS, ServerProcess, fastwsgi_env, raw, server_command
 
 PREFIX = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} [+-]\d{4}\] \[(\d+)\] "
                     r"\[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\] ")
@@ -148,3 +148,52 @@ def test_capture_output_sends_what_the_app_prints_to_the_error_log(tmp_path, how
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+LOGCONFIG = """
+import os
+here = os.path.dirname(__file__)
+logconfig_dict = {
+    "version": 1,
+    "formatters": {"custom": {"format": "CUSTOM %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"file": {"class": "logging.FileHandler", "formatter": "custom",
+                          "filename": os.path.join(here, "custom.log")}},
+    "loggers": {"gunicorn.error": {"handlers": ["file"], "level": "INFO"}},
+}
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_logconfig_dict_with_gunicorns_logger_names_takes_the_error_log(tmp_path, workers):
+    (tmp_path / "gunicorn.conf.py").write_text(LOGCONFIG)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([*server_command(), "--port", str(port), "--workers", workers,
+                             "-c", str(tmp_path / "gunicorn.conf.py"), "apps:hello"],
+                            cwd=TESTS, env=fastwsgi_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    log = tmp_path / "custom.log"
+    try:
+        deadline = time.monotonic() + 20
+        while not (log.exists() and "listening on" in log.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        assert re.search(r"^CUSTOM INFO fastwsgi fastwsgi \S+ listening on ",
+                         log.read_text(), re.M), log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert b"listening on" not in out  # only where the configuration said
+
+
+def test_a_logconfig_dict_that_cannot_be_applied_is_one_line(tmp_path):
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("logconfig_dict = {'version': 1, 'handlers': {'h': {'class': 'no.Such'}}}\n")
+    done = subprocess.run([*server_command(), "--port", "0", "-c", str(conf), "apps:hello"],
+                          cwd=TESTS, env=fastwsgi_env(), capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "logconfig_dict: cannot be applied" in lines[0], done.stderr
