@@ -370,6 +370,19 @@ def _logging_dict() -> tuple[Callable[[Any], dict[str, Any] | None], str]:
     return check, "a dict for logging.config.dictConfig"
 
 
+def _scheme_headers() -> tuple[Callable[[Any], dict[str, str]], str]:
+    def check(value: Any) -> dict[str, str]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and k.strip()
+                for k, v in value.items()):
+            raise ValueError
+        return {k.strip().upper(): v for k, v in value.items()}
+
+    return check, "a dict of header names and values, e.g. {'X-FORWARDED-SSL': 'on'}"
+
+
 def _config_file() -> tuple[Callable[[Any], str], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str):
@@ -553,6 +566,10 @@ SETTINGS: tuple[Setting, ...] = (
              "Peers whose X-Forwarded-For and -Proto and Forwarded's for= and"
              " proto= set REMOTE_ADDR and wsgi.url_scheme (unix socket peers"
              " count as trusted; empty: none).", metavar="ADDRS"),
+    _setting("secure_scheme_headers", {}, _scheme_headers(),
+             "Headers that, sent by a --forwarded-allow-ips peer with the value"
+             " given, make wsgi.url_scheme https (gunicorn's setting; config"
+             " file only).", cli=False, default_text="none"),
     _setting("forwarded_host", False, _boolean(),
              "Also take HTTP_HOST, SERVER_NAME and SERVER_PORT from a trusted"
              " peer's X-Forwarded-Host and -Port and Forwarded's host= (only"

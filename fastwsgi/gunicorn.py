@@ -51,6 +51,7 @@ def settings_from(cfg: Any) -> Config:
         "limit_request_fields": min(max(int(cfg.limit_request_fields), 1), 256),
         "limit_request_field_size": min(max(field, 64), _UNLIMITED),
         "forwarded_allow_ips": allow if isinstance(allow, str) else ",".join(allow),
+        "secure_scheme_headers": dict(getattr(cfg, "secure_scheme_headers", None) or {}),
         "proxy_protocol": _proxy_protocol(getattr(cfg, "proxy_protocol", False)),
         "log_level": str(cfg.loglevel).lower(),
     }

@@ -104,9 +104,7 @@ GUNICORN: tuple[Name, ...] = (
          note="applies to the unix sockets fastwsgi creates"),
     Name("initgroups", ("--initgroups",), setting="initgroups"),
     Name("tmp_upload_dir", setting="spool_dir"),
-    Name("secure_scheme_headers",
-         refused="fastwsgi takes the scheme from X-Forwarded-Proto and Forwarded, sent by "
-                 "--forwarded-allow-ips peers; no other field"),
+    Name("secure_scheme_headers", setting="secure_scheme_headers"),
     Name("forwarded_allow_ips", ("--forwarded-allow-ips",), setting="forwarded_allow_ips"),
     Name("accesslog", ("--access-logfile",), setting="access_log"),
     Name("disable_redirect_access_to_syslog", ("--disable-redirect-access-to-syslog",),

@@ -40,8 +40,14 @@ def parse_allow(text: str) -> tuple[bool, tuple[Network, ...]]:
 class Proxies:
     """The trusted proxies and the rewriting of an environ they vouch for."""
 
-    def __init__(self, allow: str, host: bool = False) -> None:
+    def __init__(self, allow: str, host: bool = False,
+                 secure: dict[str, str] | None = None) -> None:
         self.everyone, self.networks = parse_allow(allow)
+        # gunicorn's secure_scheme_headers: {"X-FORWARDED-SSL": "on"} as
+        # environ keys and the values that mean https.
+        self.secure = {"HTTP_" + name.upper().replace("-", "_"): value
+                       for name, value in (secure or {}).items()}
+        self.keys = FORWARD_KEYS | frozenset(self.secure)
         # The host fields only when asked for: a proxy that does not set
         # X-Forwarded-Host itself passes a client's own on, and the app
         # would take the client's word for its Host (as Django does not,
@@ -67,7 +73,7 @@ class Proxies:
         is among the keys, else one that applies them."""
         if self.networks == () and not self.everyone:
             return build
-        if not FORWARD_KEYS.intersection(keys):
+        if not self.keys.intersection(keys):
             return build
         apply = self.apply
 
@@ -79,6 +85,14 @@ class Proxies:
     def apply(self, environ: Environ) -> Environ:
         if not self.trusts(environ.get("REMOTE_ADDR", "")):
             return environ
+        self._forwarding(environ)
+        # Last: any of them says https, whatever X-Forwarded-Proto said.
+        for key, value in self.secure.items():
+            if environ.get(key) == value:
+                environ["wsgi.url_scheme"] = "https"
+        return environ
+
+    def _forwarding(self, environ: Environ) -> Environ:
         forwarded = environ.get("HTTP_FORWARDED")
         if forwarded is not None:
             element = self._pick(_forwarded_elements(forwarded), lambda e: e.get("for", ""))

@@ -184,7 +184,8 @@ class Server:
                     raise OSError(ffi.errno, os.strerror(ffi.errno))
                 listener.sock.detach()  # C owns the descriptor now
             lib.fw_loop_wakeup_fd(self.loop, wake_r.fileno())
-            proxies = Proxies(self.cfg.forwarded_allow_ips, self.cfg.forwarded_host) \
+            proxies = Proxies(self.cfg.forwarded_allow_ips, self.cfg.forwarded_host,
+                              self.cfg.secure_scheme_headers) \
                 if self.cfg.forwarded_allow_ips else None
             self.dispatch = Dispatch(self.app, self.templates, proxies=proxies)
             activate(self.dispatch)

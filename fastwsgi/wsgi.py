@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 from ._fastwsgi import ffi, lib
 from .logs import logger
-from .proxies import FORWARD_KEYS, Proxies
+from .proxies import Proxies
 
 ExcInfo = tuple[type, BaseException, Optional[TracebackType]]
 Headers = list[tuple[str, str]]
@@ -251,7 +251,7 @@ class Dispatch:
         environ.update(self.consts[shape])
         _merge_repeated(environ, self.keys[shape], values)
         environ["wsgi.input"] = EMPTY_INPUT
-        if self.proxies is not None and FORWARD_KEYS.intersection(environ):
+        if self.proxies is not None and self.proxies.keys.intersection(environ):
             self.proxies.apply(environ)
         return environ
 

@@ -170,3 +170,25 @@ def test_bad_allow_list_is_one_line_error():
                         "apps:hello"], env=fastwsgi_env(), capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.startswith("fastwsgi: error: --forwarded-allow-ips: must be addresses")
+
+
+def test_secure_scheme_headers_from_a_gunicorn_config(tmp_path):
+    # A TLS-terminating balancer that says so in a header of its own.
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("secure_scheme_headers = {'X-FORWARDED-SSL': 'on', 'X-Scheme': 'https'}\n")
+    s = ServerProcess("apps:peer_echo", "-c", str(conf))
+    try:
+        assert ask(s, "X-Forwarded-SSL: on")["wsgi.url_scheme"] == "https"
+        assert ask(s, "X-Scheme: https", "X-Forwarded-Proto: http")["wsgi.url_scheme"] == "https"
+        assert ask(s, "X-Forwarded-SSL: off")["wsgi.url_scheme"] == "http"
+        assert ask(s)["wsgi.url_scheme"] == "http"
+    finally:
+        s.stop()
+        s.cleanup()
+    # From a peer that is not trusted it says nothing.
+    s = ServerProcess("apps:peer_echo", "-c", str(conf), "--forwarded-allow-ips", "192.0.2.1")
+    try:
+        assert ask(s, "X-Forwarded-SSL: on")["wsgi.url_scheme"] == "http"
+    finally:
+        s.stop()
+        s.cleanup()
