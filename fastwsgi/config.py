@@ -383,6 +383,16 @@ def _scheme_headers() -> tuple[Callable[[Any], dict[str, str]], str]:
     return check, "a dict of header names and values, e.g. {'X-FORWARDED-SSL': 'on'}"
 
 
+def _patterns() -> tuple[Callable[[Any], tuple[str, ...]], str]:
+    def check(value: Any) -> tuple[str, ...]:
+        items = [value] if isinstance(value, str) else list(value)
+        if not all(isinstance(item, str) and item for item in items):
+            raise ValueError
+        return tuple(items)
+
+    return check, "file paths or glob patterns (** for any depth)"
+
+
 def _config_file() -> tuple[Callable[[Any], str], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str):
@@ -486,6 +496,11 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("reload", False, _boolean(),
              "Development: restart the workers when a Python file of the"
              " app changes.", flag=True),
+    _setting("reload_extra_files", (), _patterns(),
+             "With --reload, also restart the workers when one of these files"
+             " changes: paths or glob patterns (** for any depth), expanded"
+             " again at each check; repeat for several.", metavar="PATTERN",
+             repeat=True, default_text="none"),
     _setting("user", "", _account("user"),
              "Started as root: the workers switch to this user (name or number)"
              " before importing the app; the master keeps root to bind, and with"

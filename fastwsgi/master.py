@@ -123,7 +123,8 @@ class Master:
                 self.app = self.server.app = self._load()
             # Room for a reload's new workers beside the old, and for SIGTTIN.
             self.beats = Beats(max(64, 4 * self.target))
-            self.watcher = Watcher(self.spec, self.wake_w) if self.cfg.reload else None
+            self.watcher = (Watcher(self.spec, self.wake_w, self.cfg.reload_extra_files)
+                            if self.cfg.reload else None)
             self.exited = Totals()      # what workers that are gone had counted
             self.restarts = 0
             self.counting = threading.Lock()

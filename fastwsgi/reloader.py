@@ -8,8 +8,10 @@ top-level package (or module), found without importing it.
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import os
+import stat
 import sys
 import threading
 import time
@@ -52,11 +54,32 @@ def _python_files(root: Path) -> dict[str, float]:
     return seen
 
 
-class Watcher:
-    """changed() is true once after each change under the app's root."""
+def _extra_files(patterns: tuple[str, ...]) -> dict[str, float]:
+    """The files the patterns name now (a glob is expanded at each call:
+    a file created later is watched from then on)."""
+    seen: dict[str, float] = {}
+    for pattern in patterns:
+        for path in glob.glob(pattern, recursive=True):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                seen[path] = st.st_mtime
+            if len(seen) >= MAX_FILES:
+                return seen
+    return seen
 
-    def __init__(self, spec: str, wake_fd: int) -> None:
+
+class Watcher:
+    """changed() is true once after each change under the app's root, or
+    to a file the extra patterns name (polled, once a second)."""
+
+    def __init__(self, spec: str, wake_fd: int, extra: tuple[str, ...] = ()) -> None:
         self.root = app_root(spec)
+        self.extra = extra
+        self._extra_mtimes = _extra_files(extra)
+        self._extra_poll = time.monotonic() + POLL_EVERY
         self._flag = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -82,6 +105,12 @@ class Watcher:
                 pass
 
     def changed(self) -> bool:
+        if self.extra and time.monotonic() >= self._extra_poll:
+            now = _extra_files(self.extra)
+            if now != self._extra_mtimes:
+                self._extra_mtimes = now
+                self._flag.set()
+            self._extra_poll = time.monotonic() + POLL_EVERY
         if self._thread is None and time.monotonic() >= self._next_poll:
             now = _python_files(self.root)
             if now != self._mtimes:

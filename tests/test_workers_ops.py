@@ -421,6 +421,44 @@ def test_reload_picks_up_a_changed_file(tmp_path: Path, watcher: str) -> None:
         p.cleanup()
 
 
+EXTRA_APP = """\
+import pathlib
+PAGE = (pathlib.Path(__file__).parent / "templates" / "deep" / "page.html").read_bytes()
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [PAGE]
+"""
+
+
+def test_reload_extra_files_takes_globs_expanded_at_each_check(tmp_path: Path) -> None:
+    # gunicorn's reload_extra_files: a template is no Python file, and the
+    # app keeps what it read at import until its workers are restarted.
+    app_dir = tmp_path / "app"
+    (app_dir / "templates" / "deep").mkdir(parents=True)
+    (app_dir / "fw_extra_reload_app.py").write_text(EXTRA_APP)
+    (app_dir / "gunicorn.conf.py").write_text(
+        "import os\nhere = os.path.dirname(__file__)\nreload = True\n"
+        "reload_extra_files = [os.path.join(here, 'templates', '**', '*.html')]\n")
+    page = app_dir / "templates" / "deep" / "page.html"
+    page.write_text("v1")
+    p = Proc(fastwsgi("-c", str(app_dir / "gunicorn.conf.py"), "--port", "0",
+                      "fw_extra_reload_app:app"), cwd=app_dir)
+    try:
+        port = p.started().port
+        wait_until(lambda: get(port) == (200, b"v1"), 10, "v1", p)
+        time.sleep(1.2)
+        page.write_text("v2, longer")  # the answer changes only if reloaded
+        wait_until(lambda: get(port) == (200, b"v2, longer"), 8, "v2 after the template", p)
+        assert p.output().count("a file of the app changed: reloading") == 1
+        # A file the pattern names that did not exist at the start.
+        (app_dir / "templates" / "new").mkdir()
+        (app_dir / "templates" / "new" / "added.html").write_text("new")
+        wait_until(lambda: p.output().count("a file of the app changed: reloading") == 2,
+                   8, "a reload for a new file", p)
+    finally:
+        p.cleanup()
+
+
 def test_reload_with_preload_is_refused() -> None:
     result = run_fastwsgi("--reload", "--preload", "--port", "0", "apps:router")
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
