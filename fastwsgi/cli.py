@@ -276,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         load_app(args.app)
         print(f"fastwsgi: the settings are valid and {args.app} imports")
         sys.exit(0)
+    if cfg.daemon:
+        _daemonize()
     if cfg.supervised:
         _supervise(args, cfg)
     app = load_app(args.app)
@@ -290,6 +292,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     sys.exit(0)
+
+
+def _daemonize() -> None:
+    """-D: gunicorn's detaching.  Forked twice (the first child leads a
+    session of its own, the second can never take a terminal again), so the
+    command returns at once; the pid file written afterwards names the
+    process that serves.  Its standard streams go to /dev/null."""
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
 
 
 def _supervise(args: argparse.Namespace, cfg: Config) -> NoReturn:

@@ -493,6 +493,10 @@ SETTINGS: tuple[Setting, ...] = (
              "Import the app once in the master before forking (memory is"
              " shared copy-on-write; SIGHUP then keeps the loaded code).",
              flag=True),
+    _setting("daemon", False, _boolean(),
+             "Detach from the terminal and run in the background, as gunicorn's"
+             " -D does (standard input, output and error go to /dev/null: give"
+             " --error-log FILE and --pid FILE).", flag=True, short="-D"),
     _setting("reload", False, _boolean(),
              "Development: restart the workers when a Python file of the"
              " app changes.", flag=True),

@@ -793,3 +793,38 @@ def test_killed_worker_is_reaped_and_replaced() -> None:
         assert p.alive()
     finally:
         p.cleanup()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_daemon_detaches_and_the_pid_file_names_the_server(tmp_path: Path, workers: str) -> None:
+    # gunicorn -D: the command returns at once, the server lives on in the
+    # background, found by its pid file.
+    pid_file = tmp_path / "app.pid"
+    log = tmp_path / "error.log"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run([*server_command(), "-D", "--workers", workers, "--port", str(port),
+                           "--pid", str(pid_file), "--error-log", str(log), "apps:router"],
+                          cwd=TESTS, env=fastwsgi_env(), capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    pid = 0
+    try:
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip().isdigit(),
+                   20, "the pid file", None)
+        pid = int(pid_file.read_text())
+        def answered() -> bool:
+            try:
+                return get(port)[0] == 200
+            except OSError:
+                return False
+
+        wait_until(answered, 20, "an answer", None)
+        # Detached: in a session of its own, not the test's.
+        assert os.getsid(pid) != os.getsid(0)
+        assert "listening on" in log.read_text()
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not pid_file.exists(), 30, "the pid file removed", None)
