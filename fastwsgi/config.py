@@ -393,6 +393,26 @@ def _patterns() -> tuple[Callable[[Any], tuple[str, ...]], str]:
     return check, "file paths or glob patterns (** for any depth)"
 
 
+SYSLOG_FACILITIES = ("auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail",
+                     "news", "syslog", "user", "uucp", *(f"local{i}" for i in range(8)))
+
+
+def _syslog_address() -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in ("udp", "tcp", "unix") or not rest:
+            raise ValueError
+        if scheme != "unix":
+            host, _, port = rest.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError
+        return value
+
+    return check, "udp://HOST:PORT, tcp://HOST:PORT or unix://PATH"
+
+
 def _config_file() -> tuple[Callable[[Any], str], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str):
@@ -626,6 +646,15 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("logconfig_dict", None, _logging_dict(),
              "Configure logging with this dict (logging.config.dictConfig);"
              " config file only.", cli=False, default_text="none"),
+    _setting("syslog", False, _boolean(),
+             "Send the error log to syslog as well (at --syslog-addr).", flag=True),
+    _setting("syslog_addr", "udp://localhost:514", _syslog_address(),
+             "Where syslog listens (gunicorn's default).", metavar="ADDR"),
+    _setting("syslog_prefix", "", _text(64),
+             "The program name syslog files the lines under (fastwsgi when"
+             " empty).", metavar="NAME", default_text="fastwsgi"),
+    _setting("syslog_facility", "user", _choice(SYSLOG_FACILITIES),
+             "The syslog facility.", metavar="NAME"),
     _setting("capture_output", False, _boolean(),
              "Send what the app prints, and anything else written to stdout"
              " and stderr, to the error log file (with --error-log FILE).",

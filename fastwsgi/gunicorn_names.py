@@ -39,8 +39,8 @@ class Name:
 TLS = "fastwsgi does not terminate TLS; put nginx or a load balancer in front"
 HTTP2 = "fastwsgi speaks HTTP/1.1; put nginx or a load balancer in front for HTTP/2"
 ASGI = "fastwsgi serves WSGI apps only"
-SYSLOG = "fastwsgi does not log to syslog; its logs go to stderr or --error-log, " \
-         "for journald or the container runtime to collect"
+SYSLOG = "the access log never goes to syslog (it is written in C, to --access-log); " \
+         "the error log does with --log-syslog"
 STATSD = "fastwsgi has no StatsD client; --metrics-bind serves Prometheus metrics"
 STRICT = "fastwsgi's parser is strict and has no switch to accept what this lets through"
 DIRTY = "fastwsgi has no dirty arbiters; run such work in a task queue"
@@ -115,10 +115,10 @@ GUNICORN: tuple[Name, ...] = (
     Name("logconfig", ("--log-config",), setting="logconfig"),
     Name("logconfig_dict", setting="logconfig_dict"),
     Name("logconfig_json", ("--log-config-json",), setting="logconfig_json"),
-    Name("syslog_addr", ("--log-syslog-to",), refused=SYSLOG),
-    Name("syslog", ("--log-syslog",), refused=SYSLOG),
-    Name("syslog_prefix", ("--log-syslog-prefix",), refused=SYSLOG),
-    Name("syslog_facility", ("--log-syslog-facility",), refused=SYSLOG),
+    Name("syslog_addr", ("--log-syslog-to",), setting="syslog_addr"),
+    Name("syslog", ("--log-syslog",), setting="syslog"),
+    Name("syslog_prefix", ("--log-syslog-prefix",), setting="syslog_prefix"),
+    Name("syslog_facility", ("--log-syslog-facility",), setting="syslog_facility"),
     Name("enable_stdio_inheritance", ("-R", "--enable-stdio-inheritance"), flag=True,
          covered="the workers always share the master's stdout and stderr"),
     Name("statsd_host", ("--statsd-host",), refused=STATSD),

@@ -55,13 +55,39 @@ def setup(level: str, fmt: str = "text", path: str = "-", cfg: Any = None) -> No
     logger.setLevel(level.upper())
     if cfg is not None:
         _apply_config(cfg)
-    if logger.handlers or logging.getLogger().handlers:
-        return
-    handler: logging.Handler = (logging.StreamHandler(sys.stderr) if path in ("-", "")
-                                else logging.FileHandler(path))
-    handler.setFormatter(_Json() if fmt == "json" else _Text())
-    logger.addHandler(handler)
-    logger.propagate = False
+    if not (logger.handlers or logging.getLogger().handlers):
+        handler: logging.Handler = (logging.StreamHandler(sys.stderr) if path in ("-", "")
+                                    else logging.FileHandler(path))
+        handler.setFormatter(_Json() if fmt == "json" else _Text())
+        logger.addHandler(handler)
+        logger.propagate = False
+    if cfg is not None and getattr(cfg, "syslog", False):
+        logger.addHandler(_syslog_handler(cfg))
+
+
+def _syslog_handler(cfg: Any) -> logging.Handler:
+    """gunicorn's syslog settings: the standard library's handler, at
+    udp://HOST:PORT, tcp://HOST:PORT or unix://PATH."""
+    import logging.handlers
+    import socket
+
+    scheme, _, rest = cfg.syslog_addr.partition("://")
+    address: Any = rest
+    kind = None
+    if scheme != "unix":
+        host, _, port = rest.rpartition(":")
+        address = (host.strip("[]"), int(port))
+        kind = socket.SOCK_STREAM if scheme == "tcp" else socket.SOCK_DGRAM
+    facility = logging.handlers.SysLogHandler.facility_names[cfg.syslog_facility]
+    try:
+        handler = logging.handlers.SysLogHandler(address, facility, kind)
+    except OSError as exc:
+        raise OSError(exc.errno, f"syslog_addr: cannot reach {cfg.syslog_addr}: "
+                                 f"{exc.strerror or exc}") from None
+    prefix = cfg.syslog_prefix or "fastwsgi"
+    handler.setFormatter(logging.Formatter(
+        prefix + "[%(process)d]: [%(levelname)s] %(message)s"))
+    return handler
 
 
 def _apply_config(cfg: Any) -> None:

@@ -197,3 +197,25 @@ def test_a_logconfig_dict_that_cannot_be_applied_is_one_line(tmp_path):
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "logconfig_dict: cannot be applied" in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_syslog_gets_the_error_log(workers):
+    # gunicorn's --log-syslog and --log-syslog-to, received on a UDP socket.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.settimeout(20)
+        port = sink.getsockname()[1]
+        s = ServerProcess("apps:router", "--log-syslog", "--log-syslog-to",
+                          f"udp://127.0.0.1:{port}", "--log-syslog-prefix", "shop",
+                          "--log-syslog-facility", "local3", "--workers", workers)
+        try:
+            got = b""
+            while b"listening on" not in got:
+                got = sink.recv(65536)
+            # <PRI>: facility local3 (19) * 8 + info (6) = 158.
+            assert re.match(rb"<158>shop\[\d+\]: \[INFO\] fastwsgi \S+ listening on ", got), got
+            assert "listening on" in s.output()  # and the usual log still
+        finally:
+            s.stop()
+            s.cleanup()
