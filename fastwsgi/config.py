@@ -650,9 +650,8 @@ SETTINGS: tuple[Setting, ...] = (
              "Send the error log to syslog as well (at --syslog-addr).", flag=True),
     _setting("syslog_addr", "udp://localhost:514", _syslog_address(),
              "Where syslog listens (gunicorn's default).", metavar="ADDR"),
-    _setting("syslog_prefix", "", _text(64),
-             "The program name syslog files the lines under (fastwsgi when"
-             " empty).", metavar="NAME", default_text="fastwsgi"),
+    _setting("syslog_prefix", "fastwsgi", _text(64),
+             "The program name syslog files the lines under.", metavar="NAME"),
     _setting("syslog_facility", "user", _choice(SYSLOG_FACILITIES),
              "The syslog facility.", metavar="NAME"),
     _setting("capture_output", False, _boolean(),

@@ -84,9 +84,8 @@ def _syslog_handler(cfg: Any) -> logging.Handler:
     except OSError as exc:
         raise OSError(exc.errno, f"syslog_addr: cannot reach {cfg.syslog_addr}: "
                                  f"{exc.strerror or exc}") from None
-    prefix = cfg.syslog_prefix or "fastwsgi"
     handler.setFormatter(logging.Formatter(
-        prefix + "[%(process)d]: [%(levelname)s] %(message)s"))
+        cfg.syslog_prefix + "[%(process)d]: [%(levelname)s] %(message)s"))
     return handler
 
 
