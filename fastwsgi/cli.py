@@ -102,8 +102,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PASTE_PREFIX = "paste:"
+
+
+def _paste_app(spec: str) -> WSGIApp:
+    """--paste FILE[#NAME]: the app a PasteDeploy file describes."""
+    path, _, name = spec[len(PASTE_PREFIX):].partition("#")
+    try:
+        from paste.deploy import loadapp  # type: ignore[import-not-found, import-untyped, unused-ignore]
+    except ImportError:
+        fail("--paste: PasteDeploy is not installed (pip install fastwsgi[paste])")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        app: WSGIApp = loadapp("config:" + os.path.abspath(path), name=name or None)
+    except BaseException as exc:  # noqa: B036 - any failure at load is one line
+        fail(f"--paste {path}: loading the app failed: {describe(exc)}")
+    return app
+
+
 def load_app(spec: str) -> WSGIApp:
-    """Import "module:attr", "module:factory()" or "module"."""
+    """Import "module:attr", "module:factory()" or "module"; or the app of
+    a PasteDeploy file, "paste:FILE[#NAME]"."""
+    if spec.startswith(PASTE_PREFIX):
+        return _paste_app(spec)
     module_name, _, attr = spec.partition(":")
     if not module_name:
         fail(f"APP: expected module:app, got {spec!r}")
@@ -257,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print_config(cfg, origins)
         sys.exit(0)
     args.app = args.app or cfg.wsgi_app or None
+    if cfg.paste:
+        args.app = PASTE_PREFIX + cfg.paste
     if args.app is None:
         fail("the following arguments are required: APP")
     try:

@@ -413,6 +413,18 @@ def _syslog_address() -> tuple[Callable[[Any], str], str]:
     return check, "udp://HOST:PORT, tcp://HOST:PORT or unix://PATH"
 
 
+def _paste_file() -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError
+        path = value.partition("#")[0]
+        if value and not os.path.isfile(path):
+            raise Refused(f"{path!r}: no such file")
+        return value
+
+    return check, "FILE or FILE#NAME (an app section), or nothing for none"
+
+
 def _config_file() -> tuple[Callable[[Any], str], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str):
@@ -513,6 +525,10 @@ SETTINGS: tuple[Setting, ...] = (
              "Import the app once in the master before forking (memory is"
              " shared copy-on-write; SIGHUP then keeps the loaded code).",
              flag=True),
+    _setting("paste", "", _paste_file(),
+             "Load the app from this PasteDeploy file (FILE or FILE#NAME for"
+             " the app section NAME), instead of APP; needs PasteDeploy"
+             " (pip install fastwsgi[paste]).", metavar="FILE", default_text="none"),
     _setting("daemon", False, _boolean(),
              "Detach from the terminal and run in the background, as gunicorn's"
              " -D does (standard input, output and error go to /dev/null: give"

@@ -47,7 +47,7 @@ DIRTY = "fastwsgi has no dirty arbiters; run such work in a task queue"
 LOGCONFIG = "configure the 'fastwsgi' logger in the app (fastwsgi leaves a configured " \
             "logger alone), or use --log-level, --log-format and --error-log"
 CONTROL = "fastwsgi has no control socket; the master takes signals (README)"
-PASTE = "fastwsgi does not load PasteDeploy apps; give module:app"
+PASTE = "a PasteDeploy file's [DEFAULT] section gives its global settings"
 
 GUNICORN: tuple[Name, ...] = (
     Name("config", ("-c", "--config"), covered="fastwsgi reads -c FILE itself: a gunicorn "
@@ -129,7 +129,7 @@ GUNICORN: tuple[Name, ...] = (
     Name("default_proc_name", covered="the process titles name the app's spec "
                                       "unless --name is given"),
     Name("pythonpath", ("--pythonpath",), setting="pythonpath"),
-    Name("paste", ("--paste", "--paster"), refused=PASTE),
+    Name("paste", ("--paste", "--paster"), setting="paste"),
     Name("raw_paste_global_conf", ("--paste-global",), refused=PASTE),
     Name("on_starting", setting="on_starting"),
     Name("on_reload", setting="on_reload"),

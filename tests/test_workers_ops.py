@@ -828,3 +828,30 @@ def test_daemon_detaches_and_the_pid_file_names_the_server(tmp_path: Path, worke
         if pid:
             os.kill(pid, signal.SIGTERM)
             wait_until(lambda: not pid_file.exists(), 30, "the pid file removed", None)
+
+
+PASTE_APP = """\
+def make_app(global_conf, greeting="?"):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [greeting.encode()]
+    return app
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_paste_loads_the_app_a_pastedeploy_file_describes(tmp_path: Path, workers: str) -> None:
+    # Pyramid deployments start with gunicorn --paste production.ini.
+    (tmp_path / "fw_paste_app.py").write_text(PASTE_APP)
+    (tmp_path / "production.ini").write_text(
+        "[app:main]\nuse = call:fw_paste_app:make_app\ngreeting = hello from paste\n\n"
+        "[app:admin]\nuse = call:fw_paste_app:make_app\ngreeting = the admin app\n")
+    for spec, body in (("production.ini", b"hello from paste"),
+                       ("production.ini#admin", b"the admin app")):
+        p = Proc(fastwsgi("--paste", spec, "--workers", workers, "--port", "0"),
+                 cwd=tmp_path)
+        try:
+            port = p.started().port
+            assert get(port) == (200, body), p.output()
+        finally:
+            p.cleanup()
