@@ -21,24 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ServerProcess
 from test_nginx import Nginx
 from test_workers import children, ready_workers, wait_for
-
-
-@pytest.fixture
-def start():
-    started: list[ServerProcess] = []
-
-    def run(*args: str, app: str = "apps:router") -> ServerProcess:
-        s = ServerProcess(app, *args)
-        started.append(s)
-        return s
-
-    yield run
-    for s in started:
-        s.kill()
-        s.cleanup()
 
 
 def wrk_latency(port: int, path: str, connections: int, seconds: int) -> dict[str, float]:
@@ -57,13 +41,13 @@ def wrk_latency(port: int, path: str, connections: int, seconds: int) -> dict[st
     return found
 
 
-def test_a_queue_deeper_than_the_pool_is_served_in_turn(start):
+def test_a_queue_deeper_than_the_pool_is_served_in_turn(start_server):
     # 8 clients, 4 threads, an app that computes for 1 ms: the calls are
     # serialised by the interpreter lock, so each request should wait for
     # the ones ahead of it and no more (about 8 ms).  A thread that took
     # the next queued request without sleeping got the lock back ahead of
     # the threads holding older requests: p50 5 ms, p99 450 ms.
-    s = start("--threads", "4")
+    s = start_server("apps:router", "--threads", "4")
     lat = wrk_latency(s.port, "/spin?ms=1", connections=8, seconds=4)
     assert lat["requests"] > 500, lat
     assert lat["99"] < 8 * max(lat["50"], 4.0), lat
@@ -140,10 +124,10 @@ def assert_spread(counts: collections.Counter, pids: set[int], least: float) -> 
 
 
 @pytest.mark.parametrize("clients", [2, 8, 50])
-def test_keepalive_connections_opened_together_spread_over_workers(start, clients):
+def test_keepalive_connections_opened_together_spread_over_workers(start_server, clients):
     # Before: with 2 clients, one worker served every request in most
     # starts (EPOLLEXCLUSIVE wakes the first worker registered).
-    s = start("--workers", "2", "--threads", "4")
+    s = start_server("apps:router", "--workers", "2", "--threads", "4")
     pids = ready_workers(s, 2)
     counts = keepalive_clients(s.port, clients, 2.5, after=0.5)
     assert set(counts) <= pids
@@ -151,12 +135,12 @@ def test_keepalive_connections_opened_together_spread_over_workers(start, client
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTTOU+SIGTTIN"])
-def test_connections_even_out_after_a_worker_is_replaced(start, how):
+def test_connections_even_out_after_a_worker_is_replaced(start_server, how):
     # The clients of the worker that went (killed, or retired gracefully
     # as max-requests and SIGTTOU do) reconnect to the one left, and stay
     # there once a new worker is up unless connections are handed back:
     # before, the survivor served them all for their whole life.
-    s = start("--workers", "2", "--threads", "4")
+    s = start_server("apps:router", "--workers", "2", "--threads", "4")
     pids = ready_workers(s, 2)
 
     def replace() -> None:
@@ -179,8 +163,8 @@ def test_connections_even_out_after_a_worker_is_replaced(start, how):
     assert_spread(counts, now, 0.25)
 
 
-def test_keepalive_pool_behind_nginx_spreads_over_workers(start, tmp_path: Path):
-    s = start("--workers", "2", "--threads", "4")
+def test_keepalive_pool_behind_nginx_spreads_over_workers(start_server, tmp_path: Path):
+    s = start_server("apps:router", "--workers", "2", "--threads", "4")
     pids = ready_workers(s, 2)
     nginx = Nginx(tmp_path, f"127.0.0.1:{s.port}", keepalive=16)
     try:
@@ -213,7 +197,7 @@ def hold_idle(port: int, count: int) -> list[socket.socket]:
 
 
 @pytest.mark.parametrize("how", ["SIGHUP", "max-requests"])
-def test_no_lone_connection_is_stranded_after_workers_are_replaced(start, how):
+def test_no_lone_connection_is_stranded_after_workers_are_replaced(start_server, how):
     # The quiet-site pattern: idle keep-alive connections keep the old
     # workers draining; a new client then comes alone.  Before, a retiring
     # worker's epoll still watched the listener (the master and the other
@@ -222,7 +206,7 @@ def test_no_lone_connection_is_stranded_after_workers_are_replaced(start, how):
     args = ["--workers", "2", "--threads", "4", "--graceful-timeout", "10"]
     if how == "max-requests":
         args += ["--max-requests", "4"]
-    s = start(*args)
+    s = start_server("apps:router", *args)
     ready_workers(s, 2)
     unanswered = 0
     tried = 0
@@ -241,21 +225,21 @@ def test_no_lone_connection_is_stranded_after_workers_are_replaced(start, how):
     assert s.alive()
 
 
-def test_inline_workers_under_overload_keep_every_client_waiting_alike(start):
+def test_inline_workers_under_overload_keep_every_client_waiting_alike(start_server):
     # 2 inline workers, a view of about 10 ms, 300 clients: each waits for
     # about 300 * 10 ms / 2 = 1.5 s.  Before, one worker took most of the
     # connections and its clients waited many times longer than the
     # other's (wrk timeouts past 10 s).
-    s = start("--workers", "2")
+    s = start_server("apps:router", "--workers", "2")
     ready_workers(s, 2)
     lat = wrk_latency(s.port, "/sleep?s=0.01", connections=300, seconds=8)
     assert lat["99"] < 4 * max(lat["50"], 200.0), lat
 
 
-def test_the_slow_call_warning_names_the_slowest_request_of_a_round(start):
+def test_the_slow_call_warning_names_the_slowest_request_of_a_round(start_server):
     # Inline, requests that arrive together are answered in one round;
     # the warning named only the round's size and called it an app call.
-    s = start("--threads", "0")
+    s = start_server("apps:router", "--threads", "0")
     busy = socket.create_connection(("127.0.0.1", s.port), timeout=10)
     busy.sendall(b"GET /sleep?s=0.3 HTTP/1.1\r\nHost: t\r\n\r\n")
     time.sleep(0.1)  # it is in its call: the next three come in one turn
@@ -273,8 +257,8 @@ def test_the_slow_call_warning_names_the_slowest_request_of_a_round(start):
                      r"\(the slowest, 1\.\d s: GET /sleep\)", line), line
 
 
-def test_the_slow_call_warning_names_a_lone_call(start):
-    s = start("--threads", "0")
+def test_the_slow_call_warning_names_a_lone_call(start_server):
+    s = start_server("apps:router", "--threads", "0")
     with socket.create_connection(("127.0.0.1", s.port), timeout=10) as sock:
         sock.sendall(b"GET /sleep?s=1.1 HTTP/1.1\r\nHost: t\r\n\r\n")
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
