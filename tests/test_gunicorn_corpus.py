@@ -28,12 +28,22 @@ def gunicorn_command() -> list[str]:
     return [found]
 
 
+def gunicorn_version() -> tuple[int, ...]:
+    out = subprocess.run([*gunicorn_command(), "--version"], capture_output=True, text=True,
+                         timeout=60).stdout
+    return tuple(int(part) for part in out.split()[-1].strip(")").split(".")[:2])
+
+
 @pytest.mark.parametrize("conf", CORPUS, ids=lambda p: p.stem)
 def test_gunicorn_and_fastwsgi_both_accept_it(conf: Path) -> None:
-    gun = subprocess.run([*gunicorn_command(), "--check-config", "-c", str(conf), "apps:hello"],
-                         cwd=TESTS, env=fastwsgi_env(), capture_output=True, text=True,
-                         timeout=60)
-    assert gun.returncode == 0, gun.stdout + gun.stderr
+    # The files use what gunicorn 26.1 and later read (networks in
+    # forwarded_allow_ips, globs in reload_extra_files); the older gunicorn
+    # that installs on PyPy 3.9 refuses those, and fastwsgi alone is checked.
+    if gunicorn_version() >= (26, 1):
+        gun = subprocess.run([*gunicorn_command(), "--check-config", "-c", str(conf),
+                              "apps:hello"], cwd=TESTS, env=fastwsgi_env(),
+                             capture_output=True, text=True, timeout=60)
+        assert gun.returncode == 0, gun.stdout + gun.stderr
     ours = subprocess.run([*server_command(), "-c", str(conf), "--check-config", "apps:hello"],
                           cwd=TESTS, env=fastwsgi_env(), capture_output=True, text=True,
                           timeout=60)
