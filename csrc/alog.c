@@ -23,6 +23,7 @@
 #define ALOG_BUF (256 * 1024)   /* each of the two buffers */
 #define ALOG_LINE 8192          /* longest line; longer fields are cut */
 #define ALOG_FIELD 2048         /* longest single field */
+#define ALOG_MIN_FIELD 64       /* escaped bytes each text field keeps room for */
 
 struct fw_alog {
     char *path;                 /* NULL: standard output */
@@ -319,8 +320,10 @@ static void put(out *o, const char *s, size_t n)
     o->p += n;
 }
 
-/* A field inside a quoted text field: quotes, backslashes and control
- * bytes escaped, so that no request can forge a line. */
+/* A field inside a quoted text field: quotes, backslashes, control bytes
+ * and every byte above 0x7e escaped (C1 controls such as 0x9b drive some
+ * terminals), so that no request can forge a line or a screen.  An escape
+ * is written whole or not at all. */
 static void put_text(out *o, const char *s, size_t n, int json)
 {
     static const char hex[] = "0123456789abcdef";
@@ -329,7 +332,7 @@ static void put_text(out *o, const char *s, size_t n, int json)
         if (ch == '"' || ch == '\\') {
             *o->p++ = '\\';
             *o->p++ = (char)ch;
-        } else if (ch < 0x20 || ch == 0x7f || (json && ch >= 0x80)) {
+        } else if (ch < 0x20 || ch >= 0x7f) {
             /* JSON: a byte above 0x7f is the latin-1 character (WSGI's
              * reading of the head); text: \xHH. */
             if (json) {
@@ -365,6 +368,81 @@ static void refresh_time(fw_alog *a)
     a->tsec = (int64_t)now;
 }
 
+/* The bytes that operation `op` (operands at *pp, which it passes) writes
+ * whatever the request holds; `*texts` the number of the request's text
+ * fields it writes, whose length the client decides. */
+static size_t op_fixed(const fw_alog *a, const fw_conn *c, int op,
+                       const unsigned char **pp, const unsigned char *end, int *texts)
+{
+    const unsigned char *p = *pp;
+    size_t n = 0;
+    *texts = 0;
+    switch (op) {
+    case FW_ALOG_LITERAL:
+        n = (size_t)p[0] << 8 | p[1];
+        p += 2 + n;
+        break;
+    case FW_ALOG_PEER:
+        n = c->raddr[0] ? strlen(c->raddr) : 1;
+        break;
+    case FW_ALOG_PEER_JSON:
+        n = 6 * strlen(c->raddr);
+        break;
+    case FW_ALOG_TIME:
+        n = a->tlen + 2;
+        break;
+    case FW_ALOG_TIME_BARE:
+        n = a->tlen;
+        break;
+    case FW_ALOG_REQUEST:
+    case FW_ALOG_REQUEST_JSON:
+        n = 2;                  /* the two spaces */
+        *texts = 3;
+        break;
+    case FW_ALOG_METHOD:
+    case FW_ALOG_TARGET:
+    case FW_ALOG_PATH:
+    case FW_ALOG_QUERY:
+    case FW_ALOG_PROTO:
+        p += 1;
+        *texts = 1;
+        break;
+    case FW_ALOG_HEADER:
+        p += 2;
+        *texts = 1;
+        break;
+    case FW_ALOG_STATUS:
+    case FW_ALOG_BYTES:
+    case FW_ALOG_BYTES_DASH:
+    case FW_ALOG_MICROS:
+    case FW_ALOG_MILLIS:
+    case FW_ALOG_SECONDS:
+    case FW_ALOG_PID:
+        n = 20;                 /* the longest int64 */
+        break;
+    case FW_ALOG_SECONDS_FRAC:
+        n = 28;
+        break;
+    default:
+        p = end;
+        break;
+    }
+    *pp = p > end ? end : p;
+    return n;
+}
+
+/* Where the next text field may write: what is left of the line less what
+ * the rest of the format needs (its fixed parts, and ALOG_MIN_FIELD for
+ * each later text field).  A long field is cut; the line never is, so a
+ * JSON line keeps its closing quote and brace whatever a client sends. */
+static out field_room(const out *o, size_t fixed_after, int texts_after)
+{
+    size_t left = (size_t)(o->end - o->p);
+    size_t keep = fixed_after + (size_t)texts_after * ALOG_MIN_FIELD;
+    out f = {o->p, o->p + (left > keep ? left - keep : 0)};
+    return f;
+}
+
 static void put_field(out *o, const alog_req *r, int f, int json, int dash)
 {
     if (r == NULL || r->len[f] == 0) {
@@ -395,8 +473,20 @@ void alog_end(fw_conn *c)
     refresh_time(a);
     out o = {a->fill + a->fill_len, a->fill + a->fill_len + ALOG_LINE - 1};
     const unsigned char *p = a->prog, *end = a->prog + a->prog_len;
+    /* What the whole format needs besides the request's text fields. */
+    size_t fixed_after = 0;
+    int texts_after = 0;
+    for (const unsigned char *q = p; q < end;) {
+        int op = *q++, t;
+        fixed_after += op_fixed(a, c, op, &q, end, &t);
+        texts_after += t;
+    }
     while (p < end) {
-        int op = *p++;
+        int op = *p++, t;
+        const unsigned char *q = p;
+        fixed_after -= op_fixed(a, c, op, &q, end, &t);
+        texts_after -= t;
+        out f;                  /* a text field's share of the line */
         switch (op) {
         case FW_ALOG_LITERAL: {
             size_t n = (size_t)p[0] << 8 | p[1];
@@ -426,11 +516,14 @@ void alog_end(fw_conn *c)
                 put(&o, "-", op == FW_ALOG_REQUEST);
                 break;
             }
-            put_field(&o, r, F_METHOD, op == FW_ALOG_REQUEST_JSON, 0);
-            put(&o, " ", 1);
-            put_field(&o, r, F_TARGET, op == FW_ALOG_REQUEST_JSON, 0);
-            put(&o, " ", 1);
-            put_field(&o, r, F_PROTO, op == FW_ALOG_REQUEST_JSON, 0);
+            for (int i = 0; i < 3; i++) {
+                static const int part[] = {F_METHOD, F_TARGET, F_PROTO};
+                if (i)
+                    put(&o, " ", 1);
+                f = field_room(&o, fixed_after + (size_t)(2 - i), texts_after + 2 - i);
+                put_field(&f, r, part[i], op == FW_ALOG_REQUEST_JSON, 0);
+                o.p = f.p;
+            }
             break;
         case FW_ALOG_METHOD:
         case FW_ALOG_TARGET:
@@ -442,14 +535,18 @@ void alog_end(fw_conn *c)
                 [FW_ALOG_PATH] = F_PATH, [FW_ALOG_QUERY] = F_QUERY,
                 [FW_ALOG_PROTO] = F_PROTO};
             int json = *p++;
-            put_field(&o, r, which[op], json, !json && op != FW_ALOG_QUERY);
+            f = field_room(&o, fixed_after, texts_after);
+            put_field(&f, r, which[op], json, !json && op != FW_ALOG_QUERY);
+            o.p = f.p;
             break;
         }
         case FW_ALOG_HEADER: {
             int i = *p++;
             int json = *p++;
+            f = field_room(&o, fixed_after, texts_after);
             if (i < a->nheaders)
-                put_field(&o, r, F_HEADER0 + i, json, !json);
+                put_field(&f, r, F_HEADER0 + i, json, !json);
+            o.p = f.p;
             break;
         }
         case FW_ALOG_STATUS:

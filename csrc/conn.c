@@ -703,6 +703,8 @@ static long build_env(fw_conn *c, const char *buf, const fw_head *h,
               25);
     PUT_KV(&e, "REMOTE_ADDR", c->raddr, strlen(c->raddr));
     PUT_KV(&e, "REMOTE_PORT", c->rport, strlen(c->rport));
+    if (c->flags & C_PROXY_ANON)
+        e.k = put(e.k, "fastwsgi.proxy_client=unknown", 30);
 
     uint64_t seen = 0;
     int dups = 0;
@@ -1396,6 +1398,36 @@ static int on_head(fw_conn *c, int hlen)
  * becomes REMOTE_ADDR.  Returns 1 when read, 0 when more must come, -1
  * when it is missing or malformed (the connection is closed without a
  * word: there is no HTTP client to answer yet). */
+/* Whether the connection's own peer is one --proxy-allow-from names (unix
+ * socket peers always are: the socket file's permissions say who). */
+static int proxy_peer_allowed(const fw_loop *loop, const fw_conn *c)
+{
+    if (loop->cfg.proxy_allow_any || c->raddr[0] == '\0')
+        return 1;
+    unsigned char a[16];
+    int fam = strchr(c->raddr, ':') ? AF_INET6 : AF_INET;
+    if (inet_pton(fam, c->raddr, a) != 1)
+        return 0;
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (fam == AF_INET6 && memcmp(a, mapped, 12) == 0) {
+        memmove(a, a + 12, 4);  /* an IPv4 peer of a dual-stack socket */
+        fam = AF_INET;
+    }
+    for (int i = 0; i < loop->cfg.proxy_allow_count; i++) {
+        const fw_net *n = &loop->cfg.proxy_allow[i];
+        int bits = n->bits;
+        if (n->family != fam || bits < 0 || bits > (fam == AF_INET ? 32 : 128))
+            continue;
+        int whole = bits / 8, rest = bits % 8;
+        if (memcmp(a, n->addr, (size_t)whole) != 0)
+            continue;
+        if (rest && ((a[whole] ^ n->addr[whole]) & (0xff00 >> rest) & 0xff))
+            continue;
+        return 1;
+    }
+    return 0;
+}
+
 static int read_proxy_header(fw_conn *c, size_t avail)
 {
     fw_loop *loop = c->loop;
@@ -1416,9 +1448,17 @@ static int read_proxy_header(fw_conn *c, size_t avail)
     }
     c->in.off += (size_t)r;
     c->flags |= C_PROXY_DONE;
+    if (!proxy_peer_allowed(loop, c)) {
+        /* As gunicorn answers a PROXY header from a peer outside
+         * proxy_allow_ips: 403, so that a misconfigured balancer shows. */
+        fail(c, 403);
+        return -1;
+    }
     if (px.family) {
         memcpy(c->raddr, px.addr, sizeof c->raddr);
         memcpy(c->rport, px.port, sizeof c->rport);
+    } else {
+        c->flags |= C_PROXY_ANON;
     }
     return 1;
 }
@@ -1434,7 +1474,10 @@ static int process_input(fw_conn *c)
             if (avail == 0)
                 break;
             if (loop->cfg.proxy_protocol && !(c->flags & C_PROXY_DONE)) {
-                if (read_proxy_header(c, avail) <= 0)
+                int r = read_proxy_header(c, avail);
+                if (r < 0 && !(c->flags & C_DEAD))
+                    progress = 1;   /* refused with a 403 to send */
+                if (r <= 0)
                     break;
                 continue;
             }

@@ -117,6 +117,10 @@ enum {
                                    (loop->deferred) */
 #define C_EXPIRED     0x800000  /* past the request timeout: answered 503,
                                    the app thread's calls fail */
+#define C_PROXY_ANON  0x40000000 /* its PROXY header named no client (v2
+                                   LOCAL, v1 UNKNOWN): the peer's address
+                                   stays, its forwarding headers are not
+                                   trusted */
 
 /* Response states. */
 enum { RS_NONE = 0, RS_STREAM, RS_DONE };

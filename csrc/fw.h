@@ -121,6 +121,14 @@ typedef struct fw_conn fw_conn;
 #define FW_FILE_SENDFILE 1      /* always sendfile */
 #define FW_FILE_COPY     2      /* always through the loop's buffer */
 
+/* A network: `bits` leading bits of `addr` (4 bytes for AF_INET, 16 for
+ * AF_INET6). */
+typedef struct fw_net {
+    int family;
+    int bits;
+    unsigned char addr[16];
+} fw_net;
+
 typedef struct fw_config {
     fw_limits limits;
     int64_t max_body_size;      /* 413 beyond */
@@ -133,6 +141,9 @@ typedef struct fw_config {
     int log_refusals;           /* log each refused request (debug) */
     int proxy_protocol;         /* every connection starts with a PROXY
                                    header (else it is closed) */
+    const fw_net *proxy_allow;  /* peers that may send it (others: 403), */
+    int proxy_allow_count;      /* besides unix socket peers; */
+    int proxy_allow_any;        /* 1: any peer */
     int file_send;              /* FW_FILE_*: how a file body is sent */
     int64_t max_requests;       /* retire (FW_STOP_RETIRE) after handing
                                    this many requests to the app; 0: never */

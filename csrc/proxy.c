@@ -54,7 +54,8 @@ static int parse_v1(const char *buf, size_t len, fw_proxy *out)
 {
     /* Printable text up to CR LF: a stray byte (an LF alone) is refused
      * as soon as it is seen, not waited on. */
-    size_t lim = len < V1_MAX ? len : V1_MAX;
+    /* The CR is at most the line's next-to-last byte. */
+    size_t lim = len < V1_MAX - 1 ? len : V1_MAX - 1;
     const char *cr = NULL;
     for (size_t i = 0; i < lim; i++) {
         unsigned char ch = (unsigned char)buf[i];
@@ -66,7 +67,7 @@ static int parse_v1(const char *buf, size_t len, fw_proxy *out)
             return -1;
     }
     if (cr == NULL)
-        return len >= V1_MAX ? -1 : 0;
+        return len >= V1_MAX - 1 ? -1 : 0;
     if ((size_t)(cr - buf) + 1 >= len)
         return 0;               /* the LF is still to come */
     if (cr[1] != '\n')

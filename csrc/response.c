@@ -45,6 +45,7 @@ const char *response_reason(int status)
 {
     switch (status) {
     case 400: return "Bad Request";
+    case 403: return "Forbidden";
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
@@ -640,12 +641,20 @@ int stop_passed(fw_conn *c)
 static int enter(fw_conn *c)
 {
     fw_worker *w = fw_tls_worker;
-    if (w == NULL)              /* inline: only from within the app call */
-        return fw_tls_in_call && c->state != CS_CLOSED &&
-               (c->flags & C_IN_APP) ? 0 : -1;
+    if (w == NULL) {            /* inline: only from within the app call */
+        if (!fw_tls_in_call) {
+            errno = EPERM;      /* a thread of the app's own: Python says so */
+            return -1;
+        }
+        if (c->state != CS_CLOSED && (c->flags & C_IN_APP))
+            return 0;
+        errno = EPIPE;
+        return -1;
+    }
     pthread_mutex_lock(&w->loop->mu);
     if (w->job.conn != c || c->state == CS_CLOSED || (c->flags & C_EXPIRED)) {
         pthread_mutex_unlock(&w->loop->mu);
+        errno = EPIPE;
         return -1;
     }
     return 1;

@@ -634,6 +634,10 @@ SETTINGS: tuple[Setting, ...] = (
              "Every connection starts with a PROXY protocol header (v1 or v2)"
              " from a TCP load balancer, naming the client (REMOTE_ADDR); a"
              " connection without a valid one is closed.", flag=True),
+    _setting("proxy_allow_ips", "127.0.0.1,::1", _networks(),
+             "Peers that may send the PROXY header of --proxy-protocol; one"
+             " from any other peer is answered 403 (unix socket peers count"
+             " as allowed; * for every peer).", metavar="ADDRS"),
     _setting("sendfile", "auto", _file_send(),
              "How a wsgi.file_wrapper file is sent: on uses sendfile(2), off"
              " copies it through a 256 KiB buffer, auto copies to a peer on"

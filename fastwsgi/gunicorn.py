@@ -42,7 +42,6 @@ def settings_from(cfg: Any) -> Config:
     threads = int(getattr(cfg, "threads", 1) or 1)
     line = int(cfg.limit_request_line) or _UNLIMITED
     field = int(cfg.limit_request_field_size) or _UNLIMITED
-    allow = cfg.forwarded_allow_ips
     values: dict[str, Any] = {
         "threads": threads if threads > 1 else 0,
         "keepalive_timeout": max(float(cfg.keepalive), 0.01),
@@ -50,9 +49,10 @@ def settings_from(cfg: Any) -> Config:
         "limit_request_line": min(max(line, 64), _UNLIMITED),
         "limit_request_fields": min(max(int(cfg.limit_request_fields), 1), 256),
         "limit_request_field_size": min(max(field, 64), _UNLIMITED),
-        "forwarded_allow_ips": allow if isinstance(allow, str) else ",".join(allow),
+        "forwarded_allow_ips": _addresses(cfg.forwarded_allow_ips),
         "secure_scheme_headers": dict(getattr(cfg, "secure_scheme_headers", None) or {}),
         "proxy_protocol": _proxy_protocol(getattr(cfg, "proxy_protocol", False)),
+        "proxy_allow_ips": _addresses(getattr(cfg, "proxy_allow_ips", "127.0.0.1,::1")),
         "log_level": str(cfg.loglevel).lower(),
     }
     # gunicorn's sendfile is None unless --no-sendfile (or sendfile =
@@ -63,6 +63,11 @@ def settings_from(cfg: Any) -> Config:
         values["access_log"] = cfg.accesslog
         values["access_log_format"] = cfg.access_log_format
     return make_config(values)
+
+
+def _addresses(value: Any) -> str:
+    """gunicorn keeps its address lists as a string or a list of them."""
+    return value if isinstance(value, str) else ",".join(value)
 
 
 def _proxy_protocol(value: Any) -> bool:

@@ -150,9 +150,7 @@ GUNICORN: tuple[Name, ...] = (
     Name("ssl_context", refused=TLS),
     Name("proxy_protocol", ("--proxy-protocol",), setting="proxy_protocol",
          note="a switch: v1 and v2 are both read when it is on"),
-    Name("proxy_allow_ips", ("--proxy-allow-from",),
-         refused="with --proxy-protocol every connection must start with a PROXY header; "
-                 "listen where only the load balancer reaches"),
+    Name("proxy_allow_ips", ("--proxy-allow-from",), setting="proxy_allow_ips"),
     Name("protocol", ("--protocol",), refused="fastwsgi speaks HTTP only, not uwsgi"),
     Name("uwsgi_allow_ips", ("--uwsgi-allow-from",),
          refused="fastwsgi speaks HTTP only, not uwsgi"),

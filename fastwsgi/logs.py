@@ -10,7 +10,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 logger = logging.getLogger("fastwsgi")
@@ -148,28 +148,42 @@ def capture(path: str) -> None:
     _captured = path
 
 
-def reopen_logs() -> None:
+def reopen_logs(prepare: Callable[[str], None] | None = None) -> None:
     """SIGUSR1: log files rotated away are reopened under their names (the
-    handlers of the fastwsgi logger and of the root logger, and the
-    captured stdout and stderr)."""
+    file handlers of the fastwsgi logger and of the root logger, and the
+    captured stdout and stderr).  `prepare(path)` runs first for each (the
+    master with --user creates the file for the workers' user, so that
+    they can reopen it too).  A file that cannot be reopened is written on
+    where it was, with a warning; the others are reopened all the same."""
     if _captured:
         try:
+            if prepare is not None:
+                prepare(_captured)
             capture(_captured)
         except OSError as exc:
-            # A worker that switched to --user may not open the master's
-            # file: it keeps writing where it did.
             logger.warning("cannot reopen %s for stdout and stderr: %s", _captured,
                            exc.strerror or exc)
     for owner in (logger, logging.getLogger()):
         for handler in owner.handlers:
-            if isinstance(handler, logging.FileHandler):
-                handler.acquire()
-                try:
-                    if handler.stream is not None:
-                        handler.stream.close()
-                    handler.stream = handler._open()
-                finally:
-                    handler.release()
+            if not isinstance(handler, logging.FileHandler):
+                continue
+            try:
+                if prepare is not None:
+                    prepare(handler.baseFilename)
+                # Opened before the old one is closed: a failure leaves the
+                # handler as it was, never without a stream.
+                stream = handler._open()
+            except OSError as exc:
+                logger.warning("cannot reopen the log file %s: %s", handler.baseFilename,
+                               exc.strerror or exc)
+                continue
+            handler.acquire()
+            try:
+                old, handler.stream = handler.stream, stream
+            finally:
+                handler.release()
+            if old is not None:
+                old.close()
 
 
 class ErrorStream:

@@ -83,12 +83,16 @@ class Master:
     # -- the loop --
 
     def run(self) -> int:
-        setup(self.cfg.log_level, self.cfg.log_format, self.cfg.error_log, self.cfg)
-        if self.cfg.capture_output:
-            capture(self.cfg.error_log)
         if self.app is None and self.load is None:
             raise ValueError("Master needs an app or a way to load it")
         self.who = privileges.check(self.cfg)
+        if self.who is not None and self.cfg.error_log not in ("", "-"):
+            # Made the workers' before the master opens it: they reopen it
+            # after a rotation, and a link planted there is refused.
+            privileges.create_log(self.cfg.error_log, self.who, "error_log")
+        setup(self.cfg.log_level, self.cfg.log_format, self.cfg.error_log, self.cfg)
+        if self.cfg.capture_output:
+            capture(self.cfg.error_log)
         self.server = ServerView(self.cfg, pid=os.getpid())
         self._set_target(self.cfg.workers)
         if self.cfg.preload and self.app is None and self.who is None:
@@ -223,8 +227,13 @@ class Master:
                 logger.info("SIGTTOU: %d worker%s", self.target,
                             "s" if self.target != 1 else "")
             elif sig == signal.SIGUSR1:
-                reopen_logs()
+                reopen_logs(self._prepare_log if self.who is not None else None)
                 self._signal_all(signal.SIGUSR1)
+
+    def _prepare_log(self, path: str) -> None:
+        """Before the master reopens a log file: a new one is created the
+        workers' (--user), so that they can reopen it after it."""
+        privileges.create_log(path, self.who, "error_log")
 
     def _stop(self, how: str) -> None:
         # The kernel refuses new connections once the workers have closed

@@ -94,13 +94,14 @@ def give(path: str, who: Identity | None) -> None:
             pass
 
 
-def create_log(path: str, who: Identity | None) -> None:
-    """Create the access log as the workers will open it after switching to
-    `who`, and make it theirs.  As root, and in a directory the app's user
-    may write to: a symbolic link planted at `path` is refused, not
-    followed (chowning its target would hand the user /etc/shadow), and the
-    file is changed through its descriptor, so nothing can be swapped in
-    between.  OSError, whose strerror names the setting, when it cannot."""
+def create_log(path: str, who: Identity | None, setting: str = "access_log") -> None:
+    """Create a log file (the access log, the error log) as the workers
+    will open it after switching to `who`, and make it theirs.  As root,
+    and in a directory the app's user may write to: a symbolic link
+    planted at `path` is refused, not followed (chowning its target would
+    hand the user /etc/shadow), and the file is changed through its
+    descriptor, so nothing can be swapped in between.  OSError, whose
+    strerror names the setting, when it cannot."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
     if who is not None:
         flags |= os.O_NOFOLLOW | os.O_NONBLOCK
@@ -110,12 +111,12 @@ def create_log(path: str, who: Identity | None) -> None:
         why = (f"{path} is a symbolic link; with --user give the file's own path"
                if who is not None and exc.errno == errno.ELOOP
                else f"cannot open {path}: {exc.strerror}")
-        raise OSError(exc.errno, f"access_log: {why}") from None
+        raise OSError(exc.errno, f"{setting}: {why}") from None
     try:
         if who is None:
             return
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, f"access_log: {path} is not a regular file")
+            raise OSError(errno.EINVAL, f"{setting}: {path} is not a regular file")
         os.fchown(fd, who.uid, who.gid)
     finally:
         os.close(fd)

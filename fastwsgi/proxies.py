@@ -83,7 +83,11 @@ class Proxies:
         return build_forwarded
 
     def apply(self, environ: Environ) -> Environ:
-        if not self.trusts(environ.get("REMOTE_ADDR", "")):
+        if not self.trusts(environ.get("REMOTE_ADDR", "")) \
+                or "fastwsgi.proxy_client" in environ:
+            # (A PROXY header that named no client leaves the balancer's
+            # address, but the bytes are a client's: its forwarding headers
+            # are its own word.)
             return environ
         self._forwarding(environ)
         # Last: any of them says https, whatever X-Forwarded-Proto said.

@@ -20,7 +20,7 @@ from .listeners import Listener, inherit_listener, open_listener, systemd_listen
 from .logs import ErrorStream, PidFile, capture, logger, reopen_logs, setup
 from .metrics import OwnCounters, render, serve_metrics
 from .pool import Pool
-from .proxies import Proxies
+from .proxies import Proxies, parse_allow
 from .wsgi import Dispatch, Environ, FileWrapper, WSGIApp, activate
 
 _unpack = ffi.unpack
@@ -49,6 +49,18 @@ def _c_config(cfg: Config, keep: list[Any]) -> Any:
     c.graceful_timeout_ms = int(cfg.graceful_timeout * 1000)
     c.log_refusals = int(logger.isEnabledFor(logging.DEBUG))
     c.proxy_protocol = int(cfg.proxy_protocol)
+    anyone, networks = parse_allow(cfg.proxy_allow_ips)
+    c.proxy_allow_any = int(anyone)
+    if networks:
+        nets = ffi.new("fw_net[]", len(networks))
+        for net, item in zip(nets, networks):
+            net.family = socket.AF_INET if item.version == 4 else socket.AF_INET6
+            net.bits = item.prefixlen
+            packed = item.network_address.packed
+            ffi.memmove(net.addr, packed, len(packed))
+        keep.append(nets)
+        c.proxy_allow = nets
+        c.proxy_allow_count = len(networks)
     c.file_send = {"auto": lib.FW_FILE_AUTO, "on": lib.FW_FILE_SENDFILE,
                    "off": lib.FW_FILE_COPY}[cfg.sendfile]
     spool = ffi.new("char[]", cfg.spool_directory.encode())

@@ -9,6 +9,7 @@ the response back to C in as few calls as it can (one for the common
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -587,6 +588,10 @@ class Exchange:
         if rc == 0:
             rc = lib.fw_conn_drain(conn)
         if rc < 0:
+            if ffi.errno == errno.EPERM:
+                raise ResponseError(
+                    "write() called from a thread other than the one running the "
+                    "request's app call (start_response's write() belongs to that call)")
             raise OSError("the client closed the connection")
 
     # -- handing over to C --
@@ -605,6 +610,8 @@ class Exchange:
                                         length, data, len(data))
         if rc == -2:
             raise ResponseError(f"invalid status or headers: {self.status!r}")
+        if rc == -1 and ffi.errno == errno.EPERM:
+            return rc           # refused before anything was sent: another thread
         self.head_sent = True
         return rc
 

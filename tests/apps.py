@@ -85,6 +85,22 @@ def router(environ, start_response):
     if path == "/hello":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"Hello, World!"]
+    if path == "/write-from-a-thread":
+        # write() handed to a thread of the app's own: what it raises there.
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        said: list[str] = []
+
+        def other() -> None:
+            try:
+                write(b"from the other thread\n")
+                said.append("no error")
+            except Exception as exc:
+                said.append(f"{type(exc).__name__}: {exc}")
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        return [said[0].encode()]
     if path == "/echo":
         body = environ["wsgi.input"].read()
         env = {k: v for k, v in environ.items() if isinstance(v, str)}
@@ -411,7 +427,8 @@ def peer_echo(environ, start_response):
     """What the server made of the peer and the forwarding fields, as JSON."""
     keys = ("REMOTE_ADDR", "REMOTE_PORT", "wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME",
             "SERVER_PORT", "HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR",
-            "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT")
+            "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT",
+            "fastwsgi.proxy_client")
     data = json.dumps({k: environ.get(k) for k in keys}).encode()
     start_response("200 OK", [("Content-Type", "application/json"),
                               ("Content-Length", str(len(data)))])

@@ -95,6 +95,17 @@ class ServerProcess:
         with open(self.log.name, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
+    def wait_output(self, text: str, timeout: float = 10.0) -> str:
+        """The output once it holds `text`, or as it is after `timeout`:
+        lines written by another thread of the server (a watcher, a log
+        handler) may land after the client already has its answer."""
+        deadline = time.monotonic() + timeout
+        out = self.output()
+        while text not in out and time.monotonic() < deadline:
+            time.sleep(0.05)
+            out = self.output()
+        return out
+
     def connect(self, timeout: float = 5.0) -> socket.socket:
         s = socket.create_connection((self.host, self.port), timeout=timeout)
         return s

@@ -121,6 +121,49 @@ def test_json_lines(logged):
     assert isinstance(entry["duration_us"], int)
 
 
+def test_long_fields_are_cut_and_a_json_line_still_parses(logged):
+    """Fields that escape to six bytes each, far past the line's 8 KiB: each
+    is cut, the line keeps its closing quote and brace, and the fields after
+    the long ones are still there."""
+    s, path = logged("--access-log-format", "json")
+    junk = b"\xff" * 2000
+    request(s, b"GET /hello HTTP/1.1\r\nHost: t\r\nReferer: " + junk
+               + b"\r\nUser-Agent: " + junk + b"\r\nConnection: close\r\n\r\n")
+    (line,) = lines(path, 1)
+    assert len(line) < 8192, len(line)
+    entry = json.loads(line)
+    assert entry["status"] == 200 and entry["pid"] == s.proc.pid
+    for name in ("referer", "user_agent"):
+        assert 10 <= len(entry[name]) < 2000, (name, len(entry[name]))
+        assert set(entry[name]) == {"\u00ff"}, name
+
+
+def test_eight_long_headers_each_keep_a_share_of_the_line(logged):
+    names = [f"x-h{i}" for i in range(8)]
+    fmt = "|".join(f"%({{{n}}}i)s" for n in names) + "|%(s)s|END"
+    s, path = logged("--access-log-format", fmt)
+    head = b"GET /hello HTTP/1.1\r\nHost: t\r\n" + b"".join(
+        f"{n}: x".encode() + b"\t\x9b\xff" * 600 + b"\r\n" for n in names
+    ) + b"Connection: close\r\n\r\n"
+    request(s, head)
+    (line,) = lines(path, 1)
+    assert line.endswith("|200|END"), line[-100:]
+    fields = line.split("|")[:8]
+    assert all(len(f) >= 60 for f in fields), [len(f) for f in fields]
+    # A tab, the C1 control 0x9b and 0xff, each escaped, each escape whole.
+    assert fields[-1].startswith("x\\x09\\x9b\\xff"), fields[-1][:40]
+    assert all(re.fullmatch(r"x(\\x09\\x9b\\xff)*(\\x09(\\x9b)?)?", f) for f in fields), fields
+
+
+def test_bytes_above_ascii_are_escaped_in_text_lines(logged):
+    s, path = logged()
+    request(s, b"GET /hello HTTP/1.1\r\nHost: t\r\nUser-Agent: caf\xc3\xa9 \x9b2J\r\n"
+               b"Connection: close\r\n\r\n")
+    (line,) = lines(path, 1)
+    assert '"caf\\xc3\\xa9 \\x9b2J"' in line, line
+    assert not any(ord(ch) > 0x7e for ch in line), line
+
+
 def test_gunicorn_atoms(logged):
     fmt = '%(m)s|%(U)s|%(q)s|%(H)s|%(s)s|%(B)s|%(b)s|%({x-trace}i)s|%(p)s|%(T)s|%(L)s|%%'
     s, path = logged("--access-log-format", fmt)

@@ -28,10 +28,11 @@ def children(pid: int) -> set[int]:
     return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 
 
-def get(port: int, path: str = "/pid") -> tuple[int, bytes, bytes]:
+def get(port: int, path: str = "/pid", prefix: bytes = b"") -> tuple[int, bytes, bytes]:
     # A worker that is still starting (PyPy, a busy machine) answers late.
     with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
-        c.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        c.sendall(prefix + f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                  .encode())
         data = b""
         while chunk := c.recv(65536):
             data += chunk
@@ -40,7 +41,7 @@ def get(port: int, path: str = "/pid") -> tuple[int, bytes, bytes]:
 
 
 class Gunicorn:
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, prefix: bytes = b"") -> None:
         self.port = free_port()
         self.log = TESTS / f".gunicorn-{self.port}.log"
         self.out = open(self.log, "wb")
@@ -52,9 +53,9 @@ class Gunicorn:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                if get(self.port, "/hello")[0] == 200:
+                if get(self.port, "/hello", prefix)[0] in (200, 403):
                     return
-            except OSError:
+            except (OSError, ValueError, IndexError):  # refused, or closed unanswered
                 time.sleep(0.05)
         self.close()
         raise AssertionError("gunicorn did not serve:\n" + self.output())
@@ -151,3 +152,16 @@ def test_gunicorns_no_sendfile_reaches_the_worker():
     args = cfg.parser().parse_args(["--no-sendfile", "apps:router"])
     cfg.set("sendfile", args.sendfile)
     assert settings_from(cfg).sendfile == "off"
+
+
+@pytest.mark.parametrize("allow, status", [("127.0.0.1", 200), ("10.0.0.0/8", 403)])
+def test_proxy_allow_ips_reaches_the_worker(allow, status):
+    """gunicorn answers a PROXY header from a peer outside proxy_allow_ips
+    403; the worker class does the same, in its C loop."""
+    header = b"PROXY TCP4 203.0.113.7 10.0.0.1 56324 443\r\n"
+    g = Gunicorn("--proxy-protocol", "--proxy-allow-from", allow, prefix=header)
+    try:
+        got, head, _ = get(g.port, "/hello", header)
+        assert got == status, head
+    finally:
+        g.close()

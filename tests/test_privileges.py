@@ -210,3 +210,65 @@ def test_the_access_log_is_the_users_and_the_pid_file_replaces_a_link(app_dir: P
         assert secret.read_text() == "root's\n"
     finally:
         srv.stop()
+
+
+@root_only
+def test_a_link_planted_as_the_error_log_is_refused_not_followed(app_dir: Path) -> None:
+    secret = app_dir / "secret"
+    secret.write_text("root's\n")
+    logs = app_dir / "logs"
+    logs.mkdir()
+    shutil.chown(logs, "nobody")
+    (logs / "error.log").symlink_to(secret)
+    line = one_error(fastwsgi("--user", "nobody", "--workers", "2", "--port", "0",
+                              "--error-log", str(logs / "error.log"), "whoami:app",
+                              cwd=app_dir))
+    assert line == (f"error_log: {logs / 'error.log'} is a symbolic link; with --user "
+                    "give the file's own path")
+    assert secret.stat().st_uid == 0 and secret.read_text() == "root's\n"
+
+
+@root_only
+def test_workers_as_the_user_reopen_both_logs_after_a_rotation(app_dir: Path) -> None:
+    """SIGUSR1 after logrotate moved the files away: the master (root)
+    creates new ones that the workers (nobody) can open, and each worker
+    writes its lines to the new files, the error log and the access log."""
+    nobody = pwd.getpwnam("nobody")
+    logs = app_dir / "logs"
+    logs.mkdir()
+    shutil.chown(logs, "nobody")
+    error, access = logs / "error.log", logs / "access.log"
+    srv = Started(app_dir, "--user", "nobody", "--workers", "2", "--log-level", "debug",
+                  "--error-log", str(error), "--access-log", str(access),
+                  "--access-log-format", "%(p)s %(s)s")
+    try:
+        assert error.stat().st_uid == nobody.pw_uid
+        workers = {str(pid) for pid in children(srv.proc.pid)}
+        assert len(workers) == 2
+        error.rename(logs / "error.log.1")
+        access.rename(logs / "access.log.1")
+        os.kill(srv.proc.pid, signal.SIGUSR1)
+
+        def seen(path: Path) -> set[str]:
+            """The workers that wrote a line: "... [PID] [DEBUG] ..." in the
+            error log, "PID 200" in the access log."""
+            text = path.read_text() if path.exists() else ""
+            return {pid for pid in workers
+                    if f"] [{pid}] [" in text or f"\n{pid} " in "\n" + text}
+
+        # Until each worker has written to each new file (a worker reopens
+        # when its signal comes, after the master's own reopen).
+        deadline = time.monotonic() + 20
+        while (seen(error) != workers or seen(access) != workers) \
+                and time.monotonic() < deadline:
+            ask(srv.port)
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as c:
+                c.sendall(b"GET /a b HTTP/1.1\r\n\r\n")   # refused: a debug line
+                while c.recv(65536):
+                    pass
+        text = error.read_text() + (logs / "error.log.1").read_text()
+        assert "cannot reopen" not in text, text
+        assert seen(error) == workers and seen(access) == workers, text
+        assert error.stat().st_uid == nobody.pw_uid and access.stat().st_uid == nobody.pw_uid
+    finally:
+        srv.stop()

@@ -42,6 +42,7 @@ def parse(data: bytes) -> tuple[int, int, str, str]:
     (V2_TCP6, (len(V2_TCP6), socket.AF_INET6, "2001:db8::7", "4711")),
     (v2(0, 0x11, bytes(12)), (28, 0, "", "")),   # LOCAL: the balancer's own check
     (v2(1, 0x00, b""), (16, 0, "", "")),         # unspecified
+    (b"PROXY UNKNOWN " + b"x" * 91 + b"\r\n", (107, 0, "", "")),  # the longest line
 ])
 def test_valid_headers(data, expected):
     assert parse(data) == expected
@@ -63,6 +64,7 @@ def test_valid_headers(data, expected):
     b"PROXY TCP4 203.0.113.7 10.0.0.1 -1 443\r\n",
     b"PROXY UDP4 203.0.113.7 10.0.0.1 1 2\r\n",
     b"PROXY " + b"A" * 120,                         # no end within 107 bytes
+    b"PROXY UNKNOWN " + b"x" * 92 + b"\r\n",          # 108 bytes: one too many
     b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\x00\n",
     SIG + bytes([0x31, 0x11, 0, 12]) + bytes(12),   # version 3
     SIG + bytes([0x22, 0x11, 0, 12]) + bytes(12),   # command 2
@@ -122,6 +124,52 @@ def test_a_header_that_names_nobody_keeps_the_peer(server):
     for header in (b"PROXY UNKNOWN\r\n", v2(0, 0x11, bytes(12))):
         env = environ_of(exchange(server, header + REQUEST))
         assert env["REMOTE_ADDR"] == "127.0.0.1"
+        assert env["fastwsgi.proxy_client"] == "unknown"
+
+
+FORWARDED = (b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 192.0.2.66\r\n"
+             b"X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n")
+
+
+def test_a_header_that_names_nobody_does_not_make_the_clients_forwarding_trusted(
+        start_server):
+    """The balancer (127.0.0.1, a trusted proxy by default) passes on a
+    connection whose client it does not know: the forwarding fields in it
+    are that client's own word, not the balancer's."""
+    s = start_server("apps:peer_echo", "--proxy-protocol")
+    for header in (b"PROXY UNKNOWN\r\n", v2(0, 0x11, bytes(12))):
+        env = environ_of(exchange(s, header + FORWARDED))
+        assert env["REMOTE_ADDR"] == "127.0.0.1", env
+        assert env["wsgi.url_scheme"] == "http", env
+    # A header that names a client that is itself a trusted proxy: its
+    # fields count (the check works, and is on the named address).
+    env = environ_of(exchange(s, b"PROXY TCP4 127.0.0.1 127.0.0.1 5 6\r\n" + FORWARDED))
+    assert env["REMOTE_ADDR"] == "192.0.2.66" and env["wsgi.url_scheme"] == "https", env
+    assert env["fastwsgi.proxy_client"] is None, env
+    # ... and one that names an untrusted client: they do not.
+    env = environ_of(exchange(s, b"PROXY TCP4 198.51.100.9 127.0.0.1 5 6\r\n" + FORWARDED))
+    assert env["REMOTE_ADDR"] == "198.51.100.9" and env["wsgi.url_scheme"] == "http", env
+
+
+@pytest.mark.parametrize("allow, allowed", [
+    (None, True),                   # gunicorn's default: 127.0.0.1,::1
+    ("10.0.0.0/8,::1", False),
+    ("127.0.0.0/31", True),         # a prefix that ends inside a byte
+    ("127.0.0.2/31", False),
+    ("*", True),
+    ("", False),
+])
+def test_only_allowed_peers_may_send_the_header(start_server, allow, allowed):
+    args = ["--proxy-protocol"] + ([] if allow is None else ["--proxy-allow-ips", allow])
+    s = start_server("apps:peer_echo", *args)
+    data = exchange(s, b"PROXY TCP4 203.0.113.7 10.0.0.1 56324 443\r\n" + REQUEST)
+    if allowed:
+        assert environ_of(data)["REMOTE_ADDR"] == "203.0.113.7"
+    else:
+        assert data.startswith(b"HTTP/1.1 403 Forbidden\r\n"), data
+        assert b"Connection: close\r\n" in data
+        # ... and the server goes on serving (and refusing).
+        assert exchange(s, b"PROXY UNKNOWN\r\n" + REQUEST).startswith(b"HTTP/1.1 403 ")
 
 
 def test_header_in_pieces_and_requests_after_it(server):

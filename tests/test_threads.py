@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 
+import pytest
 from conftest import ServerProcess, parse_responses, read_one, read_response, read_until_close
 
 
@@ -297,14 +298,12 @@ def test_request_timeout_answers_503_and_names_where_the_app_hangs(start_server)
     assert closed and took < 2.0, took
     for _ in range(5):
         assert _ask(srv, "/hello") == (200, b"Hello, World!")
-    out = srv.output()
+    # The watcher answers 503 before it writes the stack out.
+    out = srv.wait_output("1 thread(s) stuck")
     assert "ran past the request timeout (0.5s)" in out
     assert "time.sleep(float(q.get(\"s\"" in out, out   # the app's own line
     assert "1 thread(s) stuck" in out
-    deadline = time.monotonic() + 5
-    while "left the request" not in srv.output() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert "(0 thread(s) still stuck)" in srv.output()
+    assert "(0 thread(s) still stuck)" in srv.wait_output("left the request")
 
 
 def test_request_timeout_spares_a_response_under_way(start_server):
@@ -499,3 +498,16 @@ def test_a_close_raising_a_base_exception_does_not_empty_the_pool(tmp_path):
     finally:
         srv.stop()
         srv.cleanup()
+
+
+@pytest.mark.parametrize("threads", [[], ["--threads", "2"]])
+def test_write_from_a_thread_of_the_apps_own_says_so(start_server, threads):
+    """write() belongs to the app call that start_response() returned it
+    to; from another thread it fails with the reason, not with a claim
+    that the client left (and the response goes on)."""
+    srv = start_server("apps:router", *threads)
+    status, body = _ask(srv, "/write-from-a-thread")
+    assert status == 200
+    assert body == (b"ResponseError: write() called from a thread other than the one "
+                    b"running the request's app call (start_response's write() belongs "
+                    b"to that call)"), body
