@@ -148,14 +148,26 @@ def capture(path: str) -> None:
     _captured = path
 
 
-def reopen_logs(prepare: Callable[[str], None] | None = None) -> None:
+def _moved(path: str, fd: int) -> bool:
+    """Whether `path` no longer names the file open at `fd` (rotated)."""
+    try:
+        now, held = os.stat(path), os.fstat(fd)
+    except (OSError, ValueError):
+        return True
+    return (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino)
+
+
+def reopen_logs(prepare: Callable[[str], None] | None = None,
+                only_moved: bool = False) -> None:
     """SIGUSR1: log files rotated away are reopened under their names (the
     file handlers of the fastwsgi logger and of the root logger, and the
     captured stdout and stderr).  `prepare(path)` runs first for each (the
     master with --user creates the file for the workers' user, so that
     they can reopen it too).  A file that cannot be reopened is written on
-    where it was, with a warning; the others are reopened all the same."""
-    if _captured:
+    where it was, with a warning; the others are reopened all the same.
+    `only_moved`: only the files whose name now names another file (a
+    worker that booted while a rotation went by)."""
+    if _captured and not (only_moved and not _moved(_captured, sys.stderr.fileno())):
         try:
             if prepare is not None:
                 prepare(_captured)
@@ -166,6 +178,9 @@ def reopen_logs(prepare: Callable[[str], None] | None = None) -> None:
     for owner in (logger, logging.getLogger()):
         for handler in owner.handlers:
             if not isinstance(handler, logging.FileHandler):
+                continue
+            if only_moved and handler.stream is not None and not _moved(
+                    handler.baseFilename, handler.stream.fileno()):
                 continue
             try:
                 if prepare is not None:

@@ -212,6 +212,12 @@ class Server:
                 logger.info("fastwsgi %s listening on %s (pid %d)", __version__, urls,
                             os.getpid())
             else:
+                # A log rotation while this worker booted (SIGUSR1 was
+                # ignored until its handler went in above) is not missed:
+                # the logs that were moved are reopened now.
+                reopen_logs(only_moved=True)
+                if self.cfg.access_log:
+                    lib.fw_loop_access_log_reopen(self.loop)
                 logger.debug("worker %d (pid %d) serving", self.role.number, os.getpid())
             if lib.fw_loop_run(self.loop) < 0:
                 raise OSError(ffi.errno, "event loop failed: " + os.strerror(ffi.errno))

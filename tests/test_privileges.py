@@ -6,6 +6,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -43,7 +44,8 @@ def app_dir() -> Iterator[Path]:
 
 
 def privileged_port() -> int:
-    for port in range(981, 1023):
+    # In random order: other processes of the suite pick ports here too.
+    for port in random.sample(range(900, 1024), 124):
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -77,6 +79,14 @@ def ask(port: int) -> str:
 
 class Started:
     def __init__(self, folder: Path, *args: str) -> None:
+        # A port found free may be taken by another test before the server
+        # binds it: then another port.
+        for _ in range(5):
+            if self._start(folder, args):
+                return
+        raise AssertionError(self.output())
+
+    def _start(self, folder: Path, args: tuple[str, ...]) -> bool:
         self.port = privileged_port()
         self.out = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([*server_command(), "-b", f"127.0.0.1:{self.port}",
@@ -86,12 +96,19 @@ class Started:
         while True:
             try:
                 self.first = ask(self.port)
-                return
+                if self.proc.poll() is None:  # (not another test's server)
+                    return True
             except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.out.seek(0)
-                    raise AssertionError(self.out.read().decode()) from None
-                time.sleep(0.05)
+                pass
+            if self.proc.poll() is not None and "Address already in use" in self.output():
+                return False
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(self.output())
+            time.sleep(0.05)
+
+    def output(self) -> str:
+        self.out.seek(0)
+        return self.out.read().decode(errors="replace")
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
