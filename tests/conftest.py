@@ -22,8 +22,17 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 # Under scripts/sanitize the sanitizer runtime is preloaded into this
 # process; only fastwsgi server processes get it from here on, not the
-# clients (curl) the tests run.
-SANITIZER_PRELOAD = os.environ.pop("LD_PRELOAD", "")
+# clients (curl) the tests run (see pytest_configure).
+SANITIZER_PRELOAD = os.environ.get("LD_PRELOAD", "")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist's controller starts the processes that run the tests,
+    # which import the instrumented module as this one did: it keeps the
+    # preload for them.  A process that runs tests drops it.
+    if not getattr(config.option, "numprocesses", None) \
+            or os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.pop("LD_PRELOAD", None)
 
 
 def fastwsgi_env(base: dict | None = None) -> dict:
