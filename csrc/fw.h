@@ -224,6 +224,7 @@ void fw_loop_access_log_reopen(fw_loop *loop);
  * sums them without a syscall).
  */
 #define FW_BUCKETS 14           /* request duration histogram, see loop.c */
+#define FW_STATUSES 500         /* status codes counted one by one, 100..599 */
 typedef struct fw_counters {
     uint64_t responses[6];      /* by status class: [0] no response (the
                                    client left), [1] 1xx ... [5] 5xx */
@@ -236,6 +237,12 @@ typedef struct fw_counters {
     int64_t connections;        /* open now */
     int64_t active;             /* of them, with a request in progress */
     int64_t threads, busy;      /* app threads, and those in a request */
+    /* Not copied each turn (they are written where the reader is): */
+    uint64_t status[FW_STATUSES]; /* responses by status code, 100 to 599
+                                   ([0] is 100), written by the loop */
+    uint64_t log[4];            /* log records: critical, error, warning,
+                                   exception (an error with a traceback),
+                                   written by Python */
 } fw_counters;
 void fw_loop_metrics(fw_loop *loop, fw_counters *dst);
 

@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -528,7 +529,7 @@ static void publish_metrics(fw_loop *loop)
     loop->m.connections = loop->nconns;
     loop->m.threads = loop->nworkers;
     loop->m.busy = loop->nworkers - loop->nidle;
-    memcpy(loop->mdst, &loop->m, sizeof loop->m);
+    memcpy(loop->mdst, &loop->m, offsetof(fw_counters, status));
 }
 
 /* One turn: wait up to timeout_ms (-1: until the next deadline), handle

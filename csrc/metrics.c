@@ -35,6 +35,8 @@ void metrics_end(fw_conn *c)
         return;                 /* no request in progress */
     int cls = c->status / 100;
     loop->m.responses[cls >= 1 && cls <= 5 ? cls : 0]++;
+    if (c->status >= 100 && c->status < 100 + FW_STATUSES)
+        loop->mdst->status[c->status - 100]++;  /* one writer: this loop */
     if (c->req_us) {
         int64_t us = metrics_now_us() - c->req_us;
         int b = 0;

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -115,6 +116,67 @@ def _text(max_len: int) -> tuple[Callable[[Any], str], str]:
         return value
 
     return check, f"visible ASCII text of 1 to {max_len} characters"
+
+
+def _statsd_address() -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError
+        if value and not statsd_target(value):
+            raise ValueError
+        return value
+
+    return check, ("HOST:PORT, [IPV6]:PORT, HOST (port 8125) or unix:PATH, or nothing"
+                   " for none")
+
+
+def statsd_target(value: str) -> tuple[int, Any] | None:
+    """A StatsD address as gunicorn writes it -> (family, address), or
+    None when it is none."""
+    if value.startswith("unix:"):
+        path = value[len("unix://"):] if value.startswith("unix://") else value[len("unix:"):]
+        return (socket.AF_UNIX, path) if path else None
+    host, port = value, "8125"
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                return None
+            port = rest[1:]
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)  # several colons: an IPv6 address, nothing else
+        except ValueError:
+            return None
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 \
+            or any(c.isspace() for c in host):
+        return None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return family, (host, int(port))
+
+
+def _tags() -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or len(value) > 512:
+            raise ValueError
+        if any(ord(ch) < 0x21 or ord(ch) > 0x7E or ch in "|#@" for ch in value):
+            raise ValueError
+        return value
+
+    return check, "tags separated by commas (name:value,other), or nothing"
+
+
+def _prefix() -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or len(value) > 128:
+            raise ValueError
+        if any(ord(ch) < 0x21 or ord(ch) > 0x7E or ch in ":|@#" for ch in value):
+            raise ValueError
+        return value
+
+    return check, "a metric name prefix such as myapp (no : | @ #), or nothing"
 
 
 def _host() -> tuple[Callable[[Any], str], str]:
@@ -681,6 +743,17 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("metrics_bind", "", _address(),
              "Serve Prometheus metrics at http://HOST:PORT/metrics (with a"
              " master: every worker summed).", metavar="ADDR", default_text="none"),
+    _setting("statsd_host", "", _statsd_address(),
+             "Send gunicorn's StatsD metrics here over UDP (requests, their"
+             " duration and status codes, workers, log records), summed over"
+             " every worker and sent once a second.", metavar="ADDR",
+             default_text="none"),
+    _setting("statsd_prefix", "", _prefix(),
+             "Prefix of every StatsD metric name (a dot is added).",
+             metavar="PREFIX", default_text="none"),
+    _setting("dogstatsd_tags", "", _tags(),
+             "Datadog tags added to every StatsD metric (|#tags).", metavar="TAGS",
+             default_text="none"),
     _setting("log_level", "info", _choice(LOG_LEVELS),
              "Level of the 'fastwsgi' logger (debug also logs each refused"
              " request with its peer).", metavar="LEVEL"),

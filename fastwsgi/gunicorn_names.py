@@ -41,7 +41,8 @@ HTTP2 = "fastwsgi speaks HTTP/1.1; put nginx or a load balancer in front for HTT
 ASGI = "fastwsgi serves WSGI apps only"
 SYSLOG = "the access log never goes to syslog (it is written in C, to --access-log); " \
          "the error log does with --log-syslog"
-STATSD = "fastwsgi has no StatsD client; --metrics-bind serves Prometheus metrics"
+STATSD = "fastwsgi sends no gunicorn.backlog metric; --metrics-bind serves the " \
+    "connections open and active"
 STRICT = "fastwsgi's parser is strict and has no switch to accept what this lets through"
 DIRTY = "fastwsgi has no dirty arbiters; run such work in a task queue"
 LOGCONFIG = "configure the 'fastwsgi' logger in the app (fastwsgi leaves a configured " \
@@ -121,9 +122,10 @@ GUNICORN: tuple[Name, ...] = (
     Name("syslog_facility", ("--log-syslog-facility",), setting="syslog_facility"),
     Name("enable_stdio_inheritance", ("-R", "--enable-stdio-inheritance"), flag=True,
          covered="the workers always share the master's stdout and stderr"),
-    Name("statsd_host", ("--statsd-host",), refused=STATSD),
-    Name("dogstatsd_tags", ("--dogstatsd-tags",), refused=STATSD),
-    Name("statsd_prefix", ("--statsd-prefix",), refused=STATSD),
+    Name("statsd_host", ("--statsd-host",), setting="statsd_host",
+         note="sent once a second by the master, summed over the workers"),
+    Name("dogstatsd_tags", ("--dogstatsd-tags",), setting="dogstatsd_tags"),
+    Name("statsd_prefix", ("--statsd-prefix",), setting="statsd_prefix"),
     Name("enable_backlog_metric", ("--enable-backlog-metric",), refused=STATSD),
     Name("proc_name", ("-n", "--name"), setting="name"),
     Name("default_proc_name", covered="the process titles name the app's spec "

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 from . import hooks, privileges
 from ._version import __version__
@@ -30,6 +31,7 @@ from .logs import PidFile, capture, logger, reopen_logs, setup
 from .metrics import Totals, render, serve_metrics
 from .reloader import Watcher
 from .server import open_listeners
+from .statsd import StatsdSender, count_logs
 from .titles import set_title
 from .worker import EXIT_NO_APP, run_worker
 from .wsgi import WSGIApp
@@ -79,6 +81,7 @@ class Master:
     stop_deadline: float = 0.0
     exit_code: int = 0
     pending: list[int] = field(default_factory=list)
+    own_logs: Any = field(default_factory=list)  # the master's own log records, counted
 
     # -- the loop --
 
@@ -107,6 +110,7 @@ class Master:
         old = {sig: signal.signal(sig, self._on_signal) for sig in _SIGNALS}
         pid: PidFile | None = None
         metrics = None
+        statsd: StatsdSender | None = None
         self.watcher = None
         try:
             # With SO_REUSEPORT each worker listens on its own socket: the
@@ -134,6 +138,10 @@ class Master:
             self.counting = threading.Lock()
             metrics = serve_metrics(self.cfg.metrics_bind, self._metrics_page) \
                 if self.cfg.metrics_bind else None
+            if self.cfg.statsd_host:
+                self.own_logs = count_logs().target  # (a worker points it at its slot)
+                statsd = StatsdSender(self.cfg, self._statsd_totals)
+                statsd.start()
             set_title(f"fastwsgi: master [{self.cfg.name or self.spec}]")
             urls = ", ".join(listener.url for listener in self.listeners)
             logger.info("fastwsgi %s listening on %s (pid %d, the master of %d worker%s%s)",
@@ -142,7 +150,8 @@ class Master:
                         f" with {self.cfg.threads} threads each" if self.cfg.threads else "")
             hooks.call(self.cfg, "when_ready", self.server)
             self._close_fds = (wake_r, self.wake_w,
-                               *([metrics.fileno()] if metrics is not None else []))
+                               *([metrics.fileno()] if metrics is not None else []),
+                               *([statsd.sock.fileno()] if statsd is not None else []))
             while True:
                 self._reap()
                 self._act_on_signals()
@@ -161,6 +170,8 @@ class Master:
             if metrics is not None:
                 metrics.shutdown()
                 metrics.server_close()
+            if statsd is not None:
+                statsd.stop()       # the last second's counts too
             if self.watcher is not None:
                 self.watcher.close()
             signal.set_wakeup_fd(old_wake)
@@ -463,16 +474,27 @@ class Master:
         else:
             self.failures = 0
 
-    def _metrics_page(self) -> str:
-        """The page, from the metrics thread: live workers' slots plus what
-        exited ones had counted, under the lock the reaper takes."""
+    def _totals(self) -> tuple[Totals, int]:
+        """Live workers' slots plus what exited ones had counted, under the
+        lock the reaper takes (from the metrics and StatsD threads); and
+        the number of workers serving (not retiring)."""
         with self.counting:
             live = Totals()
             for w in list(self.workers.values()):
                 live.add(self.beats.pointer(w.slot).counters)
-            total = live.plus(self.exited)
+            serving = sum(1 for w in self.workers.values() if not w.retiring)
+            return live.plus(self.exited), serving
+
+    def _metrics_page(self) -> str:
+        total, _ = self._totals()
+        with self.counting:
             workers = len(self.workers)
         return render(total, workers=workers, restarts=self.restarts)
+
+    def _statsd_totals(self) -> tuple[Totals, int]:
+        total, serving = self._totals()
+        total.log = [a + b for a, b in zip(total.log, self.own_logs)]
+        return total, serving
 
     def _no_app(self, w: Worker) -> None:
         """A worker could not import the app.  At start-up that ends the

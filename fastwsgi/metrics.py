@@ -21,6 +21,8 @@ from ._fastwsgi import ffi, lib
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REFUSED = ("400", "408", "413", "414", "431", "other")
 CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+# The log records counted (fw_counters.log), as gunicorn's StatsD names them.
+LOG_KINDS = ("critical", "error", "warning", "exception")
 
 
 @dataclass
@@ -37,6 +39,9 @@ class Totals:
     active: int = 0
     threads: int = 0
     busy: int = 0
+    # By status code, 100 to 599, and log records by kind (LOG_KINDS).
+    status: list[int] = field(default_factory=lambda: [0] * lib.FW_STATUSES)
+    log: list[int] = field(default_factory=lambda: [0] * len(LOG_KINDS))
 
     def add(self, c: Any, gauges: bool = True) -> None:
         for i in range(6):
@@ -47,6 +52,8 @@ class Totals:
         self.duration_us += c.duration_us
         self.bytes_in += c.bytes_in
         self.bytes_out += c.bytes_out
+        self.status = [a + b for a, b in zip(self.status, _items(c.status))]
+        self.log = [a + b for a, b in zip(self.log, _items(c.log))]
         if gauges:
             self.connections += c.connections
             self.active += c.active
@@ -58,6 +65,11 @@ class Totals:
         out.add(other, gauges=False)
         out.add(self)
         return out
+
+
+def _items(array: Any) -> list[int]:
+    """A C array of counters (or a list: a Totals being added) as a list."""
+    return array if isinstance(array, list) else ffi.unpack(array, len(array))
 
 
 class OwnCounters:

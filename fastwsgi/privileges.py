@@ -11,6 +11,7 @@ import errno
 import grp
 import os
 import pwd
+import secrets
 import stat
 from dataclasses import dataclass
 
@@ -102,21 +103,52 @@ def create_log(path: str, who: Identity | None, setting: str = "access_log") -> 
     hand the user /etc/shadow), and the file is changed through its
     descriptor, so nothing can be swapped in between.  OSError, whose
     strerror names the setting, when it cannot."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-    if who is not None:
-        flags |= os.O_NOFOLLOW | os.O_NONBLOCK
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
     try:
-        fd = os.open(path, flags, 0o640)
+        if who is None:
+            os.close(os.open(path, flags | os.O_CREAT, 0o640))
+            return
+        try:
+            fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            fd = _create_as(path, who, flags)
     except OSError as exc:
         why = (f"{path} is a symbolic link; with --user give the file's own path"
                if who is not None and exc.errno == errno.ELOOP
                else f"cannot open {path}: {exc.strerror}")
         raise OSError(exc.errno, f"{setting}: {why}") from None
     try:
-        if who is None:
-            return
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, f"{setting}: {path} is not a regular file")
         os.fchown(fd, who.uid, who.gid)
     finally:
         os.close(fd)
+
+
+def _create_as(path: str, who: Identity, flags: int) -> int:
+    """A new file at `path` that is `who`'s from the moment it has that
+    name (a worker reopening it then never finds it root's): made under a
+    name of its own, given away, then linked in place; link() never
+    replaces what another process put there first, which is then opened."""
+    folder, name = os.path.split(path)
+    for _ in range(16):
+        temp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}")
+        try:
+            fd = os.open(temp, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+        except FileExistsError:
+            continue
+        try:
+            os.fchown(fd, who.uid, who.gid)
+            os.link(temp, path)
+        except FileExistsError:
+            os.close(fd)
+            fd = -1
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            os.unlink(temp)
+        if fd < 0:
+            fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return fd
+    raise OSError(errno.EEXIST, f"no free temporary name beside {path}")

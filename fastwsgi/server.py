@@ -21,6 +21,7 @@ from .logs import ErrorStream, PidFile, capture, logger, reopen_logs, setup
 from .metrics import OwnCounters, render, serve_metrics
 from .pool import Pool
 from .proxies import Proxies, parse_allow
+from .statsd import StatsdSender, count_logs
 from .wsgi import Dispatch, Environ, FileWrapper, WSGIApp, activate
 
 _unpack = ffi.unpack
@@ -173,15 +174,28 @@ class Server:
         if self.cfg.access_log:
             self._open_access_log()
         metrics = None
-        if self.cfg.metrics_bind and self.role is not None:
+        statsd: StatsdSender | None = None
+        if (self.cfg.metrics_bind or self.cfg.statsd_host) and self.role is not None:
+            # The master reads the slot: the loop's counters, and the log
+            # records this process counts for StatsD.
             lib.fw_loop_metrics(self.loop, ffi.addressof(self.role.beat, "counters"))
-        elif self.cfg.metrics_bind:
+            if self.cfg.statsd_host:
+                count_logs().target = self.role.beat.counters.log
+        elif self.cfg.metrics_bind or self.cfg.statsd_host:
             own = OwnCounters()
             self._keep.append(own)
             lib.fw_loop_metrics(self.loop, own.pointer)
             try:
-                metrics = serve_metrics(self.cfg.metrics_bind, lambda: render(own.totals()))
+                if self.cfg.metrics_bind:
+                    metrics = serve_metrics(self.cfg.metrics_bind,
+                                            lambda: render(own.totals()))
+                if self.cfg.statsd_host:
+                    count_logs().target = own.pointer.log
+                    statsd = StatsdSender(self.cfg, lambda: (own.totals(), 1))
+                    statsd.start()
             except OSError:
+                if metrics is not None:
+                    metrics.server_close()
                 lib.fw_loop_free(self.loop)
                 self.loop = ffi.NULL
                 raise
@@ -225,6 +239,8 @@ class Server:
             if metrics is not None:
                 metrics.shutdown()
                 metrics.server_close()
+            if statsd is not None:
+                statsd.stop()       # the last second's counts too
             if self._abandon is not None:
                 self._abandon.cancel()  # the loop ended in time
             if self.dispatch is not None:

@@ -160,8 +160,8 @@ def test_other_fastwsgi_variables_are_left_alone():
 
 @pytest.mark.parametrize("args, words", [
     (["-x", "4", "apps:hello"], ["-x: no such option", "--help"]),
-    (["--statsd-host", "h:8125", "apps:hello"], ["--statsd-host: not supported: ",
-                                                  "--metrics-bind"]),
+    (["--enable-backlog-metric", "apps:hello"], ["--enable-backlog-metric: not supported: ",
+                                                 "--metrics-bind"]),
     (["--worker-connections", "10", "apps:hello"], ["--worker-connections: not supported: "
                                                     "fastwsgi has no per-worker"]),
     (["--certfile", "x.pem", "apps:hello"], ["--certfile: not supported: fastwsgi does not "

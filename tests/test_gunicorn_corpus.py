@@ -53,4 +53,4 @@ def test_gunicorn_and_fastwsgi_both_accept_it(conf: Path) -> None:
 
 
 def test_the_corpus_is_there() -> None:
-    assert len(CORPUS) >= 6, CORPUS
+    assert len(CORPUS) >= 7, CORPUS
