@@ -14,6 +14,7 @@ from typing import Any
 
 from ._fastwsgi import ffi, lib
 from ._version import __version__
+from .access_relay import AccessRelay, file_handler, routed_logger
 from .accesslog import compile_format
 from .config import Config
 from .listeners import Listener, inherit_listener, open_listener, systemd_listeners
@@ -125,6 +126,7 @@ class Server:
         self._handle = ffi.new_handle(self)
         self.loop = ffi.NULL
         self._abandon: threading.Timer | None = None
+        self._relay: AccessRelay | None = None
         for listener in listeners or ():
             self.add(listener)
 
@@ -171,8 +173,9 @@ class Server:
             lib.fw_loop_beat(self.loop, self.role.beat)
             if self.role.peers is not None:
                 lib.fw_loop_peers(self.loop, *self.role.peers)
-        if self.cfg.access_log:
-            self._open_access_log()
+        routed = routed_logger()
+        if self.cfg.access_log or routed is not None:
+            self._open_access_log(routed)
         metrics = None
         statsd: StatsdSender | None = None
         if (self.cfg.metrics_bind or self.cfg.statsd_host) and self.role is not None:
@@ -252,6 +255,8 @@ class Server:
             # holds on to the loop's memory, which is not freed.
             if pool is None or pool.stop(wait=0.2):
                 lib.fw_loop_free(loop)
+            if self._relay is not None:
+                self._relay.close()  # the lines the loop's last turn wrote, logged
             activate(None)
             restore(wakeup_only=True)
             wake_r.close()
@@ -269,14 +274,26 @@ class Server:
         if self.role is None:
             logger.info("fastwsgi stopped")
 
-    def _open_access_log(self) -> None:
+    def _open_access_log(self, routed: logging.Logger | None) -> None:
         prog, headers = compile_format(self.cfg.access_log_format)
         path = b"" if self.cfg.access_log == "-" else self.cfg.access_log.encode()
+        if routed is not None:
+            # A logging configuration's access logger: the C lines reach it
+            # through a pipe (access_relay); --access-log given as well is
+            # one more of its handlers.
+            if routed.level == logging.NOTSET:
+                routed.setLevel(logging.INFO)   # as gunicorn sets its access logger
+            if self.cfg.access_log:
+                routed.addHandler(file_handler(self.cfg.access_log))
+            self._relay = AccessRelay(routed)
+            path = self._relay.path.encode()
         if lib.fw_loop_access_log(self.loop, path, prog, len(prog), headers.encode()) < 0:
             lib.fw_loop_free(self.loop)
             self.loop = ffi.NULL
             raise OSError(ffi.errno, f"cannot open the access log {self.cfg.access_log}: "
                                      + os.strerror(ffi.errno))
+        if self._relay is not None:
+            self._relay.start()
 
     def stop(self, how: int = STOP_GRACEFUL) -> None:
         if self.loop != ffi.NULL:

@@ -219,3 +219,68 @@ def test_syslog_gets_the_error_log(workers):
         finally:
             s.stop()
             s.cleanup()
+
+
+ACCESS_CONFIG = """
+import os
+here = os.path.dirname(__file__)
+logconfig_dict = {
+    "version": 1,
+    "formatters": {"access": {"format": "ACCESS %(name)s %(message)s"}},
+    "handlers": {"access": {"class": "logging.FileHandler", "formatter": "access",
+                            "filename": os.path.join(here, "access-via-logging.log")}},
+    "loggers": {"gunicorn.access": {"handlers": ["access"], "propagate": False}},
+}
+access_log_format = '%(h)s "%(r)s" %(s)s %(p)s'
+"""
+
+
+@pytest.mark.parametrize("workers, also_file", [("1", False), ("2", False), ("2", True)])
+def test_access_lines_go_where_a_logging_config_routes_them(tmp_path, workers, also_file):
+    """A logconfig_dict that gives gunicorn.access a handler of its own: the
+    C-built lines reach it through Python logging, one record per response,
+    from every worker (and --access-log given as well still gets them)."""
+    (tmp_path / "gunicorn.conf.py").write_text(ACCESS_CONFIG)
+    plain = tmp_path / "plain-access.log"
+    args = ["--access-log", str(plain)] if also_file else []
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([*server_command(), "--port", str(port), "--workers", workers,
+                             "-c", str(tmp_path / "gunicorn.conf.py"), *args, "apps:router"],
+                            cwd=TESTS, env=fastwsgi_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    log = tmp_path / "access-via-logging.log"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                for n in range(20):
+                    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                        c.sendall(f"GET /hello?n={n} HTTP/1.1\r\nHost: t\r\n"
+                                  "Connection: close\r\n\r\n".encode())
+                        assert c.recv(12) == b"HTTP/1.1 200"
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        deadline = time.monotonic() + 10
+        while (not log.exists() or log.read_text().count("\n") < 20) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lines = log.read_text().splitlines()
+        assert len(lines) == 20, lines
+        # (Two workers log side by side: their lines may interleave.)
+        got = sorted(int(re.fullmatch(r'ACCESS gunicorn\.access 127\.0\.0\.1 "GET /hello\?n=(\d+) '
+                                      r'HTTP/1\.1" 200 \d+', line).group(1)) for line in lines)
+        assert got == list(range(20)), lines
+        if also_file:
+            while plain.read_text().count("\n") < 20 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert sorted(plain.read_text().splitlines()) == sorted(
+                line.split(" ", 2)[2] for line in lines)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert b"GET /hello" not in out  # only where the configuration said
