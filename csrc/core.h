@@ -208,6 +208,7 @@ struct fw_conn {
     fw_conn *prev, *next;       /* all connections (or the free list) */
     int64_t deadline;           /* ms, monotonic */
     int64_t head_since;         /* when the pending head began, 0: none */
+    int64_t waited_ms;          /* when it joined the wait queue (C_WAITQ) */
     uint32_t kernel_queue;      /* bytes the kernel held unsent or unacked
                                    when the write deadline was last set */
     int64_t resp_left;          /* body bytes still allowed, -1 unknown */
@@ -496,6 +497,7 @@ int pool_dispatch(fw_conn *c, const char *env, size_t env_len,
                   size_t body_len, int body_fd, int in_flags, int shape);
 void pool_writable(fw_conn *c);
 void pool_run(struct fw_loop *loop);
+int64_t pool_next_expiry(const struct fw_loop *loop);
 int pool_drain(fw_conn *c);
 int pool_next_locked(struct fw_loop *loop, fw_worker *w);
 void pool_free(struct fw_loop *loop);

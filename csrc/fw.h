@@ -145,6 +145,9 @@ typedef struct fw_config {
     int proxy_allow_count;      /* besides unix socket peers; */
     int proxy_allow_any;        /* 1: any peer */
     int file_send;              /* FW_FILE_*: how a file body is sent */
+    int request_timeout_ms;     /* threaded mode: a request still waiting
+                                   for an app thread after this long gets
+                                   503 and a close (0: never) */
     int64_t max_requests;       /* retire (FW_STOP_RETIRE) after handing
                                    this many requests to the app; 0: never */
     int shared_listeners;       /* 1: other processes accept on the same

@@ -315,6 +315,11 @@ static int next_timeout(fw_loop *loop)
         soonest = loop->stop_deadline;
     if (loop->threaded && loop->q_head != NULL && loop->nidle > 0)
         return 1;               /* a queued request may need a thread woken */
+    if (loop->threaded) {
+        int64_t expiry = pool_next_expiry(loop);
+        if (expiry >= 0 && (soonest < 0 || expiry < soonest))
+            soonest = expiry;
+    }
     if (loop->alog_waiting && (soonest < 0 || soonest > loop_now(loop) + 20))
         soonest = loop_now(loop) + 20;  /* access log lines for the writer */
     if (soonest < 0)

@@ -123,6 +123,7 @@ void pool_wait(fw_conn *c)
     if (c->flags & C_WAITQ)
         return;
     c->flags |= C_WAITQ;
+    c->waited_ms = loop_now(loop);
     c->wnext = NULL;
     c->wprev = loop->waitq_tail;
     if (loop->waitq_tail)
@@ -394,6 +395,67 @@ static void wake_for_stale(fw_loop *loop)
     }
 }
 
+/* With a request timeout: requests that waited for an app thread longer
+ * than it get 503 and a close, oldest first (both queues are in arrival
+ * order).  Every thread is stuck or far behind; the client would wait
+ * with no end, as long as the threads do.  Under the mutex. */
+static void expire_waiting(fw_loop *loop)
+{
+    int64_t limit = loop->cfg.request_timeout_ms;
+    if (limit <= 0 || (loop->q_head == NULL && loop->waitq_head == NULL))
+        return;
+    int64_t now = loop_now(loop);
+    int expired = 0;
+    while (loop->q_head != NULL && now - loop->q_head->since_us / 1000 >= limit) {
+        fw_queued *q = loop->q_head;
+        loop->q_head = q->next;
+        if (loop->q_head == NULL)
+            loop->q_tail = NULL;
+        loop->nqueued--;
+        loop->queued_bytes -= q->size;
+        fw_conn *c = q->conn;
+        if (q->body_fd >= 0)
+            close(q->body_fd);
+        unpin(loop, q->shape);
+        c->flags &= ~(C_JOB | C_IN_APP);
+        if (c->state != CS_CLOSED) {
+            response_error(c, 503);
+            c->resp = RS_DONE;
+            pool_kick(c);
+            expired++;
+        }
+        free(q);
+    }
+    while (loop->waitq_head != NULL && now - loop->waitq_head->waited_ms >= limit) {
+        fw_conn *c = loop->waitq_head;
+        pool_unwait(c);
+        response_error(c, 503);     /* its request, unread, is not served */
+        c->state = CS_APP;
+        c->resp = RS_DONE;
+        pool_kick(c);
+        expired++;
+    }
+    if (expired)
+        loop_log(loop, FW_LOG_WARNING, "%d request(s) waited past the request timeout "
+                 "(%lld ms) for an app thread (all %d busy): answered 503 and closed",
+                 expired, (long long)limit, loop->nworkers);
+}
+
+/* When the oldest request waiting for a thread reaches the request
+ * timeout (ms on the loop's clock), or -1. */
+int64_t pool_next_expiry(const fw_loop *loop)
+{
+    int64_t limit = loop->cfg.request_timeout_ms, at = -1;
+    if (limit <= 0)
+        return -1;
+    if (loop->q_head != NULL)
+        at = loop->q_head->since_us / 1000 + limit;
+    if (loop->waitq_head != NULL &&
+        (at < 0 || loop->waitq_head->waited_ms + limit < at))
+        at = loop->waitq_head->waited_ms + limit;
+    return at;
+}
+
 /* The loop's share of a turn: what app threads kicked, the queue, the
  * connections waiting for room. */
 void pool_run(fw_loop *loop)
@@ -404,6 +466,7 @@ void pool_run(fw_loop *loop)
         (void)r;
         loop->pool_notified = 0;
     }
+    expire_waiting(loop);       /* (what it answers is kicked: sent below) */
     while (loop->kick_head != NULL) {
         fw_conn *c = loop->kick_head;
         loop->kick_head = c->knext;

@@ -558,7 +558,8 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("request_timeout", 0.0, _seconds(0, 86400),
              "Threaded mode: a request whose app call has not started its"
              " response after this long gets 503 and is closed, and the stack"
-             " of the thread running it is logged (0: off).",
+             " of the thread running it is logged; one still waiting for a"
+             " thread after this long gets 503 too (0: off).",
              metavar="SECONDS"),
     _setting("workers", 1, _workers(),
              "Worker processes, each with its own event loop (and app threads)."

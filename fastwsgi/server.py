@@ -51,6 +51,7 @@ def _c_config(cfg: Config, keep: list[Any]) -> Any:
     c.graceful_timeout_ms = int(cfg.graceful_timeout * 1000)
     c.log_refusals = int(logger.isEnabledFor(logging.DEBUG))
     c.proxy_protocol = int(cfg.proxy_protocol)
+    c.request_timeout_ms = int(cfg.request_timeout * 1000) if cfg.threads else 0
     anyone, networks = parse_allow(cfg.proxy_allow_ips)
     c.proxy_allow_any = int(anyone)
     if networks:

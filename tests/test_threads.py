@@ -511,3 +511,44 @@ def test_write_from_a_thread_of_the_apps_own_says_so(start_server, threads):
     assert body == (b"ResponseError: write() called from a thread other than the one "
                     b"running the request's app call (start_response's write() belongs "
                     b"to that call)"), body
+
+
+def test_requests_waiting_for_a_stuck_pool_get_503_at_the_request_timeout(start_server):
+    """Every thread stuck in the app: the requests that wait for one (queued
+    parsed, or unparsed behind a full queue) are answered 503 once they
+    have waited the request timeout, instead of waiting as long as the
+    threads do."""
+    from test_faults import raise_nofile
+
+    assert raise_nofile(4096), "1040 connections need more descriptors than allowed"
+    srv = start_server("apps:router", "--threads", "2", "--request-timeout", "0.5")
+    stuck = [srv.connect(timeout=10) for _ in range(2)]
+    try:
+        for s in stuck:
+            _get(s, "/sleep?s=4")
+        time.sleep(0.2)  # both threads are in the app now
+        # 1024 fill the queue of parsed requests; the rest wait unparsed.
+        waiting = [srv.connect(timeout=10) for _ in range(1040)]
+        began = time.monotonic()
+        for s in waiting:
+            _get(s, "/hello")
+        for s in waiting:
+            data, closed = read_until_close(s, 3.0)
+            assert data.startswith(b"HTTP/1.1 503 "), data[:100]
+            assert closed
+        assert time.monotonic() - began < 3.5
+        for s in waiting:
+            s.close()
+    finally:
+        for s in stuck:
+            s.close()
+    out = srv.wait_output("waited past the request timeout")
+    assert re.search(r"\d request\(s\) waited past the request timeout \(500 ms\) for an app "
+                     r"thread \(all 2 busy\): answered 503 and closed", out), out
+    # Once the threads are back, the server serves as before.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if _ask(srv, "/hello") == (200, b"Hello, World!"):
+            break
+        time.sleep(0.2)
+    assert _ask(srv, "/hello") == (200, b"Hello, World!")
