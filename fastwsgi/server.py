@@ -128,6 +128,11 @@ class Server:
         self.loop = ffi.NULL
         self._abandon: threading.Timer | None = None
         self._relay: AccessRelay | None = None
+        # stop() from a thread other than the loop's is a request the loop
+        # carries out itself: its state is only ever touched by its thread.
+        self._loop_thread = 0
+        self._wake: socket.socket | None = None
+        self._stop_wanted: list[int] = []
         for listener in listeners or ():
             self.add(listener)
 
@@ -206,6 +211,8 @@ class Server:
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
+        self._loop_thread = threading.get_ident()
+        self._wake = wake_w
         restore = self._install_signals(wake_w.fileno())
         pool: Pool | None = None
         try:
@@ -261,6 +268,7 @@ class Server:
             activate(None)
             restore(wakeup_only=True)
             wake_r.close()
+            self._wake = None
             wake_w.close()
             for listener in self.listeners if self.role is None else ():
                 if listener.unix_path:
@@ -297,8 +305,25 @@ class Server:
             self._relay.start()
 
     def stop(self, how: int = STOP_GRACEFUL) -> None:
-        if self.loop != ffi.NULL:
+        """Stop serving (STOP_GRACEFUL, STOP_RETIRE or STOP_NOW); from any
+        thread."""
+        if self.loop == ffi.NULL:
+            return
+        if threading.get_ident() == self._loop_thread:
             lib.fw_loop_stop(self.loop, how)
+            return
+        self._stop_wanted.append(how)   # (list.append: atomic)
+        wake = self._wake
+        if wake is not None:
+            try:
+                wake.send(b"s")
+            except OSError:
+                pass  # full: the loop is being woken already
+
+    def _stops_asked(self) -> None:
+        """On the loop's thread: the stops other threads asked for."""
+        while self._stop_wanted and self.loop != ffi.NULL:
+            lib.fw_loop_stop(self.loop, self._stop_wanted.pop(0))
 
     def _install_signals(self, wake_fd: int) -> Any:
         """Signals as the table in README.md gives them.  The wake-up fd
@@ -391,9 +416,9 @@ class Server:
 
 @ffi.def_extern()
 def fw_py_wakeup(ud: Any) -> None:
-    # Nothing to do: reaching Python lets the interpreter run the pending
-    # signal handlers, which tell the loop to stop.
-    return None
+    # Reaching Python lets the interpreter run the pending signal handlers,
+    # which tell the loop to stop; another thread's stop() is carried out.
+    _from_handle(ud)._stops_asked()
 
 
 @ffi.def_extern()

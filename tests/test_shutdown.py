@@ -357,3 +357,58 @@ def test_new_connections_are_refused_as_soon_as_the_drain_starts(start_server):
     assert data.endswith(b"\r\n0\r\n\r\n")      # the stream in flight finished
     assert wait_exit(s, 10)[0] == 0
     c.close()
+
+
+STOP_FROM_ANOTHER_THREAD = r"""
+import socket, sys, threading, time
+from fastwsgi.config import make_config
+from fastwsgi.server import STOP_GRACEFUL, Server
+
+def app(environ, start_response):
+    time.sleep(0.5)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"done"]
+
+srv = Server(app, make_config({"port": 0, "threads": int(sys.argv[1])}))
+srv.bind()
+port = srv.listeners[0].sock.getsockname()[1]
+loop = threading.Thread(target=srv.serve, args=(False,))
+loop.start()
+got = []
+
+def client():
+    for _ in range(100):
+        try:
+            c = socket.create_connection(("127.0.0.1", port), timeout=10)
+            break
+        except OSError:
+            time.sleep(0.05)
+    c.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := c.recv(65536):
+        data += chunk
+    got.append(data)
+
+asker = threading.Thread(target=client)
+asker.start()
+time.sleep(0.25)               # the request is in the app now
+srv.stop(STOP_GRACEFUL)        # from the main thread, not the loop's
+loop.join(10)
+asker.join(10)
+print("stopped" if not loop.is_alive() else "still running", got[0][-4:] if got else None)
+"""
+
+
+@pytest.mark.parametrize("threads", ["0", "2"])
+def test_stop_from_another_thread_is_carried_out_by_the_loop(threads):
+    """A server run on a thread of its own (embedded), stopped from the main
+    thread: the loop stops gracefully, the request in flight finishes."""
+    import subprocess
+    import sys
+
+    from conftest import TESTS, fastwsgi_env
+
+    out = subprocess.run([sys.executable, "-c", STOP_FROM_ANOTHER_THREAD, threads],
+                         capture_output=True, text=True, timeout=60, env=fastwsgi_env(),
+                         cwd=TESTS)
+    assert out.stdout.strip() == "stopped b'done'", out.stdout + out.stderr
