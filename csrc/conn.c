@@ -1093,6 +1093,18 @@ void conn_batch_flush(fw_loop *loop)
         batch_round(loop);
 }
 
+/* Whether the peer reset the TCP connection (its state is CLOSE), as
+ * opposed to a half-close (CLOSE_WAIT), after which a client still reads
+ * its answer.  Asked only of a connection an event said hung up. */
+static int peer_reset(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+        return 0;
+    return ti.tcpi_state == TCP_CLOSE;
+}
+
 static void batch_round(fw_loop *loop)
 {
     int n = loop->batch_n;
@@ -1107,6 +1119,17 @@ static void batch_round(fw_loop *loop)
      * stay as Python saw them until this is over. */
     loop->batch_closed = 1;
     send_deferred(loop, 1);
+    /* A client whose connection failed after its request was read (a
+     * reset that came with it, or while an earlier answer was sent): the
+     * app is not called for it. */
+    for (int i = 0; i < n; i++) {
+        fw_conn *c = loop->batch_conns[i];
+        if (c->state != CS_CLOSED && (c->flags & (C_HUP | C_TCP)) == (C_HUP | C_TCP) &&
+            peer_reset(c->io.fd))
+            c->flags |= C_DEAD;
+        if (c->state == CS_CLOSED || (c->flags & C_DEAD))
+            loop->batch_flags[i] |= FW_IN_GONE;
+    }
     int64_t began = loop_clock_ms();
     loop->round_mark_ms = began;
     loop->round_slowest_ms = -1;

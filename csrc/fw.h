@@ -308,6 +308,9 @@ typedef struct fw_extra {
 #define FW_IN_HEAD   1          /* HEAD request */
 #define FW_IN_DUPS   2          /* repeated header names in the environ block */
 #define FW_IN_HTTP10 4          /* HTTP/1.0 request */
+#define FW_IN_GONE   32         /* fw_py_batch: its client is gone (the
+                                   connection failed after the request was
+                                   read): not for the app */
 
 /*
  * The response side, called by Python while it handles a request.

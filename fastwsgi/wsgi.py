@@ -31,6 +31,7 @@ WSGIApp = Callable[[Environ, Callable[..., Any]], Iterable[bytes]]
 FW_IN_DUPS = lib.FW_IN_DUPS
 FW_IN_FRESH = lib.FW_IN_FRESH
 FW_IN_BODY = lib.FW_IN_BODY
+FW_IN_GONE = lib.FW_IN_GONE
 FW_IN_EXTRA = FW_IN_FRESH | FW_IN_BODY
 FW_IN_RARE = FW_IN_EXTRA | FW_IN_DUPS
 FW_SHAPE_ONCE = lib.FW_SHAPE_ONCE
@@ -359,6 +360,9 @@ def fw_py_batch(ud: Any, conns: Any, flags: Any, counts: Any, env: Any,
     start = 0
     for conn, f, count in zip(_unpack(conns, n), _unpack(flags, n), _unpack(counts, n)):
         end = start + count
+        if f & FW_IN_GONE:
+            start = end     # its client left: no app call
+            continue
         if f & FW_IN_DUPS:
             environ = d.merged((f >> 8) & 255, f >> 16, values[start:end])
         else:

@@ -77,6 +77,7 @@ def _qs(environ):
 
 
 _KEPT: list = []
+_COUNTED = [0]  # app calls to /counted
 
 
 def router(environ, start_response):
@@ -88,6 +89,13 @@ def router(environ, start_response):
     if path == "/hello":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"Hello, World!"]
+    if path == "/counted":
+        _COUNTED[0] += 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"counted"]
+    if path == "/count":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(_COUNTED[0]).encode()]
     if path == "/keep-start":
         # The app keeps its start_response for a later request (a bug).
         _KEPT[:] = [start_response]

@@ -266,3 +266,40 @@ def test_a_deferred_answer_waits_for_at_most_one_more_call(server):
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_no_app_call_for_a_client_that_reset_its_connection(start_server):
+    """Inline: requests that arrive while the app is busy are answered
+    together in the next round.  A client that sent its request and then
+    reset the connection in the meantime is gone: the app is not called
+    for it (it was, for each of them)."""
+    import struct
+
+    srv = start_server("apps:router", "--threads", "0")
+    clients = []
+    for _ in range(30):
+        c = srv.connect(timeout=10)
+        c.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert c.recv(1000).startswith(b"HTTP/1.1 200")
+        clients.append(c)
+    busy = srv.connect(timeout=10)
+    busy.sendall(b"GET /sleep?s=0.6 HTTP/1.1\r\nHost: t\r\n\r\n")
+    time.sleep(0.2)   # the loop is in the app call now
+    for c in clients:
+        c.sendall(b"GET /counted HTTP/1.1\r\nHost: t\r\n\r\n")
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()     # a reset, with the request unanswered
+    assert busy.recv(1000).startswith(b"HTTP/1.1 200")
+    busy.close()
+    # ... and a client that only half-closes still gets its answer.
+    half = srv.connect(timeout=10)
+    half.sendall(b"GET /counted HTTP/1.1\r\nHost: t\r\n\r\n")
+    half.shutdown(socket.SHUT_WR)
+    assert b"counted" in half.recv(1000)
+    half.close()
+    got = srv.connect(timeout=10)
+    got.sendall(b"GET /count HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := got.recv(1000):
+        data += chunk
+    assert data.endswith(b"\r\n\r\n1"), data
