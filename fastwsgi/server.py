@@ -133,6 +133,9 @@ class Server:
         self._loop_thread = 0
         self._wake: socket.socket | None = None
         self._stop_wanted: list[int] = []
+        # What signal handlers leave for the loop's thread (_on_signal).
+        self._notes: list[tuple[int, str, tuple[Any, ...]]] = []
+        self._reopen = False
         for listener in listeners or ():
             self.add(listener)
 
@@ -247,6 +250,7 @@ class Server:
             if lib.fw_loop_run(self.loop) < 0:
                 raise OSError(ffi.errno, "event loop failed: " + os.strerror(ffi.errno))
         finally:
+            self._say_notes()   # what the last signals' handlers noted
             if metrics is not None:
                 metrics.shutdown()
                 metrics.server_close()
@@ -345,33 +349,51 @@ class Server:
         return restore
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # This runs between any two bytecodes of the main thread: maybe
+        # inside a log handler's write, which a log call here would enter
+        # again ("reentrant call"), or while a log file is being written,
+        # which a reopen here would close under it.  So it only changes the
+        # loop's state (C) and notes what to say and reopen; the loop's
+        # thread does that from fw_py_wakeup (_after_signals), right after.
         if self.loop == ffi.NULL:
             return  # already stopped, on the way out
         sig = signal.Signals(signum)
         if sig == signal.SIGUSR1:
-            reopen_logs()
-            lib.fw_loop_access_log_reopen(self.loop)
+            self._reopen = True
             return
         if self.role is not None:
             self._worker_signal(sig)
             return
         if sig in (signal.SIGHUP, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
-            logger.warning("%s: one process without a master has no workers to "
-                           "reload or change (run with --master or --workers N); "
-                           "ignored", sig.name)
+            self._note(logging.WARNING, "%s: one process without a master has no workers "
+                       "to reload or change (run with --master or --workers N); ignored",
+                       sig.name)
             return
         if sig == signal.SIGQUIT:
-            logger.info("SIGQUIT: stopping now")
+            self._note(logging.INFO, "SIGQUIT: stopping now")
             self._stop_now()
             return
         self.signals += 1
         if self.signals == 1:
-            logger.info("%s: finishing in-flight requests (up to %gs)", sig.name,
-                        self.cfg.graceful_timeout)
+            self._note(logging.INFO, "%s: finishing in-flight requests (up to %gs)",
+                       sig.name, self.cfg.graceful_timeout)
             self.stop(STOP_GRACEFUL)
         else:
-            logger.info("%s again: stopping now", sig.name)
+            self._note(logging.INFO, "%s again: stopping now", sig.name)
             self._stop_now()
+
+    def _note(self, level: int, msg: str, *args: Any) -> None:
+        self._notes.append((level, msg, args))  # (list.append: no I/O, no lock)
+
+    def _after_signals(self) -> None:
+        """On the loop's thread, outside any handler: what the signal
+        handlers noted is said and done."""
+        self._say_notes()
+        if self._reopen and self.loop != ffi.NULL:
+            self._reopen = False
+            reopen_logs()
+            lib.fw_loop_access_log_reopen(self.loop)
+        self._stops_asked()
 
     def _stop_now(self) -> None:
         """Stop at once.  The loop ends between two app calls; an inline
@@ -385,6 +407,7 @@ class Server:
             self._abandon.start()
 
     def _exit_abandoning(self) -> None:
+        self._say_notes()
         logger.warning("an app call did not return within %gs of the stop; exiting "
                        "without it", ABANDON_AFTER)
         for listener in self.listeners:
@@ -395,6 +418,11 @@ class Server:
                     pass
         logging.shutdown()
         os._exit(0)
+
+    def _say_notes(self) -> None:
+        while self._notes:
+            level, msg, args = self._notes.pop(0)
+            logger.log(level, msg, *args)
 
     def _worker_signal(self, sig: signal.Signals) -> None:
         """In a worker the master decides: SIGTERM stops gracefully (twice:
@@ -417,8 +445,9 @@ class Server:
 @ffi.def_extern()
 def fw_py_wakeup(ud: Any) -> None:
     # Reaching Python lets the interpreter run the pending signal handlers,
-    # which tell the loop to stop; another thread's stop() is carried out.
-    _from_handle(ud)._stops_asked()
+    # which tell the loop to stop; then what they noted is said and done,
+    # and another thread's stop() is carried out.
+    _from_handle(ud)._after_signals()
 
 
 @ffi.def_extern()
