@@ -166,8 +166,12 @@ def test_app_errors_on_threads(start_server):
     finally:
         for sock in socks:
             sock.close()
-    time.sleep(0.2)
+    # close() runs on the app thread after the answer went out: waited for.
+    deadline = time.monotonic() + 5
     stats = json.loads(_ask(srv, "/stats")[1])
+    while stats["closed"] < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        stats = json.loads(_ask(srv, "/stats")[1])
     # Tracked iterables: raise-in-iter, raise-in-close, stream, stream-cl.
     assert stats["created"] == 20 and stats["closed"] == 20, stats
     assert stats["close_errors"] == 5
