@@ -375,12 +375,14 @@ static size_t op_fixed(const fw_alog *a, const fw_conn *c, int op,
                        const unsigned char **pp, const unsigned char *end, int *texts)
 {
     const unsigned char *p = *pp;
-    size_t n = 0;
+    size_t n = 0, left = (size_t)(end - p), skip = 0;
     *texts = 0;
     switch (op) {
     case FW_ALOG_LITERAL:
-        n = (size_t)p[0] << 8 | p[1];
-        p += 2 + n;
+        if (left >= 2) {
+            n = (size_t)p[0] << 8 | p[1];
+            skip = 2 + n;
+        }
         break;
     case FW_ALOG_PEER:
         n = c->raddr[0] ? strlen(c->raddr) : 1;
@@ -404,11 +406,11 @@ static size_t op_fixed(const fw_alog *a, const fw_conn *c, int op,
     case FW_ALOG_PATH:
     case FW_ALOG_QUERY:
     case FW_ALOG_PROTO:
-        p += 1;
+        skip = 1;
         *texts = 1;
         break;
     case FW_ALOG_HEADER:
-        p += 2;
+        skip = 2;
         *texts = 1;
         break;
     case FW_ALOG_STATUS:
@@ -424,10 +426,10 @@ static size_t op_fixed(const fw_alog *a, const fw_conn *c, int op,
         n = 28;
         break;
     default:
-        p = end;
+        skip = left;
         break;
     }
-    *pp = p > end ? end : p;
+    *pp = skip < left ? p + skip : end;   /* (Python compiled it whole) */
     return n;
 }
 
