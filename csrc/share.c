@@ -63,8 +63,10 @@ void share_publish(fw_loop *loop)
  * (by more than 1/32 of this one's, so that two even workers do not defer
  * to each other) and takes them: it sleeps in epoll_wait, and the new
  * connection woke it too, or its loop turned within FW_PEER_FRESH_MS and
- * will be back for it soon.  A worker stuck longer in an app call is not
- * waited for. */
+ * is not inside an app call now, so it will be back for it soon.  An
+ * inline worker in the middle of a round of calls is not waited for: the
+ * round may take seconds under overload, while the connection would wait
+ * in the backlog. */
 int share_leave_to_other(const fw_loop *loop)
 {
     if (loop->npeers == 0 || loop->cfg.shared_listeners != 1 || loop->stopping)
@@ -78,7 +80,8 @@ int share_leave_to_other(const fw_loop *loop)
             __atomic_load_n(&b->conns, __ATOMIC_RELAXED) + slack >= mine)
             continue;
         if (__atomic_load_n(&b->waiting, __ATOMIC_RELAXED) ||
-            now - __atomic_load_n(&b->turn_ms, __ATOMIC_RELAXED) < FW_PEER_FRESH_MS)
+            (__atomic_load_n(&b->call_ms, __ATOMIC_RELAXED) == 0 &&
+             now - __atomic_load_n(&b->turn_ms, __ATOMIC_RELAXED) < FW_PEER_FRESH_MS))
             return 1;
     }
     return 0;
