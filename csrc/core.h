@@ -1,5 +1,6 @@
 /*
- * core.h - the structures shared by loop.c, conn.c and response.c.
+ * core.h - the structures and functions shared by the C files of the
+ * server loop: every one but the parsers, http1.c and proxy.c.
  * Nothing here is visible to Python; fw.h is the public face.
  */
 #ifndef FW_CORE_H
@@ -453,14 +454,51 @@ void conn_event(fw_conn *c, uint32_t events);
 void conn_run(fw_conn *c);
 void conn_close(fw_conn *c);
 void conn_timeout(fw_conn *c);
+void fail(fw_conn *c, int status);
+
+/* send.c; the two smallest are inline, asked as often as they are. */
+static inline size_t conn_out_pending(const fw_conn *c)
+{
+    return c->out.len - c->out.off;
+}
+
+/* Output of any kind still to send. */
+static inline int output_waits(const fw_conn *c)
+{
+    return conn_out_pending(c) || c->ext || c->file;
+}
+
 void conn_write_progress(fw_conn *c);
+void write_deadline(fw_conn *c);
+uint32_t kernel_queue(const fw_conn *c);
 int conn_out_reserve(fw_conn *c, size_t extra);
 int conn_out_append(fw_conn *c, const char *data, size_t len);
 int conn_flush(fw_conn *c);
-size_t conn_out_pending(const fw_conn *c);
 void conn_out_settle(fw_conn *c);
+
+/* environ.c */
+long build_env(fw_conn *c, const char *buf, const fw_head *h,
+               int *in_flags, size_t *keys_len);
+int shape_of(struct fw_loop *loop, const char *keys, size_t len, int *fresh);
+
+/* body.c */
+void body_free(fw_body *b);
+int body_feed(fw_conn *c);
+void body_dispatch(fw_conn *c);
+
+/* batch.c */
+void dispatch(fw_conn *c, const char *env, size_t env_len,
+              const char *keys, size_t keys_len,
+              const char *body, size_t body_len, int body_fd,
+              int in_flags);
+void dispatch_shaped(fw_conn *c, const char *env, size_t env_len,
+                     const char *keys, size_t keys_len,
+                     const char *body, size_t body_len, int body_fd,
+                     int in_flags, int shape, int fresh);
+int enqueue(fw_conn *c, long env_len, int in_flags, int shape, int fresh);
 void conn_batch_flush(struct fw_loop *loop);
-void response_release_held(struct fw_loop *loop);
+int defer(fw_conn *c);
+void send_deferred(struct fw_loop *loop, int all);
 void conn_release_deferred(struct fw_loop *loop);
 
 /* share.c */
@@ -483,6 +521,7 @@ static inline int share_hand_back(fw_conn *c)
 
 /* response.c */
 int response_error(fw_conn *c, int status);
+void response_release_held(struct fw_loop *loop);
 void response_abort(fw_conn *c);
 int stop_passed(fw_conn *c);
 void response_date_refresh(struct fw_loop *loop, int64_t sec);

@@ -1,7 +1,8 @@
 /*
- * fuzz_conn.c - libFuzzer target for the connection layer: csrc/conn.c,
- * csrc/response.c, csrc/loop.c and csrc/http1.c linked together, with no
- * Python.  The harness plays both sides:
+ * fuzz_conn.c - libFuzzer target for the connection layer: csrc/conn.c
+ * (with send.c, environ.c, batch.c and body.c), csrc/response.c,
+ * csrc/loop.c and csrc/http1.c linked together, with no Python.  The
+ * harness plays both sides:
  *
  *   - clients: up to MAX_SLOTS sockets (one end of a socketpair adopted with
  *     conn_new, or a connect() to a unix listener the loop accepts from),
@@ -637,7 +638,7 @@ static rec *bind_accepted(fw_conn *c)
 
 /* The record of a connection a callback names; checks it may be named.
  * One exception: a connection that died (its client closed) after its
- * request was put in the batch is still in the batch, closed (conn.c hands
+ * request was put in the batch is still in the batch, closed (batch.c hands
  * it over on purpose; every response call then says -1). */
 static rec *rec_of(fw_conn *c, const char *cb, int batched)
 {
@@ -1242,7 +1243,7 @@ int fw_py_request(void *ud, fw_conn *c, const char *env, size_t env_len,
     g_in_callback = 1;
     g_progress++;
     /* Now and then a call takes a millisecond: the answers deferred to
-     * the turn's end are then sent with a later one (conn.c, defer()). */
+     * the turn's end are then sent with a later one (batch.c, defer()). */
     if (g_progress % 3 == 0) {
         g_clock += 1;
         g_st.slow_calls++;
