@@ -26,12 +26,6 @@
 #define FW_SLOW_CALL_MS 1000    /* an inline app call this long is named */
 #define FW_SLOW_EVERY_MS 60000  /* at most once a minute */
 
-/*
- * Inline, the app runs on the loop's thread: a call that blocks holds up
- * every other client.  Say so (once a minute at most), naming the request
- * when there was one, and what to do about it.  `keys` and `env` are one
- * request's (NULL for a round of `n` requests together).
- */
 /* "METHOD /path" of a request, for the log and the master's slot:
  * REQUEST_METHOD is the first value unless it travels in the keys
  * ("REQUEST_METHOD=GET"), and PATH_INFO comes next. */
@@ -94,6 +88,12 @@ static const char *batch_values(const fw_loop *loop, int i, size_t *len)
     return v;
 }
 
+/*
+ * Inline, the app runs on the loop's thread: a call that blocks holds up
+ * every other client.  Say so (once a minute at most), naming the request
+ * when there was one, and what to do about it.  `keys` and `env` are one
+ * request's (NULL for a round of `n` requests together).
+ */
 static void note_slow_call(fw_loop *loop, int64_t began, const char *keys,
                            const char *env, size_t env_len, int n)
 {

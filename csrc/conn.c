@@ -375,11 +375,6 @@ static int on_head(fw_conn *c, int hlen)
     return 0;
 }
 
-/* Parse and answer what is buffered.  Returns 1 if progress was made. */
-/* The PROXY header a load balancer sends first: the client it names
- * becomes REMOTE_ADDR.  Returns 1 when read, 0 when more must come, -1
- * when it is missing or malformed (the connection is closed without a
- * word: there is no HTTP client to answer yet). */
 /* Whether the connection's own peer is one --proxy-allow-from names (unix
  * socket peers always are: the socket file's permissions say who). */
 static int proxy_peer_allowed(const fw_loop *loop, const fw_conn *c)
@@ -410,6 +405,10 @@ static int proxy_peer_allowed(const fw_loop *loop, const fw_conn *c)
     return 0;
 }
 
+/* The PROXY header a load balancer sends first: the client it names
+ * becomes REMOTE_ADDR.  Returns 1 when read, 0 when more must come, -1
+ * when it is missing or malformed (the connection is closed without a
+ * word: there is no HTTP client to answer yet). */
 static int read_proxy_header(fw_conn *c, size_t avail)
 {
     fw_loop *loop = c->loop;
@@ -445,6 +444,7 @@ static int read_proxy_header(fw_conn *c, size_t avail)
     return 1;
 }
 
+/* Parse and answer what is buffered.  Returns 1 if progress was made. */
 static int process_input(fw_conn *c)
 {
     fw_loop *loop = c->loop;
