@@ -219,18 +219,36 @@ def raw(server: ServerProcess, data: bytes, timeout: float = 5.0,
         return recv_all(s, timeout)
 
 
-def read_response(sock: socket.socket, timeout: float = 5.0, head: bool = False):
+def read_response(sock: socket.socket, timeout: float = 5.0, head: bool = False,
+                  bounded: bool = False):
     """Read exactly one response from a keep-alive connection.
-    Returns (status, headers dict lower-cased, body)."""
+    Returns (status, lower-cased headers, body, bytes after it); a response
+    cut short (a chunked one too) raises ConnectionError.
+
+    `timeout` is for each recv, and a close-delimited body ends at the
+    close or once nothing came for that long.  With `bounded` (read_one)
+    it bounds the whole read instead, and a close-delimited body that is
+    not closed in time raises socket.timeout."""
+    deadline = time.monotonic() + timeout
+    buf = bytearray()
     sock.settimeout(timeout)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        data = sock.recv(65536)
+
+    def more() -> None:
+        if bounded:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("no complete response in time")
+            sock.settimeout(left)
+        data = sock.recv(1 << 20 if bounded else 65536)
         if not data:
-            raise ConnectionError(f"closed before a full head: {buf!r}")
-        buf += data
-    head_bytes, _, rest = buf.partition(b"\r\n\r\n")
-    lines = head_bytes.decode("latin-1").split("\r\n")
+            raise ConnectionError(f"closed inside a response: {bytes(buf[:200])!r}")
+        buf.extend(data)
+
+    while b"\r\n\r\n" not in buf:
+        more()
+    end = buf.index(b"\r\n\r\n")
+    lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+    del buf[:end + 4]
     status = int(lines[0].split(" ")[1])
     headers: dict[str, str] = {}
     for line in lines[1:]:
@@ -238,38 +256,37 @@ def read_response(sock: socket.socket, timeout: float = 5.0, head: bool = False)
         key = k.strip().lower()
         headers[key] = headers[key] + ", " + v.strip() if key in headers else v.strip()
     if head or status in (204, 304) or 100 <= status < 200:
-        return status, headers, b"", rest
+        return status, headers, b"", bytes(buf)
     if "content-length" in headers:
         n = int(headers["content-length"])
-        while len(rest) < n:
-            data = sock.recv(65536)
-            if not data:
-                raise ConnectionError("closed inside the body")
-            rest += data
-        return status, headers, rest[:n], rest[n:]
+        while len(buf) < n:
+            more()
+        return status, headers, bytes(buf[:n]), bytes(buf[n:])
     if headers.get("transfer-encoding") == "chunked":
-        body = b""
+        body = bytearray()
         while True:
-            while b"\r\n" not in rest:
-                data = sock.recv(65536)
-                if not data:
-                    raise ConnectionError("closed inside a chunk size line")
-                rest += data
-            size_line, _, rest = rest.partition(b"\r\n")
-            size = int(size_line.split(b";")[0], 16)
-            while len(rest) < size + 2:
-                data = sock.recv(65536)
-                if not data:
-                    raise ConnectionError("closed inside a chunk")
-                rest += data
+            while b"\r\n" not in buf:
+                more()
+            line_end = buf.index(b"\r\n")
+            size = int(bytes(buf[:line_end]).split(b";")[0], 16)
+            del buf[:line_end + 2]
+            while len(buf) < size + 2:
+                more()
+            body += buf[:size]
+            del buf[:size + 2]
             if size == 0:
                 # no trailers are sent by fastwsgi
-                return status, headers, body, rest[2:]
-            body += rest[:size]
-            rest = rest[size + 2:]
+                return status, headers, bytes(body), bytes(buf)
     # close-delimited
-    body = rest + recv_all(sock, timeout)
-    return status, headers, body, b""
+    try:
+        while True:
+            more()
+    except ConnectionError:
+        pass
+    except socket.timeout:
+        if bounded:
+            raise
+    return status, headers, bytes(buf), b""
 
 
 def parse_responses(data: bytes) -> list[tuple[int, dict, bytes]]:
@@ -306,63 +323,10 @@ def parse_responses(data: bytes) -> list[tuple[int, dict, bytes]]:
             data = b""
     return out
 
+
 def read_one(sock: socket.socket, timeout: float = 5.0, head: bool = False):
-    """One response: (status, lower-cased headers, body, bytes after it).
-    Like conftest.read_response, but a response cut short (a chunked one
-    too) raises ConnectionError instead of waiting for more, and the whole
-    read is bounded by the timeout."""
-    deadline = time.monotonic() + timeout
-    buf = bytearray()
-
-    def more() -> None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("no complete response in time")
-        sock.settimeout(left)
-        data = sock.recv(1 << 20)
-        if not data:
-            raise ConnectionError(f"closed inside a response: {bytes(buf[:200])!r}")
-        buf.extend(data)
-
-    while b"\r\n\r\n" not in buf:
-        more()
-    end = buf.index(b"\r\n\r\n")
-    lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
-    del buf[:end + 4]
-    status = int(lines[0].split(" ")[1])
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        key = k.strip().lower()
-        headers[key] = headers[key] + ", " + v.strip() if key in headers else v.strip()
-    if head or status in (204, 304) or 100 <= status < 200:
-        return status, headers, b"", bytes(buf)
-    if "content-length" in headers:
-        n = int(headers["content-length"])
-        while len(buf) < n:
-            more()
-        return status, headers, bytes(buf[:n]), bytes(buf[n:])
-    if headers.get("transfer-encoding") == "chunked":
-        body = bytearray()
-        while True:
-            while b"\r\n" not in buf:
-                more()
-            line_end = buf.index(b"\r\n")
-            size = int(bytes(buf[:line_end]).split(b";")[0], 16)
-            del buf[:line_end + 2]
-            while len(buf) < size + 2:
-                more()
-            body += buf[:size]
-            del buf[:size + 2]
-            if size == 0:
-                return status, headers, bytes(body), bytes(buf)
-    # close-delimited
-    try:
-        while True:
-            more()
-    except ConnectionError:
-        pass
-    return status, headers, bytes(buf), b""
+    """read_response with the whole read bounded by the timeout."""
+    return read_response(sock, timeout, head, bounded=True)
 
 
 def hello_time(srv, timeout: float = 3.0) -> float:
