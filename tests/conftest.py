@@ -27,6 +27,10 @@ SANITIZER_PRELOAD = os.environ.get("LD_PRELOAD", "")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # (Here, not in pyproject.toml: the suite also runs from an unpacked
+    # sdist's tests/ alone.)
+    config.addinivalue_line("markers", "quiet: measures how the server shares time; "
+                            "scripts/run-suite runs these alone")
     # pytest-xdist's controller starts the processes that run the tests,
     # which import the instrumented module as this one did: it keeps the
     # preload for them.  A process that runs tests drops it.

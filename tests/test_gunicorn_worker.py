@@ -57,8 +57,9 @@ class Gunicorn:
                     return
             except (OSError, ValueError, IndexError):  # refused, or closed unanswered
                 time.sleep(0.05)
+        out = self.output()
         self.close()
-        raise AssertionError("gunicorn did not serve:\n" + self.output())
+        raise AssertionError("gunicorn did not serve:\n" + out)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -154,7 +155,9 @@ def test_gunicorns_no_sendfile_reaches_the_worker():
     assert settings_from(cfg).sendfile == "off"
 
 
-@pytest.mark.parametrize("allow, status", [("127.0.0.1", 200), ("10.0.0.0/8", 403)])
+# (Addresses, not networks: the gunicorn that installs on PyPy 3.9 reads
+# no networks here.)
+@pytest.mark.parametrize("allow, status", [("127.0.0.1", 200), ("10.1.2.3", 403)])
 def test_proxy_allow_ips_reaches_the_worker(allow, status):
     """gunicorn answers a PROXY header from a peer outside proxy_allow_ips
     403; the worker class does the same, in its C loop."""
