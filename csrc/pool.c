@@ -306,39 +306,57 @@ int pool_dispatch(fw_conn *c, const char *env, size_t env_len,
     return 0;
 }
 
+/* The oldest queued request, taken off the queue.  Under the mutex. */
+static fw_queued *pop_queued(fw_loop *loop)
+{
+    fw_queued *q = loop->q_head;
+    loop->q_head = q->next;
+    if (loop->q_head == NULL)
+        loop->q_tail = NULL;
+    loop->nqueued--;
+    loop->queued_bytes -= q->size;
+    return q;
+}
+
+/* A queued request no thread will run: its spooled body is closed, its
+ * shape unpinned, and its client, if still there, answered `status`.
+ * Returns 1 when it was answered.  Under the mutex. */
+static int drop_queued(fw_loop *loop, fw_queued *q, int status)
+{
+    fw_conn *c = q->conn;
+    int answered = 0;
+    if (q->body_fd >= 0)
+        close(q->body_fd);
+    unpin(loop, q->shape);
+    c->flags &= ~(C_JOB | C_IN_APP);
+    if (c->state != CS_CLOSED) {
+        response_error(c, status);
+        c->resp = RS_DONE;
+        answered = 1;
+    }
+    pool_kick(c);
+    free(q);
+    return answered;
+}
+
 /* The next queued request for a thread that is done, if any.  A request
  * whose client went away meanwhile is dropped.  Under the mutex. */
 static int take_queued(fw_worker *w)
 {
     fw_loop *loop = w->loop;
     while (loop->q_head != NULL) {
-        fw_queued *q = loop->q_head;
-        loop->q_head = q->next;
-        if (loop->q_head == NULL)
-            loop->q_tail = NULL;
-        loop->nqueued--;
-        loop->queued_bytes -= q->size;
+        fw_queued *q = pop_queued(loop);
         if (loop->waitq_head != NULL)
             notify(loop);       /* room in the queue: the loop parses more */
         fw_conn *c = q->conn;
-        int ok = c->state != CS_CLOSED &&
-                 assign(w, c, q->env, q->env_len, q->keys, q->keys_len,
-                        q->gen, q->shape, q->body, q->body_len, q->body_fd,
-                        q->flags) == 0;
-        if (!ok) {
-            if (q->body_fd >= 0)
-                close(q->body_fd);
-            unpin(loop, q->shape);
-            c->flags &= ~(C_JOB | C_IN_APP);
-            if (c->state != CS_CLOSED) {
-                response_error(c, 500);
-                c->resp = RS_DONE;
-            }
-            pool_kick(c);
-        }
-        free(q);
-        if (ok)
+        if (c->state != CS_CLOSED &&
+            assign(w, c, q->env, q->env_len, q->keys, q->keys_len,
+                   q->gen, q->shape, q->body, q->body_len, q->body_fd,
+                   q->flags) == 0) {
+            free(q);
             return 1;
+        }
+        drop_queued(loop, q, 500);
     }
     return 0;
 }
@@ -407,24 +425,8 @@ static void expire_waiting(fw_loop *loop)
     int64_t now = loop_now(loop);
     int expired = 0;
     while (loop->q_head != NULL && now - loop->q_head->since_us / 1000 >= limit) {
-        fw_queued *q = loop->q_head;
-        loop->q_head = q->next;
-        if (loop->q_head == NULL)
-            loop->q_tail = NULL;
-        loop->nqueued--;
-        loop->queued_bytes -= q->size;
-        fw_conn *c = q->conn;
-        if (q->body_fd >= 0)
-            close(q->body_fd);
-        unpin(loop, q->shape);
-        c->flags &= ~(C_JOB | C_IN_APP);
-        if (c->state != CS_CLOSED) {
-            response_error(c, 503);
-            c->resp = RS_DONE;
-            pool_kick(c);
-            expired++;
-        }
-        free(q);
+        fw_queued *q = pop_queued(loop);
+        expired += drop_queued(loop, q, 503);
     }
     while (loop->waitq_head != NULL && now - loop->waitq_head->waited_ms >= limit) {
         fw_conn *c = loop->waitq_head;

@@ -15,6 +15,7 @@ from collections import defaultdict
 
 import pytest
 from conftest import TESTS, ServerProcess, fastwsgi_env, server_command
+from test_hooks import get as ask  # the status of GET path on a connection of its own
 
 LINE = re.compile(r"^(?P<name>[^:|]+):(?P<value>-?[\d.]+)\|(?P<kind>c|ms|g|h)"
                   r"(?:\|@(?P<rate>[\d.e-]+))?(?:\|#(?P<tags>.*))?$")
@@ -60,15 +61,6 @@ class Sink:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def ask(port: int, path: str) -> int:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
-        c.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := c.recv(65536):
-            data += chunk
-    return int(data.split(b" ", 2)[1])
 
 
 def request_metrics(sink: Sink, prefix: str, expected: int,
