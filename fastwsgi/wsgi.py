@@ -170,10 +170,9 @@ class Dispatch:
         self.status: str | None = None
         self.headers: Headers = []
         self.current: Exchange | None = None
-        # Numbers the requests: start_response and write() know their
-        # request's.
+        self.start = self.start_response
+        # Numbers the requests: a write() callable knows its request's.
         self.serial = 0
-        self.start = Starter(self, 0)
         self.writer = Writer(self, 0)
         # The last response head, by value: an app mostly sends the same
         # status and headers again, and comparing two short lists of tuples
@@ -286,6 +285,28 @@ class Dispatch:
         self.shapes[listener | shape << 8] = built
         return built
 
+    def start_response(self, status: str, headers: Headers,
+                       exc_info: ExcInfo | None = None) -> Callable[[bytes], None]:
+        current = self.current
+        if current is not None:
+            return current.start_response(status, headers, exc_info)
+        if exc_info is not None:
+            exc_info = None  # nothing is sent before an Exchange takes over
+        elif self.status is not None:
+            raise ResponseError("start_response() called a second time without exc_info")
+        if type(status) is not str:
+            raise ResponseError(f"status must be str, not {type(status).__name__}")
+        self.status = status
+        self.headers = headers
+        writer = self.writer
+        if _refcount(writer) > 3:
+            # An earlier request's app kept it (or refcounts cannot tell):
+            # that one stays bound to its own request, this one gets anew.
+            writer = self.writer = Writer(self, self.serial)
+        else:
+            writer.serial = self.serial  # nobody else holds it
+        return writer
+
     def write(self, data: bytes) -> None:
         current = self.current
         if current is None:
@@ -323,7 +344,6 @@ class Dispatch:
         ex.status = self.status
         ex.headers = self.headers
         self.current = ex
-        self.start.exchange = ex
         return ex
 
 
@@ -381,16 +401,8 @@ def serve_request(d: Dispatch, conn: Any, environ: Environ, flags: int) -> int:
     d.serial += 1
     d.status = None
     result = None
-    start = d.start
-    if _refcount(start) > 3:
-        # An earlier request's app kept it (or refcounts cannot tell): that
-        # one stays bound to its own request, this one gets anew.
-        start = d.start = Starter(d, d.serial)
-    else:
-        start.serial = d.serial  # nobody else holds it
-        start.exchange = None
     try:
-        result = d.app(environ, start)
+        result = d.app(environ, d.start)
         if type(result) is list and len(result) == 1 and d.current is None:
             data = result[0]
             status = d.status
@@ -428,8 +440,6 @@ def serve_request(d: Dispatch, conn: Any, environ: Environ, flags: int) -> int:
         ex.fail(conn, "error in the WSGI app")
     else:
         ex.respond(conn, result, d.streams)
-    if ex.done:
-        start.exchange = None   # a stream keeps it until it ends
     # As above: nothing of this request is reachable from the next.
     ex.conn = None
     d.current = None
@@ -472,57 +482,12 @@ def _kept(obj: Any) -> int:
 _refcount: Callable[[Any], int] = getattr(sys, "getrefcount", _kept)
 
 
-class Starter:
-    """The start_response callable an app call is given, bound to its
-    request: kept by the app and called during a later request, it raises
-    instead of setting that request's status.  One that nobody kept is
-    used again for the next request (see serve_request)."""
-
-    __slots__ = ("dispatch", "serial", "exchange")
-
-    def __init__(self, dispatch: Dispatch, serial: int) -> None:
-        self.dispatch = dispatch
-        self.serial = serial
-        # The request's Exchange once it has one: a generator may call
-        # start_response (with exc_info) while it is iterated, after the
-        # app call returned.
-        self.exchange: Exchange | None = None
-
-    def __call__(self, status: str, headers: Headers,
-                 exc_info: ExcInfo | None = None) -> Callable[[bytes], None]:
-        d = self.dispatch
-        if self.serial != d.serial or d.conn is None:
-            ex = self.exchange
-            if ex is not None and not ex.done:
-                return ex.start_response(status, headers, exc_info)
-            raise ResponseError("start_response() called after its request ended (an app "
-                                "kept it from an earlier request)")
-        current = d.current
-        if current is not None:
-            return current.start_response(status, headers, exc_info)
-        if exc_info is not None:
-            exc_info = None  # nothing is sent before an Exchange takes over
-        elif d.status is not None:
-            raise ResponseError("start_response() called a second time without exc_info")
-        if type(status) is not str:
-            raise ResponseError(f"status must be str, not {type(status).__name__}")
-        d.status = status
-        d.headers = headers
-        writer = d.writer
-        if _refcount(writer) > 3:
-            # As for Starter itself (see serve_request).
-            writer = d.writer = Writer(d, d.serial)
-        else:
-            writer.serial = d.serial  # nobody else holds it
-        return writer
-
-
 class Writer:
     """The write() callable start_response returns, bound to its request:
     kept by the app and called once that request is over (during another
     one, or from another thread), it raises instead of writing into
     whatever request the server is handling then.  One that nobody kept
-    is used again for the next request (see Starter)."""
+    is used again for the next request (see Dispatch.start_response)."""
 
     __slots__ = ("dispatch", "serial")
 

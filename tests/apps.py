@@ -76,7 +76,6 @@ def _qs(environ):
     return out
 
 
-_KEPT: list = []
 _COUNTED = [0]  # app calls to /counted
 
 
@@ -96,19 +95,6 @@ def router(environ, start_response):
     if path == "/count":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(_COUNTED[0]).encode()]
-    if path == "/keep-start":
-        # The app keeps its start_response for a later request (a bug).
-        _KEPT[:] = [start_response]
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"kept"]
-    if path == "/use-kept-start":
-        try:
-            _KEPT[0]("418 I'm a teapot", [("X-Kept", "1")])
-            said = "no error"
-        except Exception as exc:
-            said = f"{type(exc).__name__}: {exc}"
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [said.encode()]
     if path == "/write-from-a-thread":
         # write() handed to a thread of the app's own: what it raises there.
         write = start_response("200 OK", [("Content-Type", "text/plain")])

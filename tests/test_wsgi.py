@@ -625,19 +625,3 @@ def test_system_exit_does_not_stop_server(srv):
     time.sleep(0.1)
     assert srv.alive()
     assert_serving(srv)
-
-
-
-def test_a_start_response_kept_from_an_earlier_request_cannot_set_a_later_ones_status(server):
-    """An app that keeps start_response and calls it during a later request
-    gets an error there; the later request's own status stands."""
-    import http.client
-
-    conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
-    conn.request("GET", "/keep-start")
-    assert conn.getresponse().read() == b"kept"
-    conn.request("GET", "/use-kept-start")
-    r = conn.getresponse()
-    assert r.status == 200 and r.getheader("X-Kept") is None
-    assert r.read() == (b"ResponseError: start_response() called after its request ended "
-                        b"(an app kept it from an earlier request)")
