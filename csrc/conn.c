@@ -70,7 +70,12 @@ fw_conn *conn_new(fw_loop *loop, int fd, int listener, const void *sa,
      * connection only if it outlives its first turn (conn_run), so a
      * request answered on a closing connection costs no epoll_ctl. */
     c->flags |= C_UNWATCHED;
+    /* The handshake is timed as the head is: both come from the accept. */
     c->head_since = loop_now(loop);
+    if (loop->tls_ctx[listener] && tls_start(c, loop->tls_ctx[listener]) < 0) {
+        free(c);
+        return NULL;
+    }
     format_peer(c, sa, salen);
     c->next = loop->conns;
     if (loop->conns)
@@ -115,6 +120,13 @@ void conn_close(fw_conn *c)
     if (c->io.fd >= 0 && (c->flags & C_RESET)) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(c->io.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    if (c->tls) {
+        /* A clean end says close_notify first (a cut one must not look
+         * like a whole response to the client either). */
+        if (c->io.fd >= 0 && !(c->flags & (C_RESET | C_DEAD)))
+            tls_close_notify(c);
+        tls_free(c);
     }
     if (c->io.fd >= 0)
         close(c->io.fd);
@@ -232,15 +244,21 @@ static ssize_t conn_read(fw_conn *c)
     }
     size_t room = b->cap - b->len;
     for (;;) {
-        ssize_t n = recv(c->io.fd, b->data + b->len, room, 0);
+        /* Lingering discards what comes: a TLS client's records are
+         * dropped undeciphered. */
+        int tls = c->tls && c->state != CS_LINGER;
+        ssize_t n = tls ? tls_read(c, b->data + b->len, room)
+                        : recv(c->io.fd, b->data + b->len, room, 0);
         if (n > 0) {
             b->len += (size_t)n;
             c->loop->m.bytes_in += (uint64_t)n;
             /* A short read drained the socket: with edge triggering the
              * next bytes bring a new event, so no EAGAIN round trip.  Not
              * after a hang-up: that edge has come already, and only reading
-             * on to EOF or the error finds it. */
-            if ((size_t)n < room && !(c->flags & C_HUP))
+             * on to EOF or the error finds it.  Not over TLS: a read
+             * returns one record, and others may wait in the socket or in
+             * OpenSSL. */
+            if (!tls && (size_t)n < room && !(c->flags & C_HUP))
                 c->flags &= ~C_READABLE;
             return n;
         }
@@ -572,6 +590,7 @@ static void begin_close(fw_conn *c)
 {
     if ((c->flags & (C_ERROR_CLOSE | C_PEER_EOF)) == C_ERROR_CLOSE &&
         !(c->flags & C_DEAD)) {
+        tls_close_notify(c);
         shutdown(c->io.fd, SHUT_WR);
         c->state = CS_LINGER;
         c->in.off = c->in.len;
@@ -752,6 +771,18 @@ void conn_event(fw_conn *c, uint32_t events)
         c->flags |= C_HUP;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->flags |= C_WRITABLE;
+    if (c->tls_want & (TLS_READ_WANTS_OUT | TLS_WRITE_WANTS_IN)) {
+        /* OpenSSL waited for the other direction: its readiness is this
+         * direction's too. */
+        if ((c->tls_want & TLS_READ_WANTS_OUT) && (c->flags & C_WRITABLE)) {
+            c->tls_want &= ~TLS_READ_WANTS_OUT;
+            c->flags |= C_READABLE;
+        }
+        if ((c->tls_want & TLS_WRITE_WANTS_IN) && (c->flags & C_READABLE)) {
+            c->tls_want &= ~TLS_WRITE_WANTS_IN;
+            c->flags |= C_WRITABLE;
+        }
+    }
     conn_run(c);
 }
 

@@ -37,6 +37,7 @@
 #define FW_BATCH FW_MAX_EVENTS      /* requests handed to Python at once */
 #define FW_BATCH_ENV (128 * 1024)   /* their environ values, together */
 #define FW_MAX_LISTENERS 16
+#define FW_TLS_DN_MAX 1024          /* longest client subject passed on */
 #define FW_ACCEPT_TURN 1024          /* connections accepted in one turn */
 #define FW_SHARE_EVERY_MS 100       /* how often a worker weighs its share */
 #define FW_SHARE_PAUSE_MS 5         /* listeners left to a less loaded
@@ -195,6 +196,12 @@ typedef struct fw_file {
     int64_t left;
 } fw_file;
 
+/* What a TLS session waits for besides its own direction (tls_want). */
+#define TLS_READ_WANTS_OUT 1   /* a read waits for room to send */
+#define TLS_WRITE_WANTS_IN 2   /* a write waits for input */
+#define TLS_PEER_SEEN      4   /* the client certificate was looked at */
+#define TLS_NOTIFIED       8   /* close_notify was sent */
+
 struct fw_conn {
     fw_io io;                   /* must stay first: epoll's data.ptr */
     uint8_t state;              /* CS_* */
@@ -226,6 +233,10 @@ struct fw_conn {
     void *alog;                 /* the access log's record of the request */
     int64_t req_us;             /* --metrics: when the request's head came */
     int status;                 /* of the response being made, 0: none yet */
+    void *tls;                  /* its TLS session (tls.c), or NULL */
+    char *tls_dn;               /* the verified client certificate's
+                                   subject, or NULL */
+    uint8_t tls_want;           /* TLS_* */
     char raddr[46];             /* REMOTE_ADDR */
     char rport[6];              /* REMOTE_PORT */
 };
@@ -258,6 +269,7 @@ struct fw_loop {
     char server_line[96];       /* "Server: name\r\n" */
     size_t server_line_len;
     fw_io listeners[FW_MAX_LISTENERS];
+    void *tls_ctx[FW_MAX_LISTENERS];  /* a listener's TLS context, or NULL */
     int nlisteners;
     int accept_paused;          /* out of fds: listeners are off epoll */
     long accept_failures;       /* failed accepts in this episode */
@@ -446,6 +458,14 @@ void loop_timer_set(struct fw_loop *loop, fw_conn *c, int kind);
 void loop_timer_clear(struct fw_loop *loop, fw_conn *c);
 void loop_log(struct fw_loop *loop, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* tls.c */
+int tls_start(fw_conn *c, void *ctx);
+ssize_t tls_read(fw_conn *c, char *buf, size_t len);
+ssize_t tls_write(fw_conn *c, const char *data, size_t len);
+void tls_close_notify(fw_conn *c);
+void tls_free(fw_conn *c);
+void tls_loop_free(struct fw_loop *loop);
 
 /* conn.c */
 fw_conn *conn_new(struct fw_loop *loop, int fd, int listener,

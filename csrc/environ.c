@@ -102,7 +102,8 @@ long build_env(fw_conn *c, const char *buf, const fw_head *h,
      * the field values at most the head, a key at most its name plus
      * "HTTP_" and a NUL, and the fixed keys and peer address a few
      * hundred bytes.  Checked here, not assumed from the limits. */
-    size_t most = 3 * (size_t)h->head_len + 8 * (size_t)h->nfields + 512;
+    size_t most = 3 * (size_t)h->head_len + 8 * (size_t)h->nfields + 512 +
+                  (c->tls_dn ? FW_TLS_DN_MAX : 0);
     if (h->nfields > FW_MAX_FIELDS || most > loop->env_cap)
         return -431;
     env_writer e = {loop->keys, loop->env};
@@ -150,6 +151,11 @@ long build_env(fw_conn *c, const char *buf, const fw_head *h,
     PUT_KV(&e, "REMOTE_PORT", c->rport, strlen(c->rport));
     if (c->flags & C_PROXY_ANON)
         e.k = put(e.k, "fastwsgi.proxy_client=unknown", 30);
+    if (c->tls_dn) {
+        /* At most FW_TLS_DN_MAX bytes, within the room counted above. */
+        e.k = put(e.k, "SSL_CLIENT_VERIFY=SUCCESS", 26);
+        PUT_KV(&e, "SSL_CLIENT_S_DN", c->tls_dn, strlen(c->tls_dn));
+    }
 
     uint64_t seen = 0;
     int dups = 0;

@@ -396,6 +396,31 @@ int fw_pool_simple_next(fw_loop *loop, fw_job *job, fw_conn *c,
                         const char *head, size_t hlen, int nfields,
                         const char *body, size_t blen);
 
+/*
+ * TLS (tls.c).  fw_tls_load opens OpenSSL's libssl at `path` (the one the
+ * interpreter's ssl module loaded; NULL or "" tries libssl.so.3 and .1.1)
+ * once per process; 0, or -1 with a message in err.  A context made from
+ * a fw_tls_config is given to a listener with fw_loop_tls, which takes a
+ * reference of its own (NULL takes TLS away); the caller frees its own
+ * with fw_tls_context_free.  Giving a listener a new context renews its
+ * certificate for new connections; open ones keep theirs.
+ */
+typedef struct fw_tls_config {
+    const char *certfile;       /* PEM: the certificate, then its chain */
+    const char *keyfile;        /* PEM, no passphrase; NULL: in certfile */
+    const char *ca_certs;       /* PEM: CAs for client certificates, or NULL */
+    int cert_reqs;              /* 0 none, 1 asked for, 2 required */
+    const char *ciphers;        /* OpenSSL cipher list (TLS 1.2), or NULL */
+    int min_version;            /* 0x0303 TLS 1.2, 0x0304 TLS 1.3 */
+    int suppress_ragged_eofs;   /* an EOF without close_notify is an end */
+} fw_tls_config;
+
+int fw_tls_load(const char *path, char *err, size_t errlen);
+const char *fw_tls_version(void);
+void *fw_tls_context(const fw_tls_config *cfg, char *err, size_t errlen);
+void fw_tls_context_free(void *ctx);
+int fw_loop_tls(fw_loop *loop, int index, void *ctx);
+
 /* python-callbacks-begin (cffi reads these; C sees a comment)
 extern "Python+C" int fw_py_request(void *userdata, fw_conn *c,
                                     const char *env, size_t env_len,

@@ -101,7 +101,8 @@ fw_loop *fw_loop_new(const fw_config *cfg, void *userdata)
     /* The environ block holds the head's bytes at most three times
      * (PATH_INFO, REQUEST_URI, an absolute target's Host) plus a prefix per
      * field and the fixed keys; build_env checks it. */
-    loop->env_cap = 3 * (size_t)cfg->limits.head + 8 * FW_MAX_FIELDS + 1024;
+    loop->env_cap = 3 * (size_t)cfg->limits.head + 8 * FW_MAX_FIELDS + 1024 +
+                    FW_TLS_DN_MAX;
     loop->env = malloc(loop->env_cap);
     loop->keys = malloc(loop->env_cap);
     loop->rbuf = malloc(FW_RBUF_SIZE);
@@ -170,6 +171,7 @@ void fw_loop_free(fw_loop *loop)
         if (loop->listeners[i].fd >= 0)
             close(loop->listeners[i].fd);
     alog_free(loop);            /* after the connections' last lines */
+    tls_loop_free(loop);
     for (int i = 0; i < loop->ntaken; i++)
         close(loop->taken[i].fd);
     free(loop->taken);

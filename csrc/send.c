@@ -133,7 +133,8 @@ void conn_write_progress(fw_conn *c)
 static ssize_t send_some(fw_conn *c, const char *data, size_t len)
 {
     for (;;) {
-        ssize_t n = send(c->io.fd, data, len, MSG_NOSIGNAL);
+        ssize_t n = c->tls ? tls_write(c, data, len)
+                           : send(c->io.fd, data, len, MSG_NOSIGNAL);
         if (n > 0) {
             c->loop->m.bytes_out += (uint64_t)n;
             conn_write_progress(c);
@@ -185,6 +186,12 @@ static int peer_is_local(int fd)
 static int file_by_copy(fw_conn *c)
 {
     int mode = c->loop->cfg.file_send;
+    if (c->tls) {
+        /* Records are made in this process: the file passes through. */
+        if (c->loop->fbuf == NULL)
+            c->loop->fbuf = malloc(FW_FBUF_SIZE);
+        return c->loop->fbuf != NULL;
+    }
     if (mode == FW_FILE_SENDFILE)
         return 0;
     if (!(c->flags & C_PEER_KNOWN)) {
@@ -230,7 +237,8 @@ static ssize_t file_copy_some(fw_conn *c, const fw_file *f, size_t want)
     }
     if (r == 0)
         return 0;
-    return send(c->io.fd, c->loop->fbuf, (size_t)r, MSG_NOSIGNAL);
+    return c->tls ? tls_write(c, c->loop->fbuf, (size_t)r)
+                  : send(c->io.fd, c->loop->fbuf, (size_t)r, MSG_NOSIGNAL);
 }
 
 /* Send queued output, then the app's memory being sent in place, then any

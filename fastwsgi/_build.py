@@ -60,4 +60,7 @@ ffi.set_source(
     depends=[str(p.relative_to(ROOT)) for p in sorted(CSRC.glob("*.h"))],
     extra_compile_args=_cflags,
     extra_link_args=_ldflags,
+    # dlopen: TLS loads the libssl the interpreter's ssl module uses (older
+    # glibc, which the wheels are built against, keeps it in libdl).
+    libraries=["dl"],
 )

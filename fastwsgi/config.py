@@ -19,6 +19,7 @@ from .hooks import BY_NAME as HOOK_NAMES
 from .hooks import HOOKS
 from .hooks import any_set as any_hook_set
 from .hooks import checker as hook_checker
+from .listeners import strip_scheme
 from .proxies import parse_allow
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -199,7 +200,7 @@ def _str_items(value: Any) -> list[str]:
 def _binds() -> tuple[Callable[[Any], tuple[str, ...]], str]:
     def check(value: Any) -> tuple[str, ...]:
         items = _str_items(value)
-        for item in items:
+        for item in map(strip_scheme, items):
             if item.startswith("unix:"):
                 if len(item) <= 5:
                     raise ValueError
@@ -220,7 +221,8 @@ def _binds() -> tuple[Callable[[Any], tuple[str, ...]], str]:
             seen[key] = item
         return tuple(items)
 
-    return check, "HOST:PORT, [IPV6]:PORT or unix:/PATH"
+    return check, ("HOST:PORT, [IPV6]:PORT or unix:/PATH, each optionally after"
+                   " https:// or http://")
 
 
 def _address_key(item: str) -> tuple[str, int] | None:
@@ -228,6 +230,7 @@ def _address_key(item: str) -> tuple[str, int] | None:
     the real path of a unix socket, else the host (an IP in its canonical
     form, a name in lower case) and the port.  None for port 0: each of
     those gets a port of its own."""
+    item = strip_scheme(item)
     if item.startswith("unix:"):
         return (os.path.realpath(item[5:]), -1)
     host, _, port = item.rpartition(":")
@@ -498,6 +501,36 @@ def _config_file() -> tuple[Callable[[Any], str], str]:
     return check, "a file path, or nothing for none"
 
 
+def _pem_file(what: str) -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError
+        if value and not os.path.isfile(value):
+            raise Refused(f"{value!r}: no such file")
+        if value and not os.access(value, os.R_OK):
+            raise Refused(f"{value!r} is not readable")
+        return value
+
+    return check, f"the path of {what} (PEM), or nothing for none"
+
+
+CERT_REQS = {"none": 0, "optional": 1, "required": 2}
+
+
+def _cert_reqs() -> tuple[Callable[[Any], int], str]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, str):
+            text = value.strip().lower()
+            value = CERT_REQS[text] if text in CERT_REQS else int(text)
+        if value not in (0, 1, 2):
+            raise ValueError
+        return int(value)
+
+    return check, "none (0), optional (1) or required (2)"
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: how it is named, checked, defaulted and explained."""
@@ -701,6 +734,34 @@ SETTINGS: tuple[Setting, ...] = (
              "Peers that may send the PROXY header of --proxy-protocol; one"
              " from any other peer is answered 403 (unix socket peers count"
              " as allowed; * for every peer).", metavar="ADDRS"),
+    _setting("certfile", "", _pem_file("a certificate and its chain"),
+             "Serve HTTPS: the server's certificate, then its chain.  Every"
+             " listener speaks TLS, unless some --bind addresses are written"
+             " https://ADDR (only those do; http://ADDR for plain ones).",
+             metavar="FILE", default_text="none"),
+    _setting("keyfile", "", _pem_file("a private key without a passphrase"),
+             "The certificate's private key (when it is not in --certfile).",
+             metavar="FILE", default_text="none"),
+    _setting("ca_certs", "", _pem_file("CA certificates"),
+             "CA certificates that client certificates are checked against"
+             " (see --cert-reqs).", metavar="FILE", default_text="none"),
+    _setting("cert_reqs", 0, _cert_reqs(),
+             "Client certificates: none, optional (asked for; a verified"
+             " one's subject is SSL_CLIENT_S_DN in the environ) or required"
+             " (the handshake fails without one).", metavar="MODE"),
+    _setting("ciphers", "", _text(4096),
+             "OpenSSL cipher list for TLS 1.2 (TLS 1.3's suites are"
+             " OpenSSL's defaults).", metavar="LIST", default_text="OpenSSL's"),
+    _setting("tls_min_version", "1.2", _choice(("1.2", "1.3")),
+             "The oldest TLS version accepted; 1.0 and 1.1 never are.",
+             metavar="VERSION"),
+    _setting("suppress_ragged_eofs", True, _boolean(),
+             "A TLS client closing without close_notify ends its connection"
+             " as an ordinary close (off: as an error).", metavar="BOOL"),
+    _setting("do_handshake_on_connect", False, _boolean(),
+             "Accepted for gunicorn configs: the handshake always starts as"
+             " the connection is accepted, on the event loop, without"
+             " blocking anything.", metavar="BOOL"),
     _setting("sendfile", "auto", _file_send(),
              "How a wsgi.file_wrapper file is sent: on uses sendfile(2), off"
              " copies it through a 256 KiB buffer, auto copies to a peer on"
@@ -804,6 +865,41 @@ class Config:
         return (f"{host}:{self.values['port']}",)
 
 
+def _check_tls(values: dict[str, Any]) -> None:
+    """The TLS settings together: https:// binds need a certificate, and
+    the certificate, key and ciphers must make a working context."""
+    https = [b for b in values["bind"] if b.startswith("https://")]
+    if https and not values["certfile"]:
+        raise ConfigError(f"bind: {https[0]!r} needs certfile (and keyfile)")
+    if not values["certfile"]:
+        for name in ("keyfile", "ca_certs"):
+            if values[name]:
+                raise ConfigError(f"{name}: needs certfile")
+        return
+    if values["cert_reqs"] and not values["ca_certs"]:
+        raise ConfigError("cert_reqs: needs ca_certs (the CAs that client "
+                          "certificates are checked against)")
+    if values["proxy_protocol"]:
+        raise ConfigError("proxy_protocol: cannot be combined with certfile yet "
+                          "(the PROXY header would come before the TLS handshake)")
+    from .tls import TLSError, check
+
+    try:
+        check(_Values(values))
+    except TLSError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+class _Values:
+    """Attribute access to a values dict (what tls.check reads)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        return self._values[name]
+
+
 def make_config(settings: Mapping[str, Any]) -> Config:
     """Check every given setting and fill in the defaults."""
     values: dict[str, Any] = {}
@@ -822,6 +918,7 @@ def make_config(settings: Mapping[str, Any]) -> Config:
         # never see the change.
         raise ConfigError("reload: cannot be combined with preload (the "
                           "master would keep the code it loaded)")
+    _check_tls(values)
     if values["request_timeout"] and not values["threads"]:
         # Inline, the app runs on the loop's own thread: nothing could
         # answer for it while it hangs.

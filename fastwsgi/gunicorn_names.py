@@ -36,7 +36,6 @@ class Name:
         return "setting" if self.setting else "covered" if self.covered else "refused"
 
 
-TLS = "fastwsgi does not terminate TLS; put nginx or a load balancer in front"
 HTTP2 = "fastwsgi speaks HTTP/1.1; put nginx or a load balancer in front for HTTP/2"
 ASGI = "fastwsgi serves WSGI apps only"
 SYSLOG = "the access log never goes to syslog (it is written in C, to --access-log); " \
@@ -149,21 +148,26 @@ GUNICORN: tuple[Name, ...] = (
     Name("worker_exit", setting="worker_exit"),
     Name("nworkers_changed", setting="nworkers_changed"),
     Name("on_exit", setting="on_exit"),
-    Name("ssl_context", refused=TLS),
+    Name("ssl_context", refused="a Python SSLContext cannot drive the C core's OpenSSL "
+         "sessions; give certfile, keyfile, ca_certs, cert_reqs and ciphers"),
     Name("proxy_protocol", ("--proxy-protocol",), setting="proxy_protocol",
          note="a switch: v1 and v2 are both read when it is on"),
     Name("proxy_allow_ips", ("--proxy-allow-from",), setting="proxy_allow_ips"),
     Name("protocol", ("--protocol",), refused="fastwsgi speaks HTTP only, not uwsgi"),
     Name("uwsgi_allow_ips", ("--uwsgi-allow-from",),
          refused="fastwsgi speaks HTTP only, not uwsgi"),
-    Name("keyfile", ("--keyfile",), refused=TLS),
-    Name("certfile", ("--certfile",), refused=TLS),
-    Name("ssl_version", ("--ssl-version",), refused=TLS),
-    Name("cert_reqs", ("--cert-reqs",), refused=TLS),
-    Name("ca_certs", ("--ca-certs",), refused=TLS),
-    Name("suppress_ragged_eofs", ("--suppress-ragged-eofs",), refused=TLS),
-    Name("do_handshake_on_connect", ("--do-handshake-on-connect",), refused=TLS),
-    Name("ciphers", ("--ciphers",), refused=TLS),
+    Name("keyfile", ("--keyfile",), setting="keyfile"),
+    Name("certfile", ("--certfile",), setting="certfile"),
+    Name("ssl_version", ("--ssl-version",),
+         covered="TLS 1.2 and 1.3 are negotiated (1.0 and 1.1 never); "
+                 "--tls-min-version 1.3 raises the floor"),
+    Name("cert_reqs", ("--cert-reqs",), setting="cert_reqs"),
+    Name("ca_certs", ("--ca-certs",), setting="ca_certs"),
+    Name("suppress_ragged_eofs", ("--suppress-ragged-eofs",), setting="suppress_ragged_eofs"),
+    Name("do_handshake_on_connect", ("--do-handshake-on-connect",),
+         setting="do_handshake_on_connect",
+         note="the handshake always starts at accept, without blocking the loop"),
+    Name("ciphers", ("--ciphers",), setting="ciphers"),
     Name("http_protocols", ("--http-protocols",), refused=HTTP2),
     Name("http2_cleartext", ("--http2-cleartext",), refused=HTTP2),
     Name("http2_max_concurrent_streams", ("--http2-max-concurrent-streams",), refused=HTTP2),

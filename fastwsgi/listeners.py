@@ -21,6 +21,20 @@ class Listener:
     server_port: str      # SERVER_PORT in the environ
     unix_path: str | None = None  # ours to unlink at exit
     inherited: bool = False       # passed down to us (systemd, --fd)
+    tls: bool = False             # speaks TLS (the https:// of url)
+
+    def secure(self) -> None:
+        """Mark it TLS: its URL says https."""
+        self.tls = True
+        self.url = self.url.replace("http://", "https://", 1)
+
+
+def strip_scheme(address: str) -> str:
+    """A --bind address without its https:// or http:// prefix."""
+    for scheme in ("https://", "http://"):
+        if address.startswith(scheme):
+            return address[len(scheme):]
+    return address
 
 
 def _unlink_stale_socket(path: str) -> None:
@@ -51,6 +65,7 @@ def open_listener(address: str, backlog: int, reuse_port: bool = False,
     own to the same address.  listen=False binds only: the master holds the
     address (and learns the port) without joining the kernel's share-out of
     connections, which would hand some to a socket nobody accepts on."""
+    address = strip_scheme(address)
     try:
         if address.startswith("unix:"):
             path = address[5:]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from . import tls
 from ._fastwsgi import ffi, lib
 from ._version import __version__
 from .access_relay import AccessRelay, file_handler, routed_logger
@@ -86,9 +87,19 @@ def open_listeners(cfg: Config, listen: bool = True) -> list[Listener]:
         addresses = cfg.addresses
         if listeners and not cfg.bind and not ({"host", "port"} & cfg.given):
             addresses = ()
+        # With a certificate, every listener speaks TLS, unless some
+        # addresses say https://: then only those do.
+        chosen = any(a.startswith("https://") for a in addresses)
+        for listener in listeners:
+            if cfg.certfile and not chosen:
+                listener.secure()
         for address in addresses:
-            listeners.append(open_listener(address, cfg.backlog, reuse_port=cfg.reuse_port,
-                                           umask=cfg.umask, listen=listen))
+            listener = open_listener(address, cfg.backlog, reuse_port=cfg.reuse_port,
+                                     umask=cfg.umask, listen=listen)
+            listeners.append(listener)
+            if cfg.certfile and (address.startswith("https://") or not chosen) \
+                    and not address.startswith("http://"):
+                listener.secure()
     except BaseException:
         for listener in listeners:
             listener.sock.close()
@@ -136,6 +147,8 @@ class Server:
         # What signal handlers leave for the loop's thread (_on_signal).
         self._notes: list[tuple[int, str, tuple[Any, ...]]] = []
         self._reopen = False
+        self._renew = False  # SIGHUP without a master: read the certificate again
+        self._tls_given = False
         for listener in listeners or ():
             self.add(listener)
 
@@ -150,6 +163,12 @@ class Server:
             self.add(listener)
 
     def _template(self, listener: Listener) -> Environ:
+        if listener.tls:
+            return {**self._plain_template(listener), "wsgi.url_scheme": "https",
+                    "HTTPS": "on"}
+        return self._plain_template(listener)
+
+    def _plain_template(self, listener: Listener) -> Environ:
         return {
             "SCRIPT_NAME": "",
             "SERVER_NAME": listener.server_name,
@@ -223,6 +242,7 @@ class Server:
                 if lib.fw_loop_listen(self.loop, listener.sock.fileno(), index) < 0:
                     raise OSError(ffi.errno, os.strerror(ffi.errno))
                 listener.sock.detach()  # C owns the descriptor now
+            self._give_tls()
             lib.fw_loop_wakeup_fd(self.loop, wake_r.fileno())
             proxies = Proxies(self.cfg.forwarded_allow_ips, self.cfg.forwarded_host,
                               self.cfg.secure_scheme_headers) \
@@ -364,6 +384,9 @@ class Server:
         if self.role is not None:
             self._worker_signal(sig)
             return
+        if sig == signal.SIGHUP and any(listener.tls for listener in self.listeners):
+            self._renew = True
+            return
         if sig in (signal.SIGHUP, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
             self._note(logging.WARNING, "%s: one process without a master has no workers "
                        "to reload or change (run with --master or --workers N); ignored",
@@ -382,6 +405,33 @@ class Server:
             self._note(logging.INFO, "%s again: stopping now", sig.name)
             self._stop_now()
 
+    def _give_tls(self) -> bool:
+        """Give each TLS listener a context made from the files as they are
+        now; False (and the reason logged) when they do not make one.  At
+        start that stops the server; on SIGHUP the old certificate stays."""
+        if not any(listener.tls for listener in self.listeners):
+            return True
+        try:
+            ctx = tls.context(self.cfg)
+        except tls.TLSError as exc:
+            if self.loop != ffi.NULL and self._tls_given:
+                logger.error("SIGHUP: the certificate was not renewed: %s", exc)
+                return False
+            raise
+        try:
+            for index, listener in enumerate(self.listeners):
+                if listener.tls and lib.fw_loop_tls(self.loop, index, ctx) < 0:
+                    raise OSError(ffi.errno, os.strerror(ffi.errno))
+        finally:
+            lib.fw_tls_context_free(ctx)
+        if self._tls_given:
+            logger.info("SIGHUP: certificate and key read again; new connections use them")
+        elif self.role is None or self.role.number == 1:
+            logger.info("TLS by %s (the ssl module's libssl); file bodies are copied "
+                        "through it", tls.load())
+        self._tls_given = True
+        return True
+
     def _note(self, level: int, msg: str, *args: Any) -> None:
         self._notes.append((level, msg, args))  # (list.append: no I/O, no lock)
 
@@ -393,6 +443,9 @@ class Server:
             self._reopen = False
             reopen_logs()
             lib.fw_loop_access_log_reopen(self.loop)
+        if self._renew and self.loop != ffi.NULL:
+            self._renew = False
+            self._give_tls()
         self._stops_asked()
 
     def _stop_now(self) -> None:

@@ -164,8 +164,7 @@ def test_other_fastwsgi_variables_are_left_alone():
                                                  "--metrics-bind"]),
     (["--worker-connections", "10", "apps:hello"], ["--worker-connections: not supported: "
                                                     "fastwsgi has no per-worker"]),
-    (["--certfile", "x.pem", "apps:hello"], ["--certfile: not supported: fastwsgi does not "
-                                             "terminate TLS"]),
+    (["--certfile", "x.pem", "apps:hello"], ["certfile: 'x.pem': no such file"]),
     (["-k", "gevent", "apps:hello"], ["-k/--worker-class: 'gevent' has no equivalent"]),
     (["apps:hello", "extra"], ["unexpected argument 'extra'"]),
 ])

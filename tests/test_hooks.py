@@ -204,7 +204,7 @@ def run_check(conf: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     ("def pre_exec(server):\n    pass\n",
      "conf.py:1: pre_exec: not supported: fastwsgi does not re-execute itself"),
     ("def ssl_context(conf, factory):\n    pass\n",
-     "ssl_context: not supported: fastwsgi does not terminate TLS"),
+     "ssl_context: not supported: a Python SSLContext cannot drive"),
 ])
 def test_a_bad_hook_is_one_line_naming_file_and_line(tmp_path: Path, text: str,
                                                      message: str) -> None:
