@@ -416,7 +416,10 @@ static int queue_body(fw_conn *c, const char *data, size_t len)
         }
         return 0;
     }
-    while (len && (c->flags & C_WRITABLE)) {
+    /* Over TLS the bytes become records in conn_flush: they wait there
+     * (c->ext), behind the queued output, and are sent as the socket takes
+     * them, still without a copy. */
+    while (len && (c->flags & C_WRITABLE) && c->tls == NULL) {
         struct iovec iov[2];
         size_t pend = conn_out_pending(c);
         int k = 0;
@@ -831,7 +834,9 @@ int fw_conn_drain(fw_conn *c)
         if (conn_out_pending(c) < FW_OUT_LOW && c->file == NULL &&
             c->ext == NULL)
             return 1;
-        struct pollfd pfd = {.fd = c->io.fd, .events = POLLOUT};
+        /* A TLS write may wait for input instead (tls_want). */
+        short events = (c->tls_want & TLS_WRITE_WANTS_IN) ? POLLIN : POLLOUT;
+        struct pollfd pfd = {.fd = c->io.fd, .events = events};
         int timeout = c->loop->cfg.write_timeout_ms;
         int r = poll(&pfd, 1, timeout > 0 ? timeout : -1);
         if (r < 0 && errno == EINTR)
@@ -840,6 +845,7 @@ int fw_conn_drain(fw_conn *c)
             c->flags |= C_DEAD;
             return -1;
         }
+        c->tls_want &= ~TLS_WRITE_WANTS_IN;
         c->flags |= C_WRITABLE;
     }
 }

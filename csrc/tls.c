@@ -281,6 +281,10 @@ void *fw_tls_context(const fw_tls_config *cfg, char *err, size_t errlen)
         } else {
             snprintf(what, sizeof what, "keyfile: cannot use %.500s", keyfile);
             say_error(err, errlen, what);
+            /* OpenSSL 3 compares the key with the certificate right here. */
+            if (strstr(err, "values mismatch"))
+                snprintf(err, errlen, "keyfile: %.500s is not the key of the "
+                         "certificate in certfile", keyfile);
         }
         goto fail;
     }
