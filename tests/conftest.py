@@ -46,6 +46,37 @@ def fastwsgi_env(base: dict | None = None) -> dict:
     if SANITIZER_PRELOAD:
         env["LD_PRELOAD"] = SANITIZER_PRELOAD
     return env
+# FASTWSGI_TEST_TLS=1 serves every server of the suite over HTTPS (with
+# a certificate made for the run) and connect() speaks TLS: the HTTP
+# contract, proven again through the TLS read and write paths.
+TEST_TLS = os.environ.get("FASTWSGI_TEST_TLS", "") not in ("", "0")
+_tls_files: tuple[str, str] | None = None
+
+
+def tls_files() -> tuple[str, str]:
+    """The run's certificate and key for TEST_TLS (made once)."""
+    global _tls_files
+    if _tls_files is None:
+        d = Path(tempfile.mkdtemp(prefix="fastwsgi-tls-"))
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", "key.pem",
+                        "-out", "cert.pem", "-days", "2", "-subj", "/CN=localhost"],
+                       cwd=d, check=True, capture_output=True)
+        _tls_files = (str(d / "cert.pem"), str(d / "key.pem"))
+    return _tls_files
+
+
+def tls_wrap(sock: socket.socket) -> socket.socket:
+    """A client session over `sock` that trusts any certificate (the
+    suite's TLS mode tests HTTP over TLS, not certificate checks)."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx.wrap_socket(sock, server_hostname="localhost")
+
+
 TEST_THREADS = os.environ.get("FASTWSGI_TEST_THREADS", "")
 if TEST_THREADS == "0":
     TEST_THREADS = ""
@@ -83,6 +114,10 @@ class ServerProcess:
             argv += ["--threads", TEST_THREADS]
         if not any(a.startswith(("--port", "--bind", "-b", "-p")) for a in args):
             argv += ["--port", "0"]
+        self.tls = TEST_TLS and "--certfile" not in args
+        if self.tls:
+            cert, key = tls_files()
+            argv += ["--certfile", cert, "--keyfile", key]
         argv.append(app)
         self.proc = subprocess.Popen(argv, cwd=cwd, env=full_env,
                                      stdout=self.log, stderr=subprocess.STDOUT,
@@ -121,7 +156,12 @@ class ServerProcess:
 
     def connect(self, timeout: float = 5.0) -> socket.socket:
         s = socket.create_connection((self.host, self.port), timeout=timeout)
-        return s
+        return tls_wrap(s) if self.tls else s
+
+    def wrap(self, sock: socket.socket) -> socket.socket:
+        """A socket the test connected itself, in the suite's TLS mode
+        wrapped in a client session (after its options were set)."""
+        return tls_wrap(sock) if self.tls else sock
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -21,7 +21,7 @@ def slow_reader(srv, rcvbuf: int = 32 * 1024) -> socket.socket:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.settimeout(5)
     s.connect((srv.host, srv.port))
-    return s
+    return srv.wrap(s)
 
 
 def timed_hello(srv, timeout: float = 3.0) -> float:

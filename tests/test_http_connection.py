@@ -9,7 +9,9 @@ import socket
 import threading
 import time
 
-from conftest import parse_responses, read_response
+import pytest
+
+from conftest import TEST_TLS, parse_responses, read_response
 
 HELLO = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -434,6 +436,8 @@ def test_empty_lines_before_a_request_are_ignored(server):
     assert closed
 
 
+@pytest.mark.skipif(TEST_TLS, reason="Python's ssl drops the session at shutdown(SHUT_WR): "
+                    "its client cannot half-close over TLS")
 def test_requests_answered_after_the_client_half_closes(server):
     with server.connect() as s:
         s.sendall(HELLO * 5)
@@ -443,6 +447,8 @@ def test_requests_answered_after_the_client_half_closes(server):
     assert closed
 
 
+@pytest.mark.skipif(TEST_TLS, reason="Python's ssl drops the session at shutdown(SHUT_WR): "
+                    "its client cannot half-close over TLS")
 def test_body_answered_after_the_client_half_closes(server):
     with server.connect() as s:
         s.sendall(b"POST /body HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked"
@@ -453,6 +459,8 @@ def test_body_answered_after_the_client_half_closes(server):
     assert closed
 
 
+@pytest.mark.skipif(TEST_TLS, reason="Python's ssl drops the session at shutdown(SHUT_WR): "
+                    "its client cannot half-close over TLS")
 def test_partial_request_then_half_close(server):
     with server.connect() as s:
         s.sendall(HELLO + b"GET /hello HTTP/1.1\r\nHo")

@@ -325,7 +325,7 @@ def test_head_too_large_before_it_ends(small_head):
 
 def test_a_higher_minor_version_is_served_as_http11(server):
     """RFC 9110 2.5: HTTP/1.2 is answered as the highest 1.x implemented."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+    with server.connect() as s:
         s.sendall(b"GET /hello HTTP/1.2\r\nHost: t\r\n\r\n")
         data = s.recv(65536)
     assert data.startswith(b"HTTP/1.1 200 "), data[:100]

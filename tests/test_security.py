@@ -335,6 +335,7 @@ def test_trickled_input_does_not_defeat_the_write_timeout(start_server):
         s.connect(address)
         if family == socket.AF_INET:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s = srv.wrap(s)
         s.sendall(b"GET /big?size=%d HTTP/1.1\r\nHost: t\r\n\r\n" % size * count)
         socks[name] = s
     start = time.monotonic()
@@ -395,6 +396,7 @@ def late_stream(srv) -> socket.socket:
     a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * KIB)
     a.settimeout(5)
     a.connect((srv.host, srv.port))
+    a = srv.wrap(a)
     a.sendall(b"GET /late-write?n=2048&size=65536 HTTP/1.1\r\nHost: a\r\n\r\n")
     assert a.recv(4096).startswith(b"HTTP/1.1 200 ")
     return a

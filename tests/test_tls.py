@@ -21,10 +21,6 @@ import requests
 import tls_certs
 from conftest import fastwsgi_env, parse_responses, read_one, server_command
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
-                                reason="the openssl command makes the certificates")
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> tls_certs.Certs:
     return tls_certs.make(tmp_path_factory.mktemp("certs"))
