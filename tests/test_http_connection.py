@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-
 from conftest import TEST_TLS, parse_responses, read_response
 
 HELLO = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"

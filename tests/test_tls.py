@@ -21,6 +21,7 @@ import requests
 import tls_certs
 from conftest import fastwsgi_env, parse_responses, read_one, server_command
 
+
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> tls_certs.Certs:
     return tls_certs.make(tmp_path_factory.mktemp("certs"))
