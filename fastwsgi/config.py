@@ -514,6 +514,16 @@ def _pem_file(what: str) -> tuple[Callable[[Any], str], str]:
     return check, f"the path of {what} (PEM), or nothing for none"
 
 
+def _cipher_list() -> tuple[Callable[[Any], str], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or len(value) > 4096 or \
+                any(not 0x20 < ord(ch) < 0x7f for ch in value):
+            raise ValueError
+        return value
+
+    return check, "an OpenSSL cipher list (visible ASCII), or nothing for OpenSSL's"
+
+
 CERT_REQS = {"none": 0, "optional": 1, "required": 2}
 
 
@@ -749,7 +759,7 @@ SETTINGS: tuple[Setting, ...] = (
              "Client certificates: none, optional (asked for; a verified"
              " one's subject is SSL_CLIENT_S_DN in the environ) or required"
              " (the handshake fails without one).", metavar="MODE"),
-    _setting("ciphers", "", _text(4096),
+    _setting("ciphers", "", _cipher_list(),
              "OpenSSL cipher list for TLS 1.2 (TLS 1.3's suites are"
              " OpenSSL's defaults).", metavar="LIST", default_text="OpenSSL's"),
     _setting("tls_min_version", "1.2", _choice(("1.2", "1.3")),

@@ -62,6 +62,13 @@ def settings_from(cfg: Any) -> Config:
     if cfg.accesslog:
         values["access_log"] = cfg.accesslog
         values["access_log_format"] = cfg.access_log_format
+    if getattr(cfg, "certfile", None):
+        # TLS is the C loop's, with gunicorn's files and choices (its
+        # ssl_version has no counterpart: 1.2 and 1.3 are negotiated).
+        values.update(certfile=cfg.certfile, keyfile=cfg.keyfile or "",
+                      ca_certs=cfg.ca_certs or "", cert_reqs=int(cfg.cert_reqs),
+                      ciphers=cfg.ciphers or "",
+                      suppress_ragged_eofs=bool(cfg.suppress_ragged_eofs))
     return make_config(values)
 
 
@@ -89,6 +96,9 @@ class Worker(_GunicornWorker):  # type: ignore[misc, unused-ignore]
         slot = beats.pointer(0)
         limit = self.max_requests if self.max_requests < sys.maxsize else 0
         listeners = [inherit_listener(os.dup(s.fileno()), "gunicorn") for s in self.sockets]
+        if cfg.certfile:
+            for listener in listeners:
+                listener.secure()
         role = WorkerRole(self.age, slot, 1, limit, gunicorn=True,
                           on_quit=lambda: self.cfg.worker_int(self))
         pre, post = self._own("pre_request"), self._own("post_request")

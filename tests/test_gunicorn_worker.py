@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -168,3 +169,43 @@ def test_proxy_allow_ips_reaches_the_worker(allow, status):
         assert got == status, head
     finally:
         g.close()
+
+
+def test_gunicorns_tls_settings_reach_the_c_loop(tmp_path):
+    """gunicorn's certfile and keyfile: the worker class serves HTTPS from
+    its C loop (gunicorn's own workers would wrap each socket in Python)."""
+    import http.client
+    import ssl
+
+    import tls_certs
+
+    certs = tls_certs.make(tmp_path)
+    port = free_port()
+    log = open(tmp_path / "gunicorn.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-k", "fastwsgi.gunicorn.Worker",
+         "-b", f"127.0.0.1:{port}", "--certfile", str(certs.cert), "--keyfile",
+         str(certs.key), "apps:router"],
+        cwd=TESTS, env=fastwsgi_env(), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                conn = http.client.HTTPSConnection("localhost", port, timeout=5, context=ctx)
+                conn.request("GET", "/echo")
+                resp = conn.getresponse()
+                break
+            except (OSError, http.client.HTTPException):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        env = json.loads(resp.read())
+        assert resp.status == 200
+        assert resp.getheader("Server") == "fastwsgi"
+        assert env["wsgi.url_scheme"] == "https"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
