@@ -269,8 +269,11 @@ static ssize_t conn_read(fw_conn *c)
         if (errno == EINTR)
             continue;
         c->flags &= ~C_READABLE;
-        if (errno != EAGAIN)
+        if (errno != EAGAIN) {
+            if (c->tls_want & TLS_PLAIN_HTTP)
+                tls_plain_refusal(c);
             c->flags |= C_DEAD;
+        }
         return 0;
     }
 }

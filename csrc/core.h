@@ -201,6 +201,7 @@ typedef struct fw_file {
 #define TLS_WRITE_WANTS_IN 2   /* a write waits for input */
 #define TLS_PEER_SEEN      4   /* the client certificate was looked at */
 #define TLS_NOTIFIED       8   /* close_notify was sent */
+#define TLS_PLAIN_HTTP    16   /* the client spoke plain HTTP */
 
 struct fw_conn {
     fw_io io;                   /* must stay first: epoll's data.ptr */
@@ -464,6 +465,7 @@ int tls_start(fw_conn *c, void *ctx);
 ssize_t tls_read(fw_conn *c, char *buf, size_t len);
 ssize_t tls_write(fw_conn *c, const char *data, size_t len);
 void tls_close_notify(fw_conn *c);
+void tls_plain_refusal(fw_conn *c);
 void tls_free(fw_conn *c);
 void tls_loop_free(struct fw_loop *loop);
 

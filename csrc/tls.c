@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "core.h"
 
@@ -48,6 +49,8 @@
 #define SSL_TLSEXT_ERR_OK 0
 #define SSL_TLSEXT_ERR_NOACK 3
 #define X509_V_OK 0
+#define ERR_LIB_SSL 20
+#define SSL_R_HTTP_REQUEST 156           /* plain HTTP where a record was due */
 #define XN_FLAG_RFC2253 0x1110317ul
 
 typedef int (*alpn_cb)(void *ssl, const unsigned char **out,
@@ -95,6 +98,7 @@ static struct {
     int (*BIO_read)(void *, void *, int);
     int (*BIO_free)(void *);
     unsigned long (*ERR_get_error)(void);
+    unsigned long (*ERR_peek_error)(void);
     void (*ERR_error_string_n)(unsigned long, char *, size_t);
     void (*ERR_clear_error)(void);
 } O;
@@ -169,6 +173,7 @@ int fw_tls_load(const char *path, char *err, size_t errlen)
     SYM(BIO_read, "BIO_read");
     SYM(BIO_free, "BIO_free");
     SYM(ERR_get_error, "ERR_get_error");
+    SYM(ERR_peek_error, "ERR_peek_error");
     SYM(ERR_error_string_n, "ERR_error_string_n");
     SYM(ERR_clear_error, "ERR_clear_error");
 #undef SYM
@@ -400,6 +405,8 @@ static void note_peer(fw_conn *c)
     O.ERR_clear_error();
 }
 
+static int plain_http(unsigned long e);
+
 ssize_t tls_read(fw_conn *c, char *buf, size_t len)
 {
     int n = O.SSL_read(c->tls, buf, len > INT_MAX ? INT_MAX : (int)len);
@@ -428,10 +435,33 @@ ssize_t tls_read(fw_conn *c, char *buf, size_t len)
             errno = EIO;        /* never EAGAIN here: that would wait */
         return -1;
     default:
+        if (plain_http(O.ERR_peek_error()))
+            c->tls_want |= TLS_PLAIN_HTTP;
         O.ERR_clear_error();
         errno = EPROTO;         /* a bad record, a failed handshake */
         return -1;
     }
+}
+
+/* Whether OpenSSL refused the connection because it began with an HTTP
+ * request in the clear (the error code's layout changed in 3.0). */
+static int plain_http(unsigned long e)
+{
+    unsigned long lib = O.version >= 0x30000000ul ? (e >> 23) & 0xff : (e >> 24) & 0xff;
+    unsigned long reason = O.version >= 0x30000000ul ? e & 0x7fffff : e & 0xfff;
+    return lib == ERR_LIB_SSL && reason == SSL_R_HTTP_REQUEST;
+}
+
+/* Plain HTTP sent to a TLS listener gets a plain answer saying so (as a
+ * browser shows it) before the close: best effort, never waited for. */
+void tls_plain_refusal(fw_conn *c)
+{
+    static const char msg[] =
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 42\r\nConnection: close\r\n\r\n"
+        "This port speaks HTTPS: use an https URL.\n";
+    ssize_t n = send(c->io.fd, msg, sizeof msg - 1, MSG_NOSIGNAL);
+    (void)n;
 }
 
 ssize_t tls_write(fw_conn *c, const char *data, size_t len)

@@ -402,6 +402,24 @@ def test_unfinished_handshakes_are_cut_and_others_served(start_server, certs):
     assert get(srv, certs, "/hello") == (200, b"Hello, World!")
 
 
+def test_plain_http_to_a_tls_port_is_told_so(start_server, certs):
+    """curl http://host:443/ gets a readable 400 in the clear, then the
+    close, instead of a silent reset; the listener goes on with TLS."""
+    srv = start_server("apps:router", *tls_args(certs))
+    for method in ("GET", "POST", "HEAD"):
+        with socket.create_connection((srv.host, srv.port), timeout=10) as s:
+            s.sendall(f"{method} /hello HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            got = b""
+            while True:
+                data = s.recv(4096)
+                if not data:
+                    break
+                got += data
+        assert got.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got
+        assert got.endswith(b"This port speaks HTTPS: use an https URL.\n")
+    assert get(srv, certs, "/hello") == (200, b"Hello, World!")
+
+
 # ---------------------------------------------------------------- settings
 
 
