@@ -4,7 +4,8 @@ matplotlib):  python -m bench.chart results.json chart.png
 Grouped bars per scenario, one bar per server, log scale (the scenarios span
 four orders of magnitude). fastwsgi is the one saturated colour and carries
 its ratio against the reference; nginx, the ceiling, is hatched grey; a
-server without a number gets an "x" at the foot of its slot.
+server without a number gets an "x" at the foot of its slot (one that
+takes no part in a scenario, n/a, leaves its slot empty).
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ def draw(data: dict[str, Any], out: str) -> None:
                 label_text = None
                 if res.get("ratio_ref") is not None:
                     label_text = f"×{res['ratio_ref']:.2f}"
+                    # Against another server in this scenario (the TLS
+                    # rows, where the run's reference has no TLS): named.
+                    if scen.get("reference", data["reference"]) != data["reference"]:
+                        label_text += f" {scen['reference']}"
                 elif res.get("ratio_nginx") is not None:
                     # No reference number in this scenario (it failed): say
                     # where fastwsgi stands against the ceiling instead.
@@ -79,7 +84,8 @@ def draw(data: dict[str, Any], out: str) -> None:
                                 xytext=(0, 3), textcoords="offset points",
                                 ha="center", va="bottom", fontsize=8,
                                 fontweight="bold", color=OURS_COLOUR, rotation=90)
-            elif res is not None:
+            elif res is not None and res["status"] != "n/a":
+                # n/a (a server without TLS in a TLS row) is an empty slot.
                 missing.append(x)
         style = {"facecolor": colour, "hatch": hatch, "edgecolor": edge,
                  "linewidth": 0.8 if edge != "none" else 0}

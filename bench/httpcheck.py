@@ -2,12 +2,15 @@
 
 wrk counts responses but never looks at bodies, so before a server is
 measured this client checks status and body byte for byte; a server that
-fails gets FAIL instead of a number.
+fails gets FAIL instead of a number. Given a client TLS context (the tls-*
+scenarios) it speaks HTTPS, verifying the server's certificate, and
+otherwise checks exactly the same things.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -39,6 +42,9 @@ class _Reader:
         self.deadline = deadline
         self.buf = b""
         self.eof = False
+        # TLS only, with suppress_ragged_eofs=False: the peer closed the TCP
+        # connection without a close_notify alert.
+        self.ragged = False
 
     def _fill(self) -> bool:
         left = self.deadline - time.monotonic()
@@ -51,6 +57,11 @@ class _Reader:
             raise HttpError(f"no data for {min(left, STALL):.0f} s") from None
         except ConnectionError as exc:
             raise HttpError(f"connection error: {exc}") from None
+        except ssl.SSLEOFError:
+            self.eof = self.ragged = True
+            return False
+        except ssl.SSLError as exc:
+            raise HttpError(f"TLS error: {exc}") from None
         if not data:
             self.eof = True
             return False
@@ -123,19 +134,38 @@ def _read_response(reader: _Reader) -> Response:
     return Response(status, headers, body, chunked)
 
 
-def _connect(port: int, timeout: float) -> socket.socket:
+def _connect(port: int, timeout: float, tls: ssl.SSLContext | None = None,
+             session: ssl.SSLSession | None = None,
+             suppress_ragged_eofs: bool = True) -> socket.socket:
+    """A TCP connection; with `tls`, the TLS handshake done on it as well
+    (bounded by `timeout`, the server's certificate verified)."""
     sock = socket.create_connection((HOST, port), timeout=timeout)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            return tls.wrap_socket(sock, server_hostname=HOST, session=session,
+                                   suppress_ragged_eofs=suppress_ragged_eofs)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
-def probe(port: int, timeout: float = 1.0) -> bool:
-    """True once the port answers an HTTP request with a status line."""
+def probe(port: int, timeout: float = 1.0, tls: ssl.SSLContext | None = None) -> bool:
+    """True once the port answers an HTTP request with a status line (over
+    TLS when `tls` is given). A TLS handshake that the server answered and
+    that failed (certificate not trusted, no common version, a plain HTTP
+    answer) raises its ssl.SSLError: that server is up, and will not do
+    better by being asked again."""
     try:
-        with _connect(port, timeout) as sock:
+        with _connect(port, timeout, tls) as sock:
             sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             reader = _Reader(sock, time.monotonic() + timeout)
             return reader.until(b"\r\n").startswith(b"HTTP/1.")
+    except ssl.SSLEOFError:
+        return False  # closed mid-handshake: perhaps still starting
+    except ssl.SSLError:
+        raise
     except (OSError, HttpError):
         return False
 
@@ -152,15 +182,17 @@ def _closes_soon(reader: _Reader, wait: float) -> bool:
 
 def validate(port: int, request: bytes, check: Callable[[bytes], str | None],
              pipeline: int = 1, expect_close: bool = False,
-             timeout: float = 30.0) -> str | None:
+             timeout: float = 30.0, tls: ssl.SSLContext | None = None) -> str | None:
     """Send the scenario's request(s) and check every answer. Returns None
     when all is right, else the reason for FAIL.
 
     Keep-alive scenarios send a second request on the same connection (so a
     server that breaks keep-alive is caught); pipelined ones send all
-    requests in one write and expect all answers, in order."""
+    requests in one write and expect all answers, in order. With `tls` all
+    of it goes over one TLS session (a failed handshake or certificate
+    check is the reason)."""
     try:
-        with _connect(port, timeout) as sock:
+        with _connect(port, timeout, tls) as sock:
             reader = _Reader(sock, time.monotonic() + timeout)
             rounds = 1 if expect_close else 2
             for round_no in range(rounds):
@@ -193,6 +225,48 @@ def validate(port: int, request: bytes, check: Callable[[bytes], str | None],
     except (HttpError, ValueError) as exc:  # e.g. a non-numeric Content-Length
         return f"malformed response: {exc}"
     return None
+
+
+@dataclass
+class TlsFacts:
+    """What a TLS server negotiated with the validator's client."""
+
+    version: str  # e.g. TLSv1.3
+    cipher: str
+    resumed: bool  # accepted the session of a previous connection
+    close_notify: bool  # ended its connection with a close_notify alert
+
+
+_CLOSE_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+
+def tls_facts(port: int, tls: ssl.SSLContext, timeout: float = 30.0) -> TlsFacts:
+    """Two connections, one `Connection: close` GET on each, the second
+    offering the first one's TLS session (as wrk does when it reconnects).
+    The answers' bodies are not judged here (validate() does that); raises
+    HttpError or OSError when a connection fails."""
+    session: ssl.SSLSession | None = None
+    facts: list[TlsFacts] = []
+    for _ in range(2):
+        sock = _connect(port, timeout, tls, session=session, suppress_ragged_eofs=False)
+        assert isinstance(sock, ssl.SSLSocket)
+        with sock:
+            version, cipher = sock.version() or "?", (sock.cipher() or ("?",))[0]
+            resumed = bool(sock.session_reused)
+            sock.sendall(_CLOSE_REQUEST)
+            reader = _Reader(sock, time.monotonic() + timeout)
+            _read_response(reader)
+            # Taken before the close: a TLS 1.3 ticket comes after the
+            # handshake, so it has been read by now, and OpenSSL gives up
+            # a session whose connection then ends without close_notify
+            # (wrk closes first, after the answer, and keeps it).
+            session = sock.session
+            if reader.buf or not _closes_soon(reader, 2.0):
+                raise HttpError("connection not closed after a Connection: close request")
+            facts.append(TlsFacts(version, cipher, resumed, not reader.ragged))
+    first, second = facts
+    return TlsFacts(second.version, second.cipher, second.resumed,
+                    first.close_notify and second.close_notify)
 
 
 def timed_request(port: int, timeout: float = 5.0) -> float:

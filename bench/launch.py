@@ -1,7 +1,7 @@
 """Start a server that has no command line of its own, through its Python API.
 
 Run inside the server's virtualenv as
-    python launch.py SERVER HOST PORT module:attribute [WORKERS]
+    python launch.py SERVER HOST PORT module:attribute [WORKERS] [--tls CERT KEY]
 It is copied next to apps.py in the run directory, so that only that directory
 is on sys.path (not the orchestrator's package). Standard library only, and
 Python 3.9 compatible: it also runs under PyPy.
@@ -11,6 +11,8 @@ process forks that many workers, each binding its own SO_REUSEPORT socket so
 that the kernel spreads the connections among them, and supervises them: on
 SIGTERM or SIGINT it stops them all, and if one ends the others are stopped
 too, so that the benchmark sees one server that died, never half of one.
+
+--tls CERT KEY (socketify only): serve HTTPS with that certificate and key.
 """
 
 from __future__ import annotations
@@ -58,6 +60,17 @@ def run_socketify(app: Any, host: str, port: int) -> None:
         WSGI(app).listen(port, lambda config: None).run()
     else:
         WSGI(app).listen(AppListenOptions(port=port, host=host), lambda config: None).run()
+
+
+def run_socketify_tls(app: Any, host: str, port: int, cert: str, key: str) -> None:
+    from socketify import WSGI, AppListenOptions, AppOptions
+
+    options = AppOptions(cert_file_name=cert, key_file_name=key)
+    if platform.python_implementation() == "PyPy":  # a bare port, as above
+        WSGI(app, options=options).listen(port, lambda config: None).run()
+    else:
+        WSGI(app, options=options).listen(AppListenOptions(port=port, host=host),
+                                          lambda config: None).run()
 
 
 def run_fastwsgi_009(app: Any, host: str, port: int) -> None:
@@ -182,26 +195,40 @@ RUNNERS: dict[str, Callable[[Any, str, int], None]] = {
 FORKED: dict[str, Callable[[Any, str, int, int], int]] = {
     "bjoern": run_bjoern_forked,
 }
+# The servers it can run over TLS (--tls CERT KEY).
+TLS_RUNNERS: dict[str, Callable[[Any, str, int, str, str], None]] = {
+    "socketify": run_socketify_tls,
+}
 
 
 def _usage() -> int:
     names = ",".join(RUNNERS)
-    sys.stderr.write(f"usage: launch.py {{{names}}} HOST PORT module:attr [WORKERS]\n"
-                     f"  WORKERS > 1 only for: {','.join(FORKED)}\n")
+    sys.stderr.write(f"usage: launch.py {{{names}}} HOST PORT module:attr [WORKERS] "
+                     "[--tls CERT KEY]\n"
+                     f"  WORKERS > 1 only for: {','.join(FORKED)}\n"
+                     f"  --tls only for: {','.join(TLS_RUNNERS)} (one process)\n")
     return 2
 
 
 def main(argv: list[str]) -> int:
+    tls: tuple[str, str] | None = None
+    if len(argv) >= 3 and argv[-3] == "--tls":
+        tls, argv = (argv[-2], argv[-1]), argv[:-3]
     if len(argv) not in (4, 5) or argv[0] not in RUNNERS:
         return _usage()
     server, host, port, ref = argv[:4]
     workers = int(argv[4]) if len(argv) == 5 else 1
     if workers < 1 or (workers > 1 and server not in FORKED):
         return _usage()
+    if tls is not None and (workers > 1 or server not in TLS_RUNNERS):
+        return _usage()
     app = load_app(ref)  # once, before forking: every worker has it already
     if workers > 1:
         return FORKED[server](app, host, int(port), workers)
-    RUNNERS[server](app, host, int(port))
+    if tls is not None:
+        TLS_RUNNERS[server](app, host, int(port), *tls)
+    else:
+        RUNNERS[server](app, host, int(port))
     return 0
 
 

@@ -6,6 +6,11 @@ uses a generated Lua script: it sets the scenario's method, headers, body
 and pipelining, and its done() hook prints exact counts and microsecond
 percentiles as one JSON line, which is steadier to read than wrk's rounded
 human units. The text summary (--latency) is parsed as a fallback.
+
+The TLS scenarios give wrk an https:// URL: it does TLS itself (OpenSSL,
+no certificate check). When a connection ends, by `Connection: close` or
+otherwise, wrk opens a new one and offers the server that slot's previous
+TLS session, so a server that accepts it does a resumed handshake.
 """
 
 from __future__ import annotations
@@ -118,7 +123,7 @@ def run_wrk(port: int, scenario: Scenario, seconds: int, script: Path,
     conns = connections or scenario.connections
     cmd = ["taskset", "-c", scenario.wrk_cpus, "wrk", "-t1", "-c", str(conns), "-d", f"{seconds}s",
            "--latency", "--timeout", SOCKET_TIMEOUT, "-s", str(script),
-           f"http://127.0.0.1:{port}/"]
+           f"{'https' if scenario.tls else 'http'}://127.0.0.1:{port}/"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
                               timeout=seconds + 30)

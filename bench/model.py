@@ -63,6 +63,21 @@ class MultiFigures:
 
 
 @dataclass
+class TlsFigures:
+    """What a server negotiated with the validator in a TLS scenario."""
+
+    version: str  # e.g. TLSv1.3
+    cipher: str
+    resumed: bool  # took back the session of a previous connection
+    close_notify: bool  # ended its connections with a close_notify alert
+
+    def describe(self) -> str:
+        text = f"{self.version} {self.cipher}, " + (
+            "resumes sessions" if self.resumed else "no session resumption")
+        return text + ("" if self.close_notify else ", closes without close_notify")
+
+
+@dataclass
 class ServerResult:
     label: str
     ours: bool = False
@@ -81,6 +96,7 @@ class ServerResult:
     non2xx: int = 0
     idle: IdleFigures | None = None
     multi: MultiFigures | None = None
+    tls: TlsFigures | None = None  # TLS scenarios only
 
     def fail(self, reason: str) -> None:
         self.status = FAIL
@@ -100,6 +116,10 @@ class ScenarioResult:
     connections: int
     results: list[ServerResult] = field(default_factory=list)
     workers: int = 1  # worker processes per server
+    tls: bool = False  # served over HTTPS
+    # The label `ratio_ref` is against: the run's reference, or the
+    # scenario's fallback where the run's one takes no part (TLS rows).
+    reference: str = ""
 
     def by_label(self, label: str) -> ServerResult | None:
         return next((r for r in self.results if r.label == label), None)

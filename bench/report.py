@@ -41,15 +41,25 @@ def _status_text(res: ServerResult) -> str:
     return "FAIL" if res.status == "FAIL" else res.status
 
 
-def _summary_cell(res: ServerResult) -> str:
+def _summary_cell(res: ServerResult, ref: str, scen_ref: str) -> str:
     if res.status != OK:
         return _status_text(res)
     if res.idle is not None:
         return f"{_num(res.idle.kib_per_conn, '.2f')} KiB/conn"
     text = _num(res.rps)
     if res.ratio_ref is not None:
-        text += f" ({_ratio(res.ratio_ref)})"
+        # A scenario whose ratios are against another server names it.
+        other = f" {scen_ref}" if scen_ref and scen_ref != ref else ""
+        text += f" ({_ratio(res.ratio_ref)}{other})"
     return f"**{text}**" if res.ours else text
+
+
+def _note(res: ServerResult) -> str:
+    """The note column: the reason (FAIL, n/a, ...) or, in a TLS row, what
+    the server negotiated."""
+    if res.status == OK and res.tls is not None:
+        return "; ".join(x for x in (res.tls.describe(), res.reason) if x)
+    return res.reason
 
 
 def _labels(scenarios: list[ScenarioResult]) -> list[tuple[str, bool]]:
@@ -65,6 +75,8 @@ def _machine_lines(meta: dict[str, Any]) -> list[str]:
     pythons = ", ".join(f"{k}: {v}" for k, v in m["pythons"].items())
     s = meta["settings"]
     base = meta.get("baseline")
+    tls = [] if not meta.get("tls") else [
+        f"TLS rows: {meta['tls']}; {m.get('openssl', 'OpenSSL version unknown')}.", ""]
     baseline = [] if not base else [
         f"Baseline: `{base['label']}` is {base['revision']} = {base['commit']} "
         f"({_cell(base['subject'])}), built into {Path(base['venv']).name}; "
@@ -77,6 +89,7 @@ def _machine_lines(meta: dict[str, Any]) -> list[str]:
         f"Machine: {m['cpu']}, {m['cores']} cores, kernel {m['kernel']}, {m['os']}; "
         f"Python: {pythons}; {m['wrk']}; {m['nginx']}.",
         "",
+        *tls,
         "Method: one worker per server pinned to CPU 0, `wrk -t1` pinned to CPU 1; "
         "servers alternate within each round; every ratio is the median of per-round "
         "ratios measured in this same run. CPU µs/req is the server process tree's "
@@ -88,14 +101,16 @@ def _machine_lines(meta: dict[str, Any]) -> list[str]:
 
 def summary_table(ref: str, scenarios: list[ScenarioResult]) -> str:
     names = [s.name for s in scenarios]
-    out = [f"## Summary: requests/s (median of rounds), × {ref} in brackets", "",
+    others = any(s.reference and s.reference != ref for s in scenarios)
+    out = [f"## Summary: requests/s (median of rounds), × {ref} in brackets"
+           + (" (× the server named, where a cell names one)" if others else ""), "",
            "| server | " + " | ".join(names) + " |",
            "| --- | " + " | ".join("---:" for _ in names) + " |"]
     for label, ours in _labels(scenarios):
         cells = []
         for scen in scenarios:
             res = scen.by_label(label)
-            cells.append(_summary_cell(res) if res else "")
+            cells.append(_summary_cell(res, ref, scen.reference) if res else "")
         out.append(f"| {'**' + label + '**' if ours else label} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -113,7 +128,7 @@ def markdown(meta: dict[str, Any], scenarios: list[ScenarioResult], chart: bool)
         elif scen.workers > 1:
             out += _multi_table(scen, ref)
         else:
-            out += _load_table(scen, ref)
+            out += _load_table(scen, scen.reference or ref)
         out.append("")
     out += ["## Installs", ""]
     for label, status in meta["installs"].items():
@@ -135,7 +150,7 @@ def _load_table(scen: ScenarioResult, ref: str) -> list[str]:
             f"| {_name(res)} | {_num(res.rps)} | {_ratio(res.ratio_ref)} "
             f"| {_ratio(res.ratio_nginx)} | {_num(res.cpu_us_per_req, '.1f')} "
             f"| {_num(res.p50_ms, '.2f')} | {_num(res.p99_ms, '.2f')} "
-            f"| {res.socket_errors} | {_num(rss, '.1f')} | {_cell(res.reason)} |")
+            f"| {res.socket_errors} | {_num(rss, '.1f')} | {_cell(_note(res))} |")
     return rows
 
 

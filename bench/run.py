@@ -25,7 +25,7 @@ if __package__ in (None, ""):
     # Run as a script (python bench/run.py): make the package importable.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import envs, paths, report, revision, system
+from bench import envs, paths, report, revision, system, tls
 from bench.model import NOT_APPLICABLE, OK, ScenarioResult
 from bench.scenarios import SCENARIOS
 from bench.servers import OURS, SERVERS, ServerSpec, baseline_spec
@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         for spec in SERVERS + ([baseline_spec(base.label)] if base is not None else []):
             print(f"server   {spec.label:18} venv={spec.venv or 'Debian'}"
                   f"{' smoke' if spec.in_smoke else ''}{' pypy' if spec.on_pypy else ''}"
-                  f"{' multi' if spec.multi else ''}{' threaded' if spec.threaded else ''}")
+                  f"{' multi' if spec.multi else ''}{' threaded' if spec.threaded else ''}"
+                  f"{' tls' if spec.tls is not None or spec.is_nginx else ''}")
         return 0
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = time.monotonic()
@@ -204,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
 
     nofile = system.raise_nofile_limit()
     debs = {} if args.skip_install else system.ensure_debs(
-        ["wrk"] + (["nginx"] if any(s.is_nginx for s in specs) else []), say)
+        ["wrk"] + (["nginx"] if any(s.is_nginx for s in specs) else [])
+        + (["openssl"] if any(SCENARIOS[n].tls for n in scenario_names) else []), say)
     if shutil.which("wrk") is None:
         say(f"wrk is required: {debs.get('wrk', 'not found')}")
         return 2
@@ -251,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                      "rounds": args.rounds, "idle_conns": args.idle_conns,
                      "scenarios": scenario_names, "servers": [s.label for s in specs]},
         "installs": installs,
+        "tls": tls.DESCRIPTION if any(SCENARIOS[n].tls for n in scenario_names) else None,
         "baseline": None if base is None else {
             "label": base.label, "revision": base.given, "commit": base.commit,
             "subject": base.subject, "venv": str(venvs["baseline"].path),

@@ -68,6 +68,13 @@ class Scenario:
     # in the multi-* rows, and servers.APP_THREADS[app] threads per worker;
     # the others are n/a.
     threaded: bool = False
+    # HTTPS (wrk https://, the validator over TLS with the run's certificate):
+    # only the servers with TLS options (ServerSpec.tls) and nginx run it,
+    # the others are n/a.
+    tls: bool = False
+    # The ratios' reference in this scenario when the run's reference takes
+    # no part in it (n/a, e.g. bjoern without TLS); None: ratios stay empty.
+    fallback_reference: str | None = None
 
     @property
     def app_ref(self) -> str:
@@ -91,6 +98,10 @@ def request_body(size: int) -> bytes:
 
 
 _HELLO = exact(apps.HELLO)
+_FILE_NGINX = ("default_type application/octet-stream; root {dir}; "
+               "rewrite ^ /{file} break;")
+# The TLS rows' reference when the run's (bjoern by default) has no TLS.
+TLS_REFERENCE = "granian"
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -109,9 +120,7 @@ SCENARIOS: dict[str, Scenario] = {
                  nginx="default_type application/octet-stream; root {dir}; "
                        "rewrite ^ /{big} break;"),
         Scenario("file", "10 MiB file via wsgi.file_wrapper", "file",
-                 exact(apps.pattern_bytes(apps.FILE_SIZE)),
-                 nginx="default_type application/octet-stream; root {dir}; "
-                       "rewrite ^ /{file} break;"),
+                 exact(apps.pattern_bytes(apps.FILE_SIZE)), nginx=_FILE_NGINX),
         Scenario("post", "64 KiB request body read fully by the app", "post",
                  exact(str(apps.POST_SIZE).encode()), method="POST",
                  body_size=apps.POST_SIZE,
@@ -120,6 +129,18 @@ SCENARIOS: dict[str, Scenario] = {
                  "flask_app", json_equal(apps.FLASK_PAYLOAD), needs=("flask",),
                  nginx="default_type application/json; "
                        "return 200 '" + json.dumps(apps.FLASK_PAYLOAD) + "';"),
+        # HTTPS with the run's self-signed ECDSA P-256 certificate. Only the
+        # servers with TLS options take part; --smoke runs tls-close alone
+        # (handshake, one request, close_notify: the most TLS per second).
+        Scenario("tls-hello", "hello over HTTPS (keep-alive)", "hello", _HELLO,
+                 tls=True, fallback_reference=TLS_REFERENCE, in_smoke=False),
+        Scenario("tls-close", "hello over HTTPS with Connection: close (a TLS "
+                 "handshake per request)", "hello", _HELLO,
+                 headers=(("Connection", "close"),), expect_close=True,
+                 tls=True, fallback_reference=TLS_REFERENCE),
+        Scenario("tls-file", "the 10 MiB file over HTTPS", "file",
+                 exact(apps.pattern_bytes(apps.FILE_SIZE)), nginx=_FILE_NGINX,
+                 tls=True, fallback_reference=TLS_REFERENCE, in_smoke=False),
         Scenario("idle", "RSS growth per idle keep-alive connection; latency of "
                  "a fresh request while they are held",
                  "hello", _HELLO, kind="idle", connections=10000, bar=False),

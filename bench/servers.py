@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -29,6 +30,25 @@ STOP_TIMEOUT = 5.0
 # A builder is only given workers > 1 when its ServerSpec has multi=True,
 # or threaded=True in a threaded scenario.
 CommandBuilder = Callable[[str, int, str, str, int], list[str]]
+# certificate path, key path -> the options, appended to the command line,
+# that make the server speak HTTPS on its port (the tls-* scenarios).
+TlsOptions = Callable[[str, str], list[str]]
+
+
+def _tls_options(cert_option: str, key_option: str) -> TlsOptions:
+    def options(cert: str, key: str) -> list[str]:
+        return [cert_option, cert, key_option, key]
+    return options
+
+
+# fastwsgi and gunicorn name them alike; granian has its own names.
+_CERTFILE_KEYFILE = _tls_options("--certfile", "--keyfile")
+_GRANIAN_TLS = _tls_options("--ssl-certificate", "--ssl-keyfile")
+
+
+def _launch_tls(cert: str, key: str) -> list[str]:
+    # launch.py takes them as a trailing `--tls CERT KEY` (socketify only).
+    return ["--tls", cert, key]
 
 
 def _ours(py: str, port: int, ref: str, launch: str, workers: int) -> list[str]:
@@ -137,11 +157,15 @@ class ServerSpec:
     # Has an app thread pool sized by APP_THREADS, also with several workers:
     # runs the threaded scenarios (Scenario.threaded), which no other does.
     threaded: bool = False
+    # Serves HTTPS with these options: runs the TLS scenarios (Scenario.tls),
+    # which no other does (nginx has its own TLS config, see nginx.py).
+    tls: TlsOptions | None = None
+    no_tls: str = "no TLS"  # the n/a reason in the TLS scenarios when tls is None
 
     def pypy_variant(self) -> ServerSpec:
         return ServerSpec(f"{self.label} (pypy)", "pypy", self.requirement, self.build,
                           ours=self.ours, in_smoke=False, on_pypy=False, multi=self.multi,
-                          threaded=self.threaded)
+                          threaded=self.threaded, tls=self.tls, no_tls=self.no_tls)
 
     @property
     def is_nginx(self) -> bool:
@@ -157,27 +181,35 @@ class ServerSpec:
 OURS = "fastwsgi"
 NGINX = "nginx"
 BASELINE_VENV = "baseline"
+# fastwsgi's variants could serve HTTPS too; the TLS rows keep to fastwsgi
+# itself, against the peers that have TLS of their own.
+_VARIANT_NO_TLS = "no TLS run in this suite (fastwsgi itself has the TLS rows)"
 
 SERVERS: list[ServerSpec] = [
     ServerSpec(OURS, "main", "fastwsgi", _ours, ours=True, in_smoke=True, on_pypy=True,
-               multi=True),
+               multi=True, tls=_CERTFILE_KEYFILE),
     ServerSpec("fastwsgi-threads", "main", "fastwsgi", _ours_threaded, ours=True,
-               on_pypy=True, threaded=True),
-    ServerSpec("fastwsgi-accesslog", "main", "fastwsgi", _ours_access_log, ours=True),
-    ServerSpec("fastwsgi-metrics", "main", "fastwsgi", _ours_metrics, ours=True),
-    ServerSpec("gunicorn-fastwsgi", "main", "fastwsgi", _gunicorn_ours, ours=True, multi=True),
+               on_pypy=True, threaded=True, no_tls=_VARIANT_NO_TLS),
+    ServerSpec("fastwsgi-accesslog", "main", "fastwsgi", _ours_access_log, ours=True,
+               no_tls=_VARIANT_NO_TLS),
+    ServerSpec("fastwsgi-metrics", "main", "fastwsgi", _ours_metrics, ours=True,
+               no_tls=_VARIANT_NO_TLS),
+    ServerSpec("gunicorn-fastwsgi", "main", "fastwsgi", _gunicorn_ours, ours=True, multi=True,
+               no_tls=_VARIANT_NO_TLS),
     ServerSpec("bjoern", "main", "bjoern", _via_launch("bjoern"), in_smoke=True, on_pypy=True,
                multi=True),  # several workers: forked by launch.py on SO_REUSEPORT
     ServerSpec("fastwsgi-0.0.9", "fastwsgi009", "fastwsgi==0.0.9",
                _via_launch("fastwsgi-0.0.9")),
     ServerSpec("granian", "main", "granian", _granian, on_pypy=True, multi=True,
-               threaded=True),
-    ServerSpec("socketify", "main", "socketify", _via_launch("socketify"), on_pypy=True),
+               threaded=True, tls=_GRANIAN_TLS),
+    ServerSpec("socketify", "main", "socketify", _via_launch("socketify"), on_pypy=True,
+               tls=_launch_tls),
     ServerSpec("meinheld", "main", "meinheld", _via_launch("meinheld")),
     ServerSpec("waitress", "main", "waitress", _waitress, on_pypy=True),
     ServerSpec("gunicorn-gthread", "main", "gunicorn", _gunicorn("gthread"), on_pypy=True,
-               multi=True, threaded=True),
-    ServerSpec("gunicorn-sync", "main", "gunicorn", _gunicorn("sync"), on_pypy=True),
+               multi=True, threaded=True, tls=_CERTFILE_KEYFILE),
+    ServerSpec("gunicorn-sync", "main", "gunicorn", _gunicorn("sync"), on_pypy=True,
+               tls=_CERTFILE_KEYFILE),
     ServerSpec(NGINX, None, None, None, in_smoke=True),
 ]
 
@@ -185,9 +217,10 @@ SERVERS: list[ServerSpec] = [
 def baseline_spec(label: str) -> ServerSpec:
     """fastwsgi built from a git revision (--baseline), started exactly like
     ours, from its own venv; its requirement is registered under `label`.
-    It runs the multi scenarios too: a revision without --workers FAILs
-    them, and the reason says so."""
-    return ServerSpec(label, BASELINE_VENV, label, _ours, in_smoke=True, multi=True)
+    It runs the multi and TLS scenarios too: a revision without --workers
+    or --certfile FAILs them, and the reason says so."""
+    return ServerSpec(label, BASELINE_VENV, label, _ours, in_smoke=True, multi=True,
+                      tls=_CERTFILE_KEYFILE)
 
 
 @dataclass
@@ -200,6 +233,11 @@ class Running:
     # workers itself and can report on them (fastwsgi logs each worker's
     # request count), as it would under a process supervisor.
     leader_first: bool = False
+    # Serving HTTPS: the client context that readiness and validation use.
+    tls: ssl.SSLContext | None = None
+    # Set by wait_ready: the server answered, but its TLS handshake failed
+    # (it is up, not hung; waiting longer would not help).
+    tls_refused: bool = False
 
     @property
     def pid(self) -> int:
@@ -217,26 +255,32 @@ class Running:
 
 
 def start(spec: ServerSpec, argv: list[str], port: int, cwd: Path, env: dict[str, str],
-          log_path: Path, cpus: str = "0", leader_first: bool = False) -> Running:
+          log_path: Path, cpus: str = "0", leader_first: bool = False,
+          tls: ssl.SSLContext | None = None) -> Running:
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             ["taskset", "-c", cpus, *argv], cwd=cwd, env=env,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: killpg reaches workers
         )
-    return Running(spec, port, proc, log_path, leader_first)
+    return Running(spec, port, proc, log_path, leader_first, tls)
 
 
 def wait_ready(server: Running, timeout: float = READY_TIMEOUT) -> str | None:
-    """None once the server answers HTTP; else why it is not ready."""
+    """None once the server answers HTTP (HTTPS for a TLS run); else why it
+    is not ready."""
     deadline = time.monotonic() + timeout
     delay = 0.05
     while time.monotonic() < deadline:
         if not server.alive():
             tail = server.log_tail()
             return f"exited with code {server.proc.returncode}" + (f": {tail}" if tail else "")
-        if httpcheck.probe(server.port, timeout=1.0):
-            return None
+        try:
+            if httpcheck.probe(server.port, timeout=1.0, tls=server.tls):
+                return None
+        except ssl.SSLError as exc:
+            server.tls_refused = True
+            return f"TLS handshake failed: {exc}"
         time.sleep(delay)
         delay = min(delay * 1.5, 0.5)
     tail = server.log_tail()

@@ -12,7 +12,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import apps, httpcheck, idle, load, model, nginx, procstat, servers, system
+from bench import apps, httpcheck, idle, load, model, nginx, procstat, servers, system, tls
 from bench.envs import Venv
 from bench.model import NOT_APPLICABLE, NOT_INSTALLED, ScenarioResult, ServerResult
 from bench.scenarios import BIG_FILE_NAME, FILE_NAME, Scenario
@@ -43,6 +43,8 @@ def not_applicable(spec: ServerSpec, scenario: Scenario) -> str | None:
     """Why the server takes no part in the scenario; None when it does."""
     if spec.is_nginx:
         return "no nginx equivalent" if scenario.nginx is None else None
+    if scenario.tls and spec.tls is None:
+        return spec.no_tls
     if scenario.threaded:
         # With the scenario's workers, whether or not spec.multi.
         return None if spec.threaded else "no threaded run in this suite"
@@ -86,8 +88,27 @@ class Suite:
         self.debs = debs
         self.rundir = rundir
         # Servers that never answered: later scenarios do not wait for them
-        # again, which keeps a run with a hanging server bounded.
-        self.hung: dict[str, str] = {}
+        # again, which keeps a run with a hanging server bounded. Keyed by
+        # label and transport: one that never answered over TLS still gets
+        # its plain scenarios, and the other way round.
+        self.hung: dict[tuple[str, bool], str] = {}
+        # The TLS scenarios' certificate, made on first use; or why not.
+        self._certificate: tls.Certificate | str | None = None
+
+    def certificate(self) -> tls.Certificate:
+        """The run's certificate, made in the run directory the first time
+        a TLS scenario needs it; raises TlsSetupError (every time) if it
+        cannot be made."""
+        if self._certificate is None:
+            try:
+                self._certificate = tls.make_certificate(self.rundir.path)
+                say(f"  TLS certificate: {tls.KEY_TYPE}, self-signed for "
+                    f"{tls.SUBJECT_ALT_NAME}")
+            except tls.TlsSetupError as exc:
+                self._certificate = str(exc)
+        if isinstance(self._certificate, str):
+            raise tls.TlsSetupError(self._certificate)
+        return self._certificate
 
     # -- availability ---------------------------------------------------
     def unavailable(self, spec: ServerSpec, scenario: Scenario) -> str | None:
@@ -110,36 +131,47 @@ class Suite:
         port = system.free_port()
         tag = spec.label.replace(" ", "_").replace("(", "").replace(")", "")
         log_path = self.rundir.logs / f"{scenario.name}-{tag}.log"
+        cert = self.certificate() if scenario.tls else None
         if spec.is_nginx:
             prefix = self.rundir.path / "nginx"
             conf = nginx.write_conf(prefix, port, scenario, self.rundir.files,
-                                    self.settings.nofile)
+                                    self.settings.nofile, cert)
             argv = nginx.command(conf, prefix)
         else:
             assert spec.build is not None and spec.venv is not None
             python = str(self.venvs[spec.venv].python)
             argv = spec.build(python, port, scenario.app_ref, self.rundir.launch,
                               scenario.workers)
+            if cert is not None:
+                assert spec.tls is not None
+                argv += spec.tls(str(cert.cert), str(cert.key))
         return servers.start(spec, argv, port, self.rundir.path, self.rundir.env(), log_path,
-                             cpus=scenario.server_cpus, leader_first=scenario.workers > 1)
+                             cpus=scenario.server_cpus, leader_first=scenario.workers > 1,
+                             tls=None if cert is None else cert.client_context())
 
     def _bring_up(self, spec: ServerSpec, scenario: Scenario,
                   result: ServerResult) -> Running | None:
         """Start and validate; on failure record FAIL and leave nothing running."""
-        if spec.label in self.hung:
-            result.fail(f"did not start in {self.hung[spec.label]}; not retried")
+        hung_key = (spec.label, scenario.tls)
+        if hung_key in self.hung:
+            result.fail(f"did not start in {self.hung[hung_key]}; not retried")
             return None
         try:
             server = self._start(spec, scenario)
+        except tls.TlsSetupError as exc:
+            result.fail(f"no TLS certificate: {exc}")
+            return None
         except OSError as exc:
             result.fail(f"could not start: {exc}")
             return None
         try:
             problem = servers.wait_ready(server)
-            if problem is not None and server.alive():
-                self.hung[spec.label] = f"{scenario.name} ({problem})"
+            if problem is not None and server.alive() and not server.tls_refused:
+                self.hung[hung_key] = f"{scenario.name} ({problem})"
             if problem is None:
                 problem = self._validate(server, scenario)
+                if problem is None and server.tls is not None:
+                    problem = self._tls_facts(server, result)
                 if problem is not None:
                     problem = f"validation: {problem}"
             else:
@@ -157,7 +189,21 @@ class Suite:
     def _validate(server: Running, scenario: Scenario) -> str | None:
         return httpcheck.validate(server.port, scenario.request(), scenario.check,
                                   pipeline=scenario.pipeline,
-                                  expect_close=scenario.expect_close)
+                                  expect_close=scenario.expect_close, tls=server.tls)
+
+    @staticmethod
+    def _tls_facts(server: Running, result: ServerResult) -> str | None:
+        """Record what the server negotiates and whether it resumes a
+        session (wrk offers each reconnect its previous session); None,
+        or why the check failed."""
+        assert server.tls is not None
+        try:
+            facts = httpcheck.tls_facts(server.port, server.tls)
+        except (OSError, httpcheck.HttpError) as exc:
+            return f"TLS session check: {exc}"
+        result.tls = model.TlsFigures(facts.version, facts.cipher, facts.resumed,
+                                      facts.close_notify)
+        return None
 
     def _results(self, scenario: Scenario) -> tuple[list[ServerResult], list[ServerSpec]]:
         results, runnable = [], []
@@ -180,9 +226,13 @@ class Suite:
         out = ScenarioResult(scenario.name, scenario.description, scenario.kind,
                              scenario.bar, self.settings.idle_conns
                              if scenario.kind == "idle" else scenario.connections,
-                             workers=scenario.workers)
+                             workers=scenario.workers, tls=scenario.tls)
         out.results, runnable = self._results(scenario)
         by_label = {r.label: r for r in out.results}
+        out.reference = self.settings.reference
+        ref = by_label.get(out.reference)
+        if scenario.fallback_reference and (ref is None or ref.status == NOT_APPLICABLE):
+            out.reference = scenario.fallback_reference
         logged: dict[str, dict[int, int]] = {}  # label -> worker pid -> requests
         try:
             if scenario.kind == "idle":
@@ -199,7 +249,7 @@ class Suite:
                 if res.ok:
                     res.fail(f"benchmark error: {type(exc).__name__}: {exc}")
                     res.rounds.clear()
-        model.summarise(out, self.settings.reference, servers.NGINX)
+        model.summarise(out, out.reference, servers.NGINX)
         if scenario.workers > 1:
             peers = {s.label for s in self.specs if s.is_peer}
             model.summarise_multi(out, peers, logged)

@@ -133,4 +133,5 @@ def machine_info(pythons: dict[str, str]) -> dict[str, object]:
                     for label, path in pythons.items()},
         "wrk": _version_of(["wrk", "--version"]).split(" Copyright")[0],
         "nginx": _version_of(["nginx", "-v"]),
+        "openssl": _version_of(["openssl", "version"]),
     }
