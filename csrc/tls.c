@@ -461,7 +461,16 @@ void tls_plain_refusal(fw_conn *c)
         "Content-Length: 42\r\nConnection: close\r\n\r\n"
         "This port speaks HTTPS: use an https URL.\n";
     ssize_t n = send(c->io.fd, msg, sizeof msg - 1, MSG_NOSIGNAL);
-    (void)n;
+    if (n <= 0)
+        return;
+    /* The rest of the request, read and dropped: unread input at the
+     * close would make it a reset, which can destroy the answer on its
+     * way.  Only what has come already, and only so much. */
+    shutdown(c->io.fd, SHUT_WR);
+    char junk[4096];
+    for (int i = 0; i < 16; i++)
+        if (recv(c->io.fd, junk, sizeof junk, MSG_DONTWAIT) <= 0)
+            break;
 }
 
 ssize_t tls_write(fw_conn *c, const char *data, size_t len)
