@@ -12,6 +12,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 import tls_certs
-from conftest import fastwsgi_env, parse_responses, read_one, server_command
+from conftest import START_LINE, fastwsgi_env, parse_responses, read_one, server_command
 
 
 @pytest.fixture(scope="module")
@@ -418,6 +419,33 @@ def test_plain_http_to_a_tls_port_is_told_so(start_server, certs):
         assert got.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got
         assert got.endswith(b"This port speaks HTTPS: use an https URL.\n")
     assert get(srv, certs, "/hello") == (200, b"Hello, World!")
+
+
+def test_run_takes_the_tls_settings(certs, tmp_path):
+    """fastwsgi.run(app, host, port, certfile=..., keyfile=...) serves
+    HTTPS, as the command line does."""
+    code = ("import fastwsgi, apps; fastwsgi.run(apps.router, '127.0.0.1', 0, "
+            f"certfile={str(certs.cert)!r}, keyfile={str(certs.key)!r})")
+    log = open(tmp_path / "run.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent,
+                            env=fastwsgi_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while (m := START_LINE.search((tmp_path / "run.log").read_text())) is None:
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "run.log").read_text()
+            time.sleep(0.05)
+        url = m.group(1)
+        assert url.startswith("https://127.0.0.1:")
+
+        class Where:
+            host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
+
+        assert get(Where, certs, "/hello") == (200, b"Hello, World!")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
 
 
 # ---------------------------------------------------------------- settings
