@@ -64,7 +64,12 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 HOST = "127.0.0.1"
 IO_TIMEOUT = 10.0
-START_LINE = re.compile(r"listening on http://[\d.]+:(\d+) \(pid (\d+)\)")
+START_LINE = re.compile(r"listening on https?://[\d.]+:(\d+) \(pid (\d+)\)")
+# --tls: the server speaks HTTPS and every client connection is a TLS
+# session.  Said through the environment, which client processes inherit
+# however multiprocessing starts them.
+TLS_ENV = "FASTWSGI_SOAK_TLS"
+_tls_client: Any = None
 RSS_LIMIT_PCT = 1.0
 
 KIB = 1024
@@ -144,12 +149,39 @@ class Reply(NamedTuple):
     body: bytes
 
 
+def tls_client() -> Any:
+    """The client TLS context under --tls (None without): it trusts any
+    certificate, since the soak tests the server's sessions, not PKI."""
+    global _tls_client
+    if _tls_client is None and os.environ.get(TLS_ENV):
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        _tls_client = ctx
+    return _tls_client
+
+
+def make_certificate(folder: str) -> list[str]:
+    """A self-signed certificate and key for the server; its options."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", "key.pem", "-out",
+                    "cert.pem", "-days", "2", "-subj", "/CN=localhost"],
+                   cwd=folder, check=True, capture_output=True)
+    return ["--certfile", os.path.join(folder, "cert.pem"),
+            "--keyfile", os.path.join(folder, "key.pem")]
+
+
 class Conn:
     """One client connection with a receive buffer and a response parser."""
 
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        ctx = tls_client()
+        if ctx is not None:
+            self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
         self.buf = b""
 
     def send(self, data: bytes) -> None:
@@ -405,7 +437,9 @@ class Client:
                 c.close()
 
     def close_variants(self) -> None:
-        kind = self.cycle % 3
+        # (No half-close over TLS: Python's ssl drops the session at
+        # shutdown(SHUT_WR), so its client cannot do one.)
+        kind = self.cycle % (2 if tls_client() else 3)
         c = Conn(self.port)
         try:
             if kind == 0:
@@ -830,11 +864,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-log", action="store_true", help="keep the server log")
     ap.add_argument("--threads", type=int, default=0,
                     help="the server's --threads (default 0: inline)")
+    ap.add_argument("--tls", action="store_true",
+                    help="serve HTTPS; every client connection is a TLS session")
     ap.add_argument("--rss-limit", type=float, default=RSS_LIMIT_PCT,
                     help=f"allowed RSS growth in %% (default {RSS_LIMIT_PCT:g}); "
                          "threaded, every app thread's malloc arena settles later")
     args = ap.parse_args(argv)
     options = [*SERVER_OPTIONS, "--threads", str(args.threads)]
+    if args.tls:
+        os.environ[TLS_ENV] = "1"
+        options += make_certificate(tempfile.mkdtemp(prefix="fastwsgi-soak-tls-"))
     warmup = args.warmup if args.warmup is not None else min(
         100_000, max(10_000, args.requests // 10))
 
