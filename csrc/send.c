@@ -287,8 +287,13 @@ int conn_flush(fw_conn *c)
         }
         off_t off = (off_t)f->off;
         size_t want = f->left > (1 << 22) ? (1 << 22) : (size_t)f->left;
-        ssize_t n = file_by_copy(c) ? file_copy_some(c, f, want)
-                                    : sendfile(c->io.fd, f->fd, &off, want);
+        int copy = file_by_copy(c);
+        if (!copy && c->tls) {
+            c->flags |= C_DEAD; /* no copy buffer, and no sendfile into TLS */
+            return -1;
+        }
+        ssize_t n = copy ? file_copy_some(c, f, want)
+                         : sendfile(c->io.fd, f->fd, &off, want);
         if (n == -2) {
             c->flags |= C_DEAD;     /* the body cannot be completed */
             return -1;
