@@ -269,10 +269,12 @@ def tls_facts(port: int, tls: ssl.SSLContext, timeout: float = 30.0) -> TlsFacts
                     first.close_notify and second.close_notify)
 
 
-def timed_request(port: int, timeout: float = 5.0) -> float:
-    """Seconds for one fresh connection + GET + full response."""
+def timed_request(port: int, timeout: float = 5.0,
+                  tls: ssl.SSLContext | None = None) -> float:
+    """Seconds for one fresh connection + GET + full response (with `tls`,
+    the connection's full TLS handshake included)."""
     start = time.perf_counter()
-    with _connect(port, timeout) as sock:
+    with _connect(port, timeout, tls) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         _read_response(_Reader(sock, time.monotonic() + timeout))
     return time.perf_counter() - start

@@ -87,7 +87,9 @@ class ServerResult:
     peak_rss_kib: int | None = None
     # Summaries, filled by summarise():
     rps: float | None = None  # median over rounds
-    ratio_ref: float | None = None  # median of per-round ratios
+    # Median of per-round req/s ratios; in the idle scenarios the ratio
+    # of KiB per held connection instead (summarise_idle).
+    ratio_ref: float | None = None
     ratio_nginx: float | None = None
     cpu_us_per_req: float | None = None  # all rounds' CPU / all rounds' requests
     p50_ms: float | None = None
@@ -150,6 +152,21 @@ def summarise(scenario: ScenarioResult, reference: str, nginx: str) -> None:
         res.non2xx = sum(r.non2xx for r in res.rounds)
         res.ratio_ref = _per_round_ratio(res.rounds, ref)
         res.ratio_nginx = _per_round_ratio(res.rounds, ngx)
+
+
+def summarise_idle(scenario: ScenarioResult, reference: str) -> None:
+    """Idle scenarios: each server's KiB per held connection divided by the
+    reference's, in ratio_ref (below 1: less memory per connection). Taken
+    whenever both held connections, also when one of them stopped short of
+    the count asked for (granian stops accepting at about 1 000): the
+    figure is per connection held either way."""
+    ref = scenario.by_label(reference)
+    base = None if ref is None or ref.idle is None else ref.idle.kib_per_conn
+    if base is None or base <= 0:
+        return
+    for res in scenario.results:
+        if res.idle is not None and res.idle.kib_per_conn is not None:
+            res.ratio_ref = res.idle.kib_per_conn / base
 
 
 # -- multi-worker scenarios ----------------------------------------------

@@ -44,12 +44,15 @@ def _status_text(res: ServerResult) -> str:
 def _summary_cell(res: ServerResult, ref: str, scen_ref: str) -> str:
     if res.status != OK:
         return _status_text(res)
+    # A scenario whose ratios are against another server names it.
+    other = f" {scen_ref}" if scen_ref and scen_ref != ref else ""
     if res.idle is not None:
-        return f"{_num(res.idle.kib_per_conn, '.2f')} KiB/conn"
+        text = f"{_num(res.idle.kib_per_conn, '.2f')} KiB/conn"
+        if res.ratio_ref is not None:
+            text += f" ({_ratio(res.ratio_ref)}{other})"
+        return text
     text = _num(res.rps)
     if res.ratio_ref is not None:
-        # A scenario whose ratios are against another server names it.
-        other = f" {scen_ref}" if scen_ref and scen_ref != ref else ""
         text += f" ({_ratio(res.ratio_ref)}{other})"
     return f"**{text}**" if res.ours else text
 
@@ -124,7 +127,7 @@ def markdown(meta: dict[str, Any], scenarios: list[ScenarioResult], chart: bool)
     for scen in scenarios:
         out += [f"## {scen.name}: {scen.description} ({scen.connections} connections)", ""]
         if scen.kind == "idle":
-            out += _idle_table(scen)
+            out += _idle_table(scen, scen.reference or ref)
         elif scen.workers > 1:
             out += _multi_table(scen, ref)
         else:
@@ -199,21 +202,22 @@ def _multi_table(scen: ScenarioResult, ref: str) -> list[str]:
     return rows
 
 
-def _idle_table(scen: ScenarioResult) -> list[str]:
-    rows = ["| server | connections held | RSS growth KiB/conn | fresh request ms "
-            "(target < 5) | RSS before → after MiB | note |",
-            "| --- | ---: | ---: | ---: | ---: | --- |"]
+def _idle_table(scen: ScenarioResult, ref: str) -> list[str]:
+    rows = [f"| server | connections held | RSS growth KiB/conn | × {ref} KiB/conn "
+            "| fresh request ms (target < 5) | RSS before → after MiB | note |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for res in scen.results:
         fig = res.idle
         if fig is None:
-            rows.append(f"| {_name(res)} | {_status_text(res)} | | | | {_cell(res.reason)} |")
+            rows.append(f"| {_name(res)} | {_status_text(res)} | | | | | {_cell(res.reason)} |")
             continue
-        note = res.reason if res.status != OK else ""
+        # Over TLS, what the server negotiated (as in the other TLS rows).
+        note = _note(res)
         if res.status == OK and fig.fresh_ms is not None and fig.fresh_ms >= 5:
-            note = "fresh request over the 5 ms target"
+            note = "; ".join(x for x in (note, "fresh request over the 5 ms target") if x)
         rows.append(
             f"| {_name(res)} | {fig.held} / {fig.requested} | {_num(fig.kib_per_conn, '.2f')} "
-            f"| {_num(fig.fresh_ms, '.2f')} "
+            f"| {_ratio(res.ratio_ref)} | {_num(fig.fresh_ms, '.2f')} "
             f"| {fig.rss_before_kib / 1024:.1f} → {fig.rss_after_kib / 1024:.1f} "
             f"| {_status_text(res) + ': ' if res.status != OK else ''}{_cell(note)} |")
     return rows

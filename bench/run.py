@@ -56,7 +56,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", type=int, help=f"seconds per run (default {FULL['duration']})")
     p.add_argument("--warmup", type=int, help=f"warm-up seconds (default {FULL['warmup']})")
     p.add_argument("--idle-conns", type=int,
-                   help=f"connections in the idle scenario (default {FULL['idle_conns']})")
+                   help=f"connections in the idle and tls-idle scenarios "
+                        f"(default {FULL['idle_conns']})")
     p.add_argument("--pypy", action="store_true",
                    help="also run fastwsgi and the peers that support it under /usr/bin/pypy3")
     p.add_argument("--out", type=Path, help="results directory (default bench/results)")

@@ -144,6 +144,13 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("idle", "RSS growth per idle keep-alive connection; latency of "
                  "a fresh request while they are held",
                  "hello", _HELLO, kind="idle", connections=10000, bar=False),
+        # The same over HTTPS: every held connection a TLS session (a full
+        # handshake, one request answered over it). Its KiB per connection
+        # is compared with granian's where the run's reference has no TLS.
+        Scenario("tls-idle", "RSS growth per idle TLS connection (full handshake, "
+                 "one request answered over it); latency of a fresh HTTPS request "
+                 "while they are held", "hello", _HELLO, kind="idle", connections=10000,
+                 bar=False, tls=True, fallback_reference=TLS_REFERENCE, in_smoke=False),
         Scenario("sleep5ms", "blocking app sleeping 5 ms per request (recorded, "
                  "not charted: it measures the threading model, not HTTP)",
                  "sleep5ms", _HELLO, bar=False, nginx=None),

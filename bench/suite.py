@@ -250,6 +250,8 @@ class Suite:
                     res.fail(f"benchmark error: {type(exc).__name__}: {exc}")
                     res.rounds.clear()
         model.summarise(out, out.reference, servers.NGINX)
+        if scenario.kind == "idle":
+            model.summarise_idle(out, out.reference)
         if scenario.workers > 1:
             peers = {s.label for s in self.specs if s.is_peer}
             model.summarise_multi(out, peers, logged)
@@ -334,7 +336,8 @@ class Suite:
         try:
             # The client side gets the load generator's CPU, like wrk.
             os.sched_setaffinity(0, {1} if 1 in affinity else affinity)
-            got = idle.measure(server.port, server.pid, self.settings.idle_conns)
+            got = idle.measure(server.port, server.pid, self.settings.idle_conns,
+                               tls=server.tls)
             res.peak_rss_kib = procstat.peak_rss_kib(server.pid)
         finally:
             os.sched_setaffinity(0, affinity)
@@ -343,7 +346,7 @@ class Suite:
                                      got.rss_after_kib, got.kib_per_conn, got.fresh_ms)
         if got.error:
             res.fail(got.error)
-        say(f"  idle: {spec.label}: held {got.held}/{got.requested}"
+        say(f"  {scenario.name}: {spec.label}: held {got.held}/{got.requested}"
             + (f", {got.kib_per_conn:.2f} KiB/conn" if got.kib_per_conn is not None else "")
             + (f", fresh {got.fresh_ms:.2f} ms" if got.fresh_ms is not None else "")
             + (f" [{got.error}]" if got.error else "")

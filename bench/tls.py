@@ -21,7 +21,8 @@ OPENSSL_TIMEOUT = 30.0
 DESCRIPTION = (f"self-signed {KEY_TYPE} certificate for 127.0.0.1 and localhost, made by "
                "`openssl req` at run time; wrk offers each new connection the TLS "
                "session of the one before it (session resumption, where the server "
-               "accepts it: the note column says)")
+               "accepts it: the note column says); the tls-idle client offers none: "
+               "every connection it holds had a full handshake")
 
 
 class TlsSetupError(Exception):
