@@ -588,13 +588,26 @@ static void set_rest_timer(fw_conn *c)
     c->flags &= ~C_BODY_MOVED;
 }
 
-/* Start closing: linger after errors so the client sees the response. */
+/* Whether a closing connection lingers: after an error, so that the
+ * client sees the response (its unread input would turn the close into a
+ * reset). */
+static int error_linger(const fw_conn *c)
+{
+    return (c->flags & (C_ERROR_CLOSE | C_PEER_EOF | C_DEAD)) == C_ERROR_CLOSE;
+}
+
+/* Start closing: linger after errors so the client sees the response.
+ * Over TLS the end is said with close_notify first; when the socket has
+ * no room for it yet, the connection lingers until it has (a close now
+ * would lose it, and the client could not tell the end from a cut). */
 static void begin_close(fw_conn *c)
 {
-    if ((c->flags & (C_ERROR_CLOSE | C_PEER_EOF)) == C_ERROR_CLOSE &&
-        !(c->flags & C_DEAD)) {
-        tls_close_notify(c);
-        shutdown(c->io.fd, SHUT_WR);
+    int waits = !(c->flags & (C_DEAD | C_RESET)) && tls_close_notify(c);
+    if (waits || error_linger(c)) {
+        if (waits)
+            c->flags &= ~C_WRITABLE;    /* the next EPOLLOUT sends it */
+        else
+            shutdown(c->io.fd, SHUT_WR);
         c->state = CS_LINGER;
         c->in.off = c->in.len;
         c->scanned = 0;
@@ -631,15 +644,31 @@ void conn_run(fw_conn *c)
         if (c->state == CS_CLOSED)
             return;
         if (c->state == CS_LINGER) {
+            /* A close_notify that waited for room goes out first; then
+             * the connection closes, or lingers on after an error. */
+            if ((c->tls_want & TLS_NOTIFY_WAITS) && (c->flags & C_WRITABLE)) {
+                if (tls_close_notify(c)) {
+                    c->flags &= ~C_WRITABLE;
+                } else if (!error_linger(c)) {
+                    conn_close(c);
+                    return;
+                } else {
+                    shutdown(c->io.fd, SHUT_WR);
+                }
+            }
             /* Discard what the client still sends, so that the response
              * is not lost to a reset; but only so much, and only until
-             * the deadline, read afresh: a flood must not hold the loop. */
+             * the deadline, read afresh: a flood must not hold the loop.
+             * (A client that shut down its side may still read: its end
+             * does not cut a close_notify that waits.) */
             c->in.off = c->in.len;
             ssize_t n = (c->flags & C_READABLE) ? conn_read(c) : 0;
             if (n > 0)
                 c->scanned += (size_t)n;
             c->in.off = c->in.len;
-            if ((c->flags & (C_PEER_EOF | C_DEAD)) ||
+            int eof = (c->flags & C_PEER_EOF) &&
+                      !(c->tls_want & TLS_NOTIFY_WAITS);
+            if (eof || (c->flags & C_DEAD) ||
                 c->scanned >= FW_LINGER_MAX || loop_now(loop) >= c->deadline) {
                 conn_close(c);
                 return;

@@ -202,6 +202,7 @@ typedef struct fw_file {
 #define TLS_PEER_SEEN      4   /* the client certificate was looked at */
 #define TLS_NOTIFIED       8   /* close_notify was sent */
 #define TLS_PLAIN_HTTP    16   /* the client spoke plain HTTP */
+#define TLS_NOTIFY_WAITS  32   /* close_notify waits in OpenSSL for room */
 
 struct fw_conn {
     fw_io io;                   /* must stay first: epoll's data.ptr */
@@ -464,7 +465,7 @@ void loop_log(struct fw_loop *loop, int level, const char *fmt, ...)
 int tls_start(fw_conn *c, void *ctx);
 ssize_t tls_read(fw_conn *c, char *buf, size_t len);
 ssize_t tls_write(fw_conn *c, const char *data, size_t len);
-void tls_close_notify(fw_conn *c);
+int tls_close_notify(fw_conn *c);
 void tls_plain_refusal(fw_conn *c);
 void tls_free(fw_conn *c);
 void tls_loop_free(struct fw_loop *loop);

@@ -495,15 +495,33 @@ ssize_t tls_write(fw_conn *c, const char *data, size_t len)
     return -1;
 }
 
-/* Say close_notify, once, if the session got that far; never waits. */
-void tls_close_notify(fw_conn *c)
+/* Say close_notify, once, if the session got that far; never waits.
+ * Returns 1 when the socket had no room for it: the alert waits in
+ * OpenSSL (TLS_NOTIFY_WAITS), and a call once the socket is writable
+ * again sends it; 0 when it is out, or there is none to send. */
+int tls_close_notify(fw_conn *c)
 {
-    if (c->tls == NULL || (c->tls_want & TLS_NOTIFIED))
-        return;
-    c->tls_want |= TLS_NOTIFIED;
-    if (O.SSL_is_init_finished(c->tls))
-        (void)O.SSL_shutdown(c->tls);
+    if (c->tls == NULL)
+        return 0;
+    if (c->tls_want & TLS_NOTIFIED) {
+        if (!(c->tls_want & TLS_NOTIFY_WAITS))
+            return 0;
+    } else {
+        c->tls_want |= TLS_NOTIFIED;
+        if (!O.SSL_is_init_finished(c->tls)) {
+            O.ERR_clear_error();
+            return 0;
+        }
+    }
+    /* Again after a wait, SSL_shutdown only sends the pending alert. */
+    int n = O.SSL_shutdown(c->tls);
+    int waits = n < 0 && O.SSL_get_error(c->tls, n) == SSL_ERROR_WANT_WRITE;
+    if (waits)
+        c->tls_want |= TLS_NOTIFY_WAITS;
+    else
+        c->tls_want &= ~TLS_NOTIFY_WAITS;
     O.ERR_clear_error();
+    return waits;
 }
 
 void tls_free(fw_conn *c)
