@@ -271,7 +271,6 @@ struct fw_loop {
     char server_line[96];       /* "Server: name\r\n" */
     size_t server_line_len;
     fw_io listeners[FW_MAX_LISTENERS];
-    void *tls_ctx[FW_MAX_LISTENERS];  /* a listener's TLS context, or NULL */
     int nlisteners;
     int accept_paused;          /* out of fds: listeners are off epoll */
     long accept_failures;       /* failed accepts in this episode */
@@ -346,6 +345,9 @@ struct fw_loop {
     struct fw_queued *q_head, *q_tail;
     int nqueued;
     size_t queued_bytes;
+    /* Each listener's TLS context, or NULL: last, read once per accepted
+     * connection, so that the fields every request uses stay together. */
+    void *tls_ctx[FW_MAX_LISTENERS];
 };
 
 /* A connection the kernel had queued when a graceful stop closed the
