@@ -237,8 +237,19 @@ static ssize_t file_copy_some(fw_conn *c, const fw_file *f, size_t want)
     }
     if (r == 0)
         return 0;
-    return c->tls ? tls_write(c, c->loop->fbuf, (size_t)r)
-                  : send(c->io.fd, c->loop->fbuf, (size_t)r, MSG_NOSIGNAL);
+    if (c->tls == NULL)
+        return send(c->io.fd, c->loop->fbuf, (size_t)r, MSG_NOSIGNAL);
+    /* A TLS write takes one record (16 KiB) at a time: the whole read is
+     * offered record after record, or the file would be read again for
+     * each one (16 times the bytes). */
+    size_t done = 0;
+    while (done < (size_t)r) {
+        ssize_t n = tls_write(c, c->loop->fbuf + done, (size_t)r - done);
+        if (n <= 0)
+            return done ? (ssize_t)done : n;
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
 }
 
 /* Send queued output, then the app's memory being sent in place, then any
