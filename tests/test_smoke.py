@@ -18,3 +18,20 @@ def test_pipelined_16(server):
     out = parse_responses(raw(server, req))
     assert len(out) == 16
     assert all(s == 200 and b == b"Hello, World!" for s, _, b in out)
+
+
+def test_https(start_server, tmp_path):
+    """The installed wheel serves HTTPS with the interpreter's own OpenSSL
+    (nothing else installed)."""
+    import ssl
+
+    import tls_certs
+
+    certs = tls_certs.make(tmp_path)
+    srv = start_server("apps:router", "--certfile", str(certs.cert),
+                       "--keyfile", str(certs.key))
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    conn = http.client.HTTPSConnection("localhost", srv.port, timeout=10, context=ctx)
+    conn.request("GET", "/hello")
+    r = conn.getresponse()
+    assert (r.status, r.read()) == (200, b"Hello, World!")
