@@ -46,36 +46,7 @@
 #include <unistd.h>
 
 #include "core.h"
-
-#ifndef FUZZ_SELFTEST
-#define FUZZ_SELFTEST 0
-#endif
-
-/* One past the shape table: keys good for one request only (fw.h). */
-#ifndef FW_SHAPE_ONCE
-#define FW_SHAPE_ONCE FW_SHAPES
-#endif
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "invariant violated at %s:%d: %s\n", __FILE__,   \
-                    __LINE__, #cond);                                        \
-            abort();                                                         \
-        }                                                                    \
-    } while (0)
-
-/* CHECK with a message about what was seen. */
-#define CHECKF(cond, ...)                                                    \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "invariant violated at %s:%d: %s\n  ", __FILE__, \
-                    __LINE__, #cond);                                        \
-            fprintf(stderr, __VA_ARGS__);                                    \
-            fprintf(stderr, "\n");                                           \
-            abort();                                                         \
-        }                                                                    \
-    } while (0)
+#include "harness.h"
 
 #define MAX_SLOTS 32            /* client sockets open at once */
 #define MAX_RECS 96             /* connections per input */
@@ -86,136 +57,6 @@
 
 /* ---- small helpers ---- */
 
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    CHECK(p != NULL);
-    return p;
-}
-
-/* A growable byte buffer. */
-typedef struct gbuf {
-    char *d;
-    size_t len, cap;
-} gbuf;
-
-static void gb_reserve(gbuf *b, size_t more)
-{
-    if (b->cap - b->len >= more)
-        return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap - b->len < more)
-        cap *= 2;
-    char *nd = realloc(b->d, cap);
-    CHECK(nd != NULL);
-    b->d = nd;
-    b->cap = cap;
-}
-
-static void gb_put(gbuf *b, const void *p, size_t n)
-{
-    gb_reserve(b, n);
-    if (n)
-        memcpy(b->d + b->len, p, n);
-    b->len += n;
-}
-
-static void gb_puts(gbuf *b, const char *s)
-{
-    gb_put(b, s, strlen(s));
-}
-
-static void gb_printf(gbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void gb_printf(gbuf *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    CHECK(n >= 0 && (size_t)n < sizeof tmp);
-    gb_put(b, tmp, (size_t)n);
-}
-
-static void gb_free(gbuf *b)
-{
-    free(b->d);
-    memset(b, 0, sizeof *b);
-}
-
-/* An arena: everything an input allocates for its model, freed at once. */
-typedef struct ablock {
-    struct ablock *next;
-    size_t used, cap;
-    max_align_t data[];
-} ablock;
-
-typedef struct arena {
-    ablock *head;
-} arena;
-
-static void *arena_alloc(arena *a, size_t n)
-{
-    n = (n + 15) & ~(size_t)15;
-    if (a->head == NULL || a->head->cap - a->head->used < n) {
-        size_t cap = n > 65536 ? n : 65536;
-        ablock *b = xmalloc(sizeof *b + cap);
-        b->next = a->head;
-        b->used = 0;
-        b->cap = cap;
-        a->head = b;
-    }
-    void *p = (char *)a->head->data + a->head->used;
-    a->head->used += n;
-    memset(p, 0, n);
-    return p;
-}
-
-static void arena_free(arena *a)
-{
-    while (a->head) {
-        ablock *b = a->head;
-        a->head = b->next;
-        free(b);
-    }
-}
-
-static arena g_arena;           /* per input */
-static arena g_scratch;         /* per app call */
-
-static char *adup(arena *a, const char *p, size_t n)
-{
-    char *s = arena_alloc(a, n + 1);
-    memcpy(s, p, n);
-    s[n] = '\0';
-    return s;
-}
-
-typedef struct str {
-    const char *p;
-    size_t n;
-} str;
-
-static int str_eq(str a, str b)
-{
-    return a.n == b.n && memcmp(a.p, b.p, a.n) == 0;
-}
-
-static int str_cmp(str a, str b)
-{
-    size_t n = a.n < b.n ? a.n : b.n;
-    int r = memcmp(a.p, b.p, n);
-    if (r)
-        return r;
-    return a.n < b.n ? -1 : a.n > b.n;
-}
-
-static str S(const char *s)
-{
-    return (str){s, strlen(s)};
-}
-
 /* xorshift32 */
 static uint32_t rnd(uint32_t *s)
 {
@@ -225,33 +66,6 @@ static uint32_t rnd(uint32_t *s)
     x ^= x << 5;
     *s = x;
     return x;
-}
-
-/* The byte at position i of a body, different per (seed, position). */
-static inline uint8_t pat(uint32_t seed, uint64_t i)
-{
-    return (uint8_t)(seed + i * 31 + (i >> 7) * 7 + (i >> 14) * 3);
-}
-
-static void pat_fill(char *dst, uint32_t seed, uint64_t from, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        dst[i] = (char)pat(seed, from + i);
-}
-
-/* ---- the input ---- */
-
-typedef struct cursor {
-    const uint8_t *p;
-    size_t n;
-} cursor;
-
-static uint8_t take(cursor *c)
-{
-    if (c->n == 0)
-        return 0;
-    c->n--;
-    return *c->p++;
 }
 
 /* ---- configuration ---- */
@@ -271,14 +85,6 @@ static const fw_limits LIMITS[4] = {
 /* max_body_size, spool_threshold */
 static const int64_t BODIES[4][2] = {
     {1 << 30, 1 << 20}, {1 << 20, 1024}, {4096, 0}, {300, 40},
-};
-
-/* keepalive, header, body, write (ms); 0 disables a timer */
-static const int TIMEOUTS[4][4] = {
-    {5000, 10000, 30000, 30000},
-    {300, 500, 700, 900},
-    {1, 1, 1, 1},
-    {0, 400, 0, 600},
 };
 
 /* ---- the model: requests and connections ---- */
@@ -376,11 +182,6 @@ typedef struct stream {
     uint32_t seed;
 } stream;
 
-enum {
-    RX_HEAD, RX_LEN, RX_CK_SIZE, RX_CK_DATA, RX_CK_CRLF, RX_CK_TRAILER,
-    RX_EOF_BODY, RX_AFTER_CLOSE, RX_DISCARD
-};
-
 typedef struct rec {
     struct rec *next;
     int rid, slot;
@@ -419,10 +220,6 @@ typedef struct rec {
 
 /* ---- global state of one input ---- */
 
-static fw_loop *g_loop;
-static fw_config g_cfg;
-static int64_t g_clock;
-static int64_t g_min_timeout;
 static int g_small_bufs;
 static rec *g_recs;
 static rec *g_slots[MAX_SLOTS];
@@ -434,8 +231,6 @@ static int g_gentle;            /* ... as FW_STOP_RETIRE: the listeners
                                    stay open until fw_loop_run closes them */
 static int g_final;             /* the final fw_loop_run closes everything */
 static uint64_t g_req_bytes, g_resp_bytes;
-static int g_listen_fd = -1;
-static unsigned g_listen_no;
 static uint64_t g_progress;     /* bumps on any callback or I/O */
 /* What an input did (FUZZ_CONN_VERBOSE=1 prints it). */
 static struct stats {
@@ -443,29 +238,6 @@ static struct stats {
         spooled, responses, refusals, continues, writable, closed, streams,
         turns, expired, closed_in_batch, pokes, slow_calls;
 } g_st;
-static int g_verbose, g_trace;
-
-#define TRACE(...)                                                           \
-    do {                                                                     \
-        if (g_trace)                                                         \
-            fprintf(stderr, __VA_ARGS__);                                    \
-    } while (0)
-
-/* The shape table, as wsgi.py keeps it (one more for FW_SHAPE_ONCE). */
-typedef struct shape {
-    int known;
-    int nconst;
-    str *ck, *cv;
-    int nkeys;
-    str *keys;
-} shape;
-
-static shape g_shapes[FW_SHAPES + 1];
-
-int64_t loop_clock_ms(void)
-{
-    return g_clock;
-}
 
 static int lossy(const rec *r)
 {
@@ -483,91 +255,6 @@ static int lossy(const rec *r)
 }
 
 /* ---- the app side: environ ---- */
-
-static void learn(int sh, const char *keys, size_t n)
-{
-    shape *s = &g_shapes[sh];
-    memset(s, 0, sizeof *s);
-    int total = 1;
-    for (size_t i = 0; i < n; i++)
-        total += keys[i] == '\0';
-    s->ck = arena_alloc(&g_arena, sizeof(str) * (size_t)total);
-    s->cv = arena_alloc(&g_arena, sizeof(str) * (size_t)total);
-    s->keys = arena_alloc(&g_arena, sizeof(str) * (size_t)total);
-    const char *copy = adup(&g_arena, keys, n);
-    size_t i = 0;
-    for (;;) {
-        size_t j = i;
-        while (j < n && copy[j] != '\0')
-            j++;
-        str k = {copy + i, j - i};
-        const char *eq = memchr(k.p, '=', k.n);
-        if (eq) {
-            s->ck[s->nconst] = (str){k.p, (size_t)(eq - k.p)};
-            s->cv[s->nconst] = (str){eq + 1, k.n - (size_t)(eq - k.p) - 1};
-            s->nconst++;
-        } else {
-            CHECKF(k.n > 0, "an empty environ key in shape %d", sh);
-            s->keys[s->nkeys++] = k;
-        }
-        if (j >= n)
-            break;
-        i = j + 1;
-    }
-    s->known = 1;
-}
-
-typedef struct envl {
-    int n, cap;
-    str *k, *v;
-} envl;
-
-static void env_init(envl *e, int cap)
-{
-    e->n = 0;
-    e->cap = cap;
-    e->k = arena_alloc(&g_scratch, sizeof(str) * (size_t)cap);
-    e->v = arena_alloc(&g_scratch, sizeof(str) * (size_t)cap);
-}
-
-/* Store like a dict: merge joins a repeated key's values with ", "
- * (wsgi.py _merge_repeated), else the last value wins. */
-static void env_set(envl *e, str k, str v, int merge)
-{
-    for (int i = 0; i < e->n; i++) {
-        if (str_eq(e->k[i], k)) {
-            if (merge) {
-                char *m = arena_alloc(&g_scratch, e->v[i].n + 2 + v.n + 1);
-                memcpy(m, e->v[i].p, e->v[i].n);
-                memcpy(m + e->v[i].n, ", ", 2);
-                memcpy(m + e->v[i].n + 2, v.p, v.n);
-                e->v[i] = (str){m, e->v[i].n + 2 + v.n};
-            } else {
-                e->v[i] = v;
-            }
-            return;
-        }
-    }
-    CHECK(e->n < e->cap);
-    e->k[e->n] = k;
-    e->v[e->n] = v;
-    e->n++;
-}
-
-static void env_sort(envl *e)
-{
-    for (int i = 1; i < e->n; i++) {
-        str k = e->k[i], v = e->v[i];
-        int j = i - 1;
-        while (j >= 0 && str_cmp(e->k[j], k) > 0) {
-            e->k[j + 1] = e->k[j];
-            e->v[j + 1] = e->v[j];
-            j--;
-        }
-        e->k[j + 1] = k;
-        e->v[j + 1] = v;
-    }
-}
 
 static void env_dump(const char *title, const envl *e)
 {
@@ -588,21 +275,7 @@ static void env_dump(const char *title, const envl *e)
 
 /* ---- the app side: connections ---- */
 
-static int conn_listed(fw_conn *c)
-{
-    for (fw_conn *x = g_loop->conns; x; x = x->next)
-        if (x == c)
-            return 1;
-    return 0;
-}
-
-static rec *rec_by_id(uint64_t id)
-{
-    for (rec *r = g_recs; r; r = r->next)
-        if ((r->bound || !r->via_listener) && r->id == id)
-            return r;
-    return NULL;
-}
+#include "harness_rec.h"
 
 /* A connection the loop accepted: which client is it?  Its peer address
  * names the record. */
@@ -662,17 +335,6 @@ static rec *rec_of(fw_conn *c, const char *cb, int batched)
 }
 
 /* ---- the app side: answering ---- */
-
-static void stream_finish(rec *r)
-{
-    free(r->st.held);
-    r->st.held = NULL;
-    if (r->st.memfd >= 0)
-        close(r->st.memfd);
-    r->st.memfd = -1;
-    r->st.active = 0;
-    r->st.r = NULL;
-}
 
 static char *body_buf(uint32_t seed, int64_t from, size_t n, int corrupt)
 {
@@ -1216,25 +878,6 @@ static void serve(fw_conn *c, int flags, str *vals, int nvals, int batched)
         r->closing = 1;
 }
 
-/* Split a values block into its NUL-separated values. */
-static int split_values(const char *env, size_t len, str **out)
-{
-    int n = 1;
-    for (size_t i = 0; i < len; i++)
-        n += env[i] == '\0';
-    str *v = arena_alloc(&g_scratch, sizeof(str) * (size_t)n);
-    size_t i = 0;
-    for (int k = 0; k < n; k++) {
-        size_t j = i;
-        while (j < len && env[j] != '\0')
-            j++;
-        v[k] = (str){env + i, j - i};
-        i = j + 1;
-    }
-    *out = v;
-    return n;
-}
-
 int fw_py_request(void *ud, fw_conn *c, const char *env, size_t env_len,
                   int flags)
 {
@@ -1300,22 +943,6 @@ void fw_py_batch(void *ud, fw_conn **conns, int *flags, int *counts,
     g_in_callback = 0;
 }
 
-void fw_py_writable(void *ud, fw_conn *c, uint64_t id)
-{
-    CHECK(ud == &g_loop);
-    CHECKF(!g_in_callback, "fw_py_writable inside another callback");
-    g_in_callback = 1;
-    g_progress++;
-    CHECK(fw_conn_id(c) == id);
-    rec *r = rec_of(c, "fw_py_writable", 0);
-    g_st.writable++;
-    CHECKF(r->st.active, "fw_py_writable for connection %d with no "
-           "response streaming", r->rid);
-    CHECK(c->flags & C_IN_APP);
-    pump(r, c);
-    g_in_callback = 0;
-}
-
 void fw_py_closed(void *ud, uint64_t id)
 {
     CHECK(ud == &g_loop);
@@ -1332,12 +959,6 @@ void fw_py_closed(void *ud, uint64_t id)
     stream_finish(r);
     r->server_gone = 1;
     g_st.closed++;
-}
-
-void fw_py_wakeup(void *ud)
-{
-    (void)ud;
-    CHECKF(0, "fw_py_wakeup without a wake-up descriptor");
 }
 
 void fw_py_log(void *ud, int level, const char *msg)
@@ -1825,13 +1446,6 @@ static void gen_raw(rec *r, cursor *in, size_t n)
 
 /* ---- the client side: sockets ---- */
 
-static void small_bufs(int fd)
-{
-    int v = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof v);
-}
-
 static rec *new_rec(int slot)
 {
     rec *r = calloc(1, sizeof *r);
@@ -1988,30 +1602,6 @@ static void drop_unsent(rec *r)
 
 /* ---- the client side: reading responses ---- */
 
-static void rx_fail_dump(rec *r)
-{
-    size_t n = r->rx.len - r->rx_off;
-    if (n > 300)
-        n = 300;
-    fprintf(stderr, "  connection %d, pending response bytes:\n  ", r->rid);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)r->rx.d[r->rx_off + i];
-        if (ch >= 0x20 && ch < 0x7f)
-            fputc(ch, stderr);
-        else
-            fprintf(stderr, "\\x%02x", ch);
-    }
-    fputc('\n', stderr);
-}
-
-#define RXCHECK(r, cond, ...)                                                \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            rx_fail_dump(r);                                                 \
-            CHECKF(cond, __VA_ARGS__);                                       \
-        }                                                                    \
-    } while (0)
-
 static void rx_complete(rec *r)
 {
     req *q = r->rx_next;
@@ -2048,11 +1638,6 @@ static void rx_body(rec *r, const char *b, size_t n)
             }
     }
     r->rx_got += (int64_t)n;
-}
-
-static int hdr_is(const char *p, size_t n, const char *name)
-{
-    return n == strlen(name) && strncasecmp(p, name, n) == 0;
 }
 
 /* A complete response head at rx[rx_off..rx_off+hl). */
@@ -2213,117 +1798,17 @@ static void rx_head(rec *r, const char *h, size_t hl)
     }
 }
 
-/* Parse what has arrived. */
-static void rx_parse(rec *r)
+/* The last byte of a Content-Length body came. */
+static void rx_length_done(rec *r)
 {
-    for (;;) {
-        char *d = r->rx.d + r->rx_off;
-        size_t avail = r->rx.len - r->rx_off;
-        switch (r->rx_state) {
-        case RX_DISCARD:
-            r->rx_off = r->rx.len;
-            return;
-        case RX_AFTER_CLOSE:
-            RXCHECK(r, avail == 0, "connection %d: bytes after a response "
-                    "that closes the connection", r->rid);
-            return;
-        case RX_HEAD: {
-            if (avail == 0)
-                return;
-            if (r->rx_next && r->rx_next->kind == Q_POISON) {
-                r->rx_state = RX_DISCARD;
-                continue;
-            }
-            char *e = memmem(d, avail, "\r\n\r\n", 4);
-            if (e == NULL) {
-                RXCHECK(r, avail < 65536, "a response head over 64 KiB");
-                return;
-            }
-            size_t hl = (size_t)(e + 4 - d);
-            r->rx_off += hl;
-            rx_head(r, d, hl);
-            continue;
-        }
-        case RX_LEN: {
-            if (r->rx_left == 0) {
-                if (r->rx_plan->actual < r->rx_plan->declared) {
-                    /* the app's short body: the close ends it */
-                    g_st.responses++;
-                    r->rx_state = RX_AFTER_CLOSE;
-                    r->rx_next = r->rx_next->next;
-                    r->rx_plan = NULL;
-                } else {
-                    rx_complete(r);
-                }
-                continue;
-            }
-            if (avail == 0)
-                return;
-            size_t n = avail < (uint64_t)r->rx_left ? avail : (size_t)r->rx_left;
-            rx_body(r, d, n);
-            r->rx_off += n;
-            r->rx_left -= (int64_t)n;
-            continue;
-        }
-        case RX_CK_SIZE: {
-            char *e = memmem(d, avail, "\r\n", 2);
-            if (e == NULL) {
-                RXCHECK(r, avail < 64, "a long chunk-size line");
-                return;
-            }
-            int64_t n = 0;
-            RXCHECK(r, e > d, "an empty chunk-size line");
-            for (char *p = d; p < e; p++) {
-                int v = (*p >= '0' && *p <= '9') ? *p - '0'
-                      : (*p >= 'a' && *p <= 'f') ? *p - 'a' + 10 : -1;
-                RXCHECK(r, v >= 0 && n < (1LL << 40), "a bad chunk size");
-                n = n * 16 + v;
-            }
-            r->rx_off += (size_t)(e + 2 - d);
-            if (n == 0) {
-                r->rx_state = RX_CK_TRAILER;
-            } else {
-                r->rx_left = n;
-                r->rx_state = RX_CK_DATA;
-            }
-            continue;
-        }
-        case RX_CK_DATA: {
-            if (avail == 0)
-                return;
-            size_t n = avail < (uint64_t)r->rx_left ? avail : (size_t)r->rx_left;
-            rx_body(r, d, n);
-            r->rx_off += n;
-            r->rx_left -= (int64_t)n;
-            if (r->rx_left == 0)
-                r->rx_state = RX_CK_CRLF;
-            continue;
-        }
-        case RX_CK_CRLF:
-            if (avail < 2)
-                return;
-            RXCHECK(r, d[0] == '\r' && d[1] == '\n', "no CRLF after chunk data");
-            r->rx_off += 2;
-            r->rx_state = RX_CK_SIZE;
-            continue;
-        case RX_CK_TRAILER:
-            if (avail < 2)
-                return;
-            RXCHECK(r, d[0] == '\r' && d[1] == '\n',
-                    "trailer fields in a response");
-            r->rx_off += 2;
-            RXCHECK(r, r->rx_got == r->rx_plan->actual, "a chunked body of "
-                    "%lld bytes, the app wrote %lld", (long long)r->rx_got,
-                    (long long)r->rx_plan->actual);
-            rx_complete(r);
-            continue;
-        case RX_EOF_BODY:
-            if (avail == 0)
-                return;
-            rx_body(r, d, avail);
-            r->rx_off += avail;
-            continue;
-        }
+    if (r->rx_plan->actual < r->rx_plan->declared) {
+        /* the app's short body: the close ends it */
+        g_st.responses++;
+        r->rx_state = RX_AFTER_CLOSE;
+        r->rx_next = r->rx_next->next;
+        r->rx_plan = NULL;
+    } else {
+        rx_complete(r);
     }
 }
 
@@ -2517,23 +2002,6 @@ static void check_loop(void)
     }
     CHECK(alive == listed);
 }
-
-static void turn(void)
-{
-    g_st.turns++;
-    CHECK(loop_turn(g_loop, 0) == 0);
-    check_loop();
-}
-
-static rec *slot_rec(uint8_t k)
-{
-    return g_slots[k % MAX_SLOTS];
-}
-
-static const int CLOCK_STEPS[16] = {
-    1, 2, 50, 100, 299, 300, 301, 450, 500, 501, 699, 900, 1000, 2001, 5000,
-    60000,
-};
 
 static void advance(int ms)
 {

@@ -29,16 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "fw.h"
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "invariant violated at %s:%d: %s\n", __FILE__,   \
-                    __LINE__, #cond);                                        \
-            abort();                                                         \
-        }                                                                    \
-    } while (0)
 
 /* Longest input whose head is also fed one byte at a time (each step copies
  * the prefix, so this is quadratic). */

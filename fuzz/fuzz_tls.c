@@ -62,33 +62,9 @@
 #include "core.h"
 #include "tls_cert.h"
 
-#ifndef FUZZ_SELFTEST
-#define FUZZ_SELFTEST 0
-#endif
-
-#ifndef FW_SHAPE_ONCE
-#define FW_SHAPE_ONCE FW_SHAPES
-#endif
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "invariant violated at %s:%d: %s\n", __FILE__,   \
-                    __LINE__, #cond);                                        \
-            abort();                                                         \
-        }                                                                    \
-    } while (0)
-
-#define CHECKF(cond, ...)                                                    \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "invariant violated at %s:%d: %s\n  ", __FILE__, \
-                    __LINE__, #cond);                                        \
-            fprintf(stderr, __VA_ARGS__);                                    \
-            fprintf(stderr, "\n");                                           \
-            abort();                                                         \
-        }                                                                    \
-    } while (0)
+/* (its lines are shorter than fuzz_conn's) */
+#define GB_PRINTF_MAX 256
+#include "harness.h"
 
 #define MAX_SLOTS 8             /* client sockets open at once */
 #define MAX_RECS 24             /* connections per input */
@@ -99,63 +75,6 @@
 
 /* ---- small helpers ---- */
 
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    CHECK(p != NULL);
-    return p;
-}
-
-typedef struct gbuf {
-    char *d;
-    size_t len, cap;
-} gbuf;
-
-static void gb_reserve(gbuf *b, size_t more)
-{
-    if (b->cap - b->len >= more)
-        return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap - b->len < more)
-        cap *= 2;
-    char *nd = realloc(b->d, cap);
-    CHECK(nd != NULL);
-    b->d = nd;
-    b->cap = cap;
-}
-
-static void gb_put(gbuf *b, const void *p, size_t n)
-{
-    gb_reserve(b, n);
-    if (n)
-        memcpy(b->d + b->len, p, n);
-    b->len += n;
-}
-
-static void gb_puts(gbuf *b, const char *s)
-{
-    gb_put(b, s, strlen(s));
-}
-
-static void gb_printf(gbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void gb_printf(gbuf *b, const char *fmt, ...)
-{
-    char tmp[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    CHECK(n >= 0 && (size_t)n < sizeof tmp);
-    gb_put(b, tmp, (size_t)n);
-}
-
-static void gb_free(gbuf *b)
-{
-    free(b->d);
-    memset(b, 0, sizeof *b);
-}
-
 /* Drop b's first n bytes. */
 static void gb_consume(gbuf *b, size_t n)
 {
@@ -164,106 +83,9 @@ static void gb_consume(gbuf *b, size_t n)
     b->len -= n;
 }
 
-/* An arena: what an input (or one app call) allocates, freed at once. */
-typedef struct ablock {
-    struct ablock *next;
-    size_t used, cap;
-    max_align_t data[];
-} ablock;
-
-typedef struct arena {
-    ablock *head;
-} arena;
-
-static void *arena_alloc(arena *a, size_t n)
-{
-    n = (n + 15) & ~(size_t)15;
-    if (a->head == NULL || a->head->cap - a->head->used < n) {
-        size_t cap = n > 65536 ? n : 65536;
-        ablock *b = xmalloc(sizeof *b + cap);
-        b->next = a->head;
-        b->used = 0;
-        b->cap = cap;
-        a->head = b;
-    }
-    void *p = (char *)a->head->data + a->head->used;
-    a->head->used += n;
-    memset(p, 0, n);
-    return p;
-}
-
-static void arena_free(arena *a)
-{
-    while (a->head) {
-        ablock *b = a->head;
-        a->head = b->next;
-        free(b);
-    }
-}
-
-static arena g_arena;           /* per input */
-static arena g_scratch;         /* per app call */
-
-static char *adup(arena *a, const char *p, size_t n)
-{
-    char *s = arena_alloc(a, n + 1);
-    memcpy(s, p, n);
-    s[n] = '\0';
-    return s;
-}
-
-typedef struct str {
-    const char *p;
-    size_t n;
-} str;
-
-static int str_eq(str a, str b)
-{
-    return a.n == b.n && memcmp(a.p, b.p, a.n) == 0;
-}
-
-static int str_cmp(str a, str b)
-{
-    size_t n = a.n < b.n ? a.n : b.n;
-    int r = memcmp(a.p, b.p, n);
-    if (r)
-        return r;
-    return a.n < b.n ? -1 : a.n > b.n;
-}
-
-static str S(const char *s)
-{
-    return (str){s, strlen(s)};
-}
-
 static str astr(const char *s)
 {
     return (str){adup(&g_arena, s, strlen(s)), strlen(s)};
-}
-
-/* The byte at position i of a body, different per (seed, position). */
-static inline uint8_t pat(uint32_t seed, uint64_t i)
-{
-    return (uint8_t)(seed + i * 31 + (i >> 7) * 7 + (i >> 14) * 3);
-}
-
-static void pat_fill(char *dst, uint32_t seed, uint64_t from, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        dst[i] = (char)pat(seed, from + i);
-}
-
-typedef struct cursor {
-    const uint8_t *p;
-    size_t n;
-} cursor;
-
-static uint8_t take(cursor *c)
-{
-    if (c->n == 0)
-        return 0;
-    c->n--;
-    return *c->p++;
 }
 
 /* ---- OpenSSL, the client side ---- */
@@ -467,23 +289,10 @@ static void *g_cctx[2];         /* client contexts: [1] has a certificate */
 /* Server profiles (byte 0, bits 0-1). */
 enum { P_ANY, P_TLS13, P_BIG, P_CLIENT_CERT };
 
-/* keepalive, header, body, write (ms); 0 disables a timer */
-static const int TIMEOUTS[4][4] = {
-    {5000, 10000, 30000, 30000},
-    {300, 500, 700, 900},
-    {1, 1, 1, 1},
-    {0, 400, 0, 600},
-};
-
 /* Plaintext bytes per record (RECSIZE). */
 static const size_t REC_SIZES[16] = {
     16384, 1, 2, 3, 5, 7, 16, 64, 100, 300, 512, 1000, 1500, 4096, 8000,
     16383,
-};
-
-static const int CLOCK_STEPS[16] = {
-    1, 2, 50, 100, 299, 300, 301, 450, 500, 501, 699, 900, 1000, 2001, 5000,
-    60000,
 };
 
 /* ---- the model: requests and connections ---- */
@@ -538,11 +347,6 @@ typedef struct stream {
     uint32_t seed;
 } stream;
 
-enum {
-    RX_HEAD, RX_LEN, RX_CK_SIZE, RX_CK_DATA, RX_CK_CRLF, RX_CK_TRAILER,
-    RX_EOF_BODY, RX_AFTER_CLOSE, RX_DISCARD
-};
-
 /* Client kinds (OPEN, a & 3). */
 enum { K_TLS, K_TLS_ACCEPTED, K_GARBAGE, K_PLAIN };
 
@@ -596,18 +400,13 @@ typedef struct rec {
 
 /* ---- global state of one input ---- */
 
-static fw_loop *g_loop;
-static fw_config g_cfg;
 static int g_profile, g_suppress, g_small_bufs;
 static int g_cert_big;          /* listener 0 serves the big certificate */
-static int64_t g_clock, g_min_timeout;
 static rec *g_recs;
 static rec *g_slots[MAX_SLOTS];
 static int g_nrecs;
 static int g_in_callback, g_freeing;
 static uint64_t g_req_bytes, g_resp_bytes, g_progress;
-static int g_listen_fd = -1;
-static unsigned g_listen_no;
 /* The last session a client can resume, by its versions (OPEN): a client
  * offers a session only with the versions and ciphers that made it. */
 static void *g_session[4];
@@ -620,7 +419,6 @@ static struct stats {
     uint64_t wire_hash;         /* FNV-1a of every byte the clients sent:
                                    the same input, the same bytes */
 } g_st;
-static int g_verbose, g_trace;
 
 /* What tls_read, tls_write and tls_close_notify returned (over the
  * process). */
@@ -631,17 +429,6 @@ static struct {
     long inputs;
 } g_io;
 
-#define TRACE(...)                                                           \
-    do {                                                                     \
-        if (g_trace)                                                         \
-            fprintf(stderr, __VA_ARGS__);                                    \
-    } while (0)
-
-int64_t loop_clock_ms(void)
-{
-    return g_clock;
-}
-
 ssize_t __real_tls_read(fw_conn *c, char *buf, size_t len);
 ssize_t __real_tls_write(fw_conn *c, const char *data, size_t len);
 int __real_tls_close_notify(fw_conn *c);
@@ -649,21 +436,32 @@ ssize_t __wrap_tls_read(fw_conn *c, char *buf, size_t len);
 ssize_t __wrap_tls_write(fw_conn *c, const char *data, size_t len);
 int __wrap_tls_close_notify(fw_conn *c);
 
+/* Check what tls_read or tls_write (what) returned for len bytes, with
+ * errno e, and count it: data, end of stream (eof NULL: not counted),
+ * EAGAIN or another error. */
+static void count_io(const char *what, ssize_t n, size_t len, int e,
+                     long *data, long *eof, long *again, long *error)
+{
+    CHECKF(n >= -1 && n <= (ssize_t)len, "%s returned %zd for %zu", what,
+           n, len);
+    if (n > 0)
+        (*data)++;
+    else if (n == 0) {
+        if (eof)
+            (*eof)++;
+    } else if (e == EAGAIN)
+        (*again)++;
+    else
+        (*error)++;
+}
+
 ssize_t __wrap_tls_read(fw_conn *c, char *buf, size_t len)
 {
     CHECK(c->tls != NULL && c->state != CS_LINGER && len > 0);
     ssize_t n = __real_tls_read(c, buf, len);
     int e = errno;
-    CHECKF(n >= -1 && n <= (ssize_t)len, "tls_read returned %zd for %zu",
-           n, len);
-    if (n > 0)
-        g_io.rd_data++;
-    else if (n == 0)
-        g_io.rd_eof++;
-    else if (e == EAGAIN)
-        g_io.rd_again++;
-    else
-        g_io.rd_error++;
+    count_io("tls_read", n, len, e, &g_io.rd_data, &g_io.rd_eof,
+             &g_io.rd_again, &g_io.rd_error);
     if (n < 0 && (c->tls_want & TLS_READ_WANTS_OUT))
         g_io.rd_wants_out++;
     TRACE("  tls_read %zu: %zd%s%s\n", len, n,
@@ -678,14 +476,8 @@ ssize_t __wrap_tls_write(fw_conn *c, const char *data, size_t len)
     CHECK(c->tls != NULL);
     ssize_t n = __real_tls_write(c, data, len);
     int e = errno;
-    CHECKF(n >= -1 && n <= (ssize_t)len, "tls_write returned %zd for %zu",
-           n, len);
-    if (n > 0)
-        g_io.wr_data++;
-    else if (n < 0 && e == EAGAIN)
-        g_io.wr_again++;
-    else if (n < 0)
-        g_io.wr_error++;
+    count_io("tls_write", n, len, e, &g_io.wr_data, NULL, &g_io.wr_again,
+             &g_io.wr_error);
     if (n < 0 && (c->tls_want & TLS_WRITE_WANTS_IN))
         g_io.wr_wants_in++;
     errno = e;
@@ -721,100 +513,6 @@ static int may_end(const rec *r)
 
 /* ---- the app side: environ ---- */
 
-typedef struct shape {
-    int known;
-    int nconst;
-    str *ck, *cv;
-    int nkeys;
-    str *keys;
-} shape;
-
-static shape g_shapes[FW_SHAPES + 1];
-
-static void learn(int sh, const char *keys, size_t n)
-{
-    shape *s = &g_shapes[sh];
-    memset(s, 0, sizeof *s);
-    int total = 1;
-    for (size_t i = 0; i < n; i++)
-        total += keys[i] == '\0';
-    s->ck = arena_alloc(&g_arena, sizeof(str) * (size_t)total);
-    s->cv = arena_alloc(&g_arena, sizeof(str) * (size_t)total);
-    s->keys = arena_alloc(&g_arena, sizeof(str) * (size_t)total);
-    const char *copy = adup(&g_arena, keys, n);
-    size_t i = 0;
-    for (;;) {
-        size_t j = i;
-        while (j < n && copy[j] != '\0')
-            j++;
-        str k = {copy + i, j - i};
-        const char *eq = memchr(k.p, '=', k.n);
-        if (eq) {
-            s->ck[s->nconst] = (str){k.p, (size_t)(eq - k.p)};
-            s->cv[s->nconst] = (str){eq + 1, k.n - (size_t)(eq - k.p) - 1};
-            s->nconst++;
-        } else {
-            CHECKF(k.n > 0, "an empty environ key in shape %d", sh);
-            s->keys[s->nkeys++] = k;
-        }
-        if (j >= n)
-            break;
-        i = j + 1;
-    }
-    s->known = 1;
-}
-
-typedef struct envl {
-    int n, cap;
-    str *k, *v;
-} envl;
-
-static void env_init(envl *e, int cap)
-{
-    e->n = 0;
-    e->cap = cap;
-    e->k = arena_alloc(&g_scratch, sizeof(str) * (size_t)cap);
-    e->v = arena_alloc(&g_scratch, sizeof(str) * (size_t)cap);
-}
-
-/* As a dict: merge joins a repeated key's values with ", ". */
-static void env_set(envl *e, str k, str v, int merge)
-{
-    for (int i = 0; i < e->n; i++) {
-        if (str_eq(e->k[i], k)) {
-            if (merge) {
-                char *m = arena_alloc(&g_scratch, e->v[i].n + 2 + v.n + 1);
-                memcpy(m, e->v[i].p, e->v[i].n);
-                memcpy(m + e->v[i].n, ", ", 2);
-                memcpy(m + e->v[i].n + 2, v.p, v.n);
-                e->v[i] = (str){m, e->v[i].n + 2 + v.n};
-            } else {
-                e->v[i] = v;
-            }
-            return;
-        }
-    }
-    CHECK(e->n < e->cap);
-    e->k[e->n] = k;
-    e->v[e->n] = v;
-    e->n++;
-}
-
-static void env_sort(envl *e)
-{
-    for (int i = 1; i < e->n; i++) {
-        str k = e->k[i], v = e->v[i];
-        int j = i - 1;
-        while (j >= 0 && str_cmp(e->k[j], k) > 0) {
-            e->k[j + 1] = e->k[j];
-            e->v[j + 1] = e->v[j];
-            j--;
-        }
-        e->k[j + 1] = k;
-        e->v[j + 1] = v;
-    }
-}
-
 static void env_dump(const char *title, const envl *e)
 {
     fprintf(stderr, "  %s (%d keys):\n", title, e->n);
@@ -834,21 +532,7 @@ static void env_dump(const char *title, const envl *e)
 
 /* ---- the app side: connections ---- */
 
-static int conn_listed(fw_conn *c)
-{
-    for (fw_conn *x = g_loop->conns; x; x = x->next)
-        if (x == c)
-            return 1;
-    return 0;
-}
-
-static rec *rec_by_id(uint64_t id)
-{
-    for (rec *r = g_recs; r; r = r->next)
-        if ((r->bound || !r->via_listener) && r->id == id)
-            return r;
-    return NULL;
-}
+#include "harness_rec.h"
 
 /* A connection the loop accepted: its peer's address names the client. */
 static rec *bind_accepted(fw_conn *c)
@@ -905,17 +589,6 @@ static rec *rec_of(fw_conn *c, const char *cb, int batched)
 }
 
 /* ---- the app side: answering ---- */
-
-static void stream_finish(rec *r)
-{
-    free(r->st.held);
-    r->st.held = NULL;
-    if (r->st.memfd >= 0)
-        close(r->st.memfd);
-    r->st.memfd = -1;
-    r->st.active = 0;
-    r->st.r = NULL;
-}
 
 /* A body's bytes [from, from+n); with FUZZ_SELFTEST=1 the second request
  * of each connection gets one byte wrong. */
@@ -1337,24 +1010,6 @@ static void serve(fw_conn *c, int flags, str *vals, int nvals, int batched)
         r->closing = 1;
 }
 
-static int split_values(const char *env, size_t len, str **out)
-{
-    int n = 1;
-    for (size_t i = 0; i < len; i++)
-        n += env[i] == '\0';
-    str *v = arena_alloc(&g_scratch, sizeof(str) * (size_t)n);
-    size_t i = 0;
-    for (int k = 0; k < n; k++) {
-        size_t j = i;
-        while (j < len && env[j] != '\0')
-            j++;
-        v[k] = (str){env + i, j - i};
-        i = j + 1;
-    }
-    *out = v;
-    return n;
-}
-
 int fw_py_request(void *ud, fw_conn *c, const char *env, size_t env_len,
                   int flags)
 {
@@ -1399,22 +1054,6 @@ void fw_py_batch(void *ud, fw_conn **conns, int *flags, int *counts,
     g_in_callback = 0;
 }
 
-void fw_py_writable(void *ud, fw_conn *c, uint64_t id)
-{
-    CHECK(ud == &g_loop);
-    CHECKF(!g_in_callback, "fw_py_writable inside another callback");
-    g_in_callback = 1;
-    g_progress++;
-    CHECK(fw_conn_id(c) == id);
-    rec *r = rec_of(c, "fw_py_writable", 0);
-    g_st.writable++;
-    CHECKF(r->st.active, "fw_py_writable for connection %d with no "
-           "response streaming", r->rid);
-    CHECK(c->flags & C_IN_APP);
-    pump(r, c);
-    g_in_callback = 0;
-}
-
 void fw_py_closed(void *ud, uint64_t id)
 {
     CHECK(ud == &g_loop);
@@ -1430,12 +1069,6 @@ void fw_py_closed(void *ud, uint64_t id)
     stream_finish(r);
     r->server_gone = 1;
     g_st.closed++;
-}
-
-void fw_py_wakeup(void *ud)
-{
-    (void)ud;
-    CHECKF(0, "fw_py_wakeup without a wake-up descriptor");
 }
 
 void fw_py_log(void *ud, int level, const char *msg)
@@ -1759,13 +1392,6 @@ static void client_step(rec *r)
 
 /* ---- the client side: sockets ---- */
 
-static void small_bufs(int fd)
-{
-    int v = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof v);
-}
-
 static void new_session(rec *r)
 {
     r->ssl = K.SSL_new(g_cctx[r->with_cert]);
@@ -1958,30 +1584,6 @@ static void send_out(rec *r, size_t most)
 
 /* ---- the client side: responses ---- */
 
-static void rx_fail_dump(rec *r)
-{
-    size_t n = r->rx.len - r->rx_off;
-    if (n > 300)
-        n = 300;
-    fprintf(stderr, "  connection %d, pending response bytes:\n  ", r->rid);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)r->rx.d[r->rx_off + i];
-        if (ch >= 0x20 && ch < 0x7f)
-            fputc(ch, stderr);
-        else
-            fprintf(stderr, "\\x%02x", ch);
-    }
-    fputc('\n', stderr);
-}
-
-#define RXCHECK(r, cond, ...)                                                \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            rx_fail_dump(r);                                                 \
-            CHECKF(cond, __VA_ARGS__);                                       \
-        }                                                                    \
-    } while (0)
-
 /* A TLS session that is not done yet, or one that may be reused. */
 static void keep_session(rec *r)
 {
@@ -2031,11 +1633,6 @@ static void rx_body(rec *r, const char *b, size_t n)
                     (long long)(r->rx_got + (int64_t)i));
     }
     r->rx_got += (int64_t)n;
-}
-
-static int hdr_is(const char *p, size_t n, const char *name)
-{
-    return n == strlen(name) && strncasecmp(p, name, n) == 0;
 }
 
 static void rx_head(rec *r, const char *h, size_t hl)
@@ -2180,110 +1777,10 @@ static void rx_head(rec *r, const char *h, size_t hl)
     }
 }
 
-/* Parse the plaintext that has come. */
-static void rx_parse(rec *r)
+/* The last byte of a Content-Length body came. */
+static void rx_length_done(rec *r)
 {
-    for (;;) {
-        char *d = r->rx.d + r->rx_off;
-        size_t avail = r->rx.len - r->rx_off;
-        switch (r->rx_state) {
-        case RX_DISCARD:
-            r->rx_off = r->rx.len;
-            return;
-        case RX_AFTER_CLOSE:
-            RXCHECK(r, avail == 0, "connection %d: bytes after a response "
-                    "that closes the connection", r->rid);
-            return;
-        case RX_HEAD: {
-            if (avail == 0)
-                return;
-            if (r->rx_next && r->rx_next->kind == Q_POISON) {
-                r->rx_state = RX_DISCARD;
-                continue;
-            }
-            char *e = memmem(d, avail, "\r\n\r\n", 4);
-            if (e == NULL) {
-                RXCHECK(r, avail < 65536, "a response head over 64 KiB");
-                return;
-            }
-            size_t hl = (size_t)(e + 4 - d);
-            r->rx_off += hl;
-            rx_head(r, d, hl);
-            continue;
-        }
-        case RX_LEN: {
-            if (r->rx_left == 0) {
-                rx_complete(r);
-                continue;
-            }
-            if (avail == 0)
-                return;
-            size_t n = avail < (uint64_t)r->rx_left ? avail : (size_t)r->rx_left;
-            rx_body(r, d, n);
-            r->rx_off += n;
-            r->rx_left -= (int64_t)n;
-            continue;
-        }
-        case RX_CK_SIZE: {
-            char *e = memmem(d, avail, "\r\n", 2);
-            if (e == NULL) {
-                RXCHECK(r, avail < 64, "a long chunk-size line");
-                return;
-            }
-            int64_t n = 0;
-            RXCHECK(r, e > d, "an empty chunk-size line");
-            for (char *p = d; p < e; p++) {
-                int v = (*p >= '0' && *p <= '9') ? *p - '0'
-                      : (*p >= 'a' && *p <= 'f') ? *p - 'a' + 10 : -1;
-                RXCHECK(r, v >= 0 && n < (1LL << 40), "a bad chunk size");
-                n = n * 16 + v;
-            }
-            r->rx_off += (size_t)(e + 2 - d);
-            if (n == 0) {
-                r->rx_state = RX_CK_TRAILER;
-            } else {
-                r->rx_left = n;
-                r->rx_state = RX_CK_DATA;
-            }
-            continue;
-        }
-        case RX_CK_DATA: {
-            if (avail == 0)
-                return;
-            size_t n = avail < (uint64_t)r->rx_left ? avail : (size_t)r->rx_left;
-            rx_body(r, d, n);
-            r->rx_off += n;
-            r->rx_left -= (int64_t)n;
-            if (r->rx_left == 0)
-                r->rx_state = RX_CK_CRLF;
-            continue;
-        }
-        case RX_CK_CRLF:
-            if (avail < 2)
-                return;
-            RXCHECK(r, d[0] == '\r' && d[1] == '\n', "no CRLF after chunk data");
-            r->rx_off += 2;
-            r->rx_state = RX_CK_SIZE;
-            continue;
-        case RX_CK_TRAILER:
-            if (avail < 2)
-                return;
-            RXCHECK(r, d[0] == '\r' && d[1] == '\n',
-                    "trailer fields in a response");
-            r->rx_off += 2;
-            RXCHECK(r, r->rx_got == r->rx_plan->actual, "a chunked body of "
-                    "%lld bytes, the app wrote %lld", (long long)r->rx_got,
-                    (long long)r->rx_plan->actual);
-            rx_complete(r);
-            continue;
-        case RX_EOF_BODY:
-            if (avail == 0)
-                return;
-            rx_body(r, d, avail);
-            r->rx_off += avail;
-            continue;
-        }
-    }
+    rx_complete(r);
 }
 
 /* The server closed (EOF or reset): is that consistent? */
@@ -2603,18 +2100,6 @@ static void check_loop(void)
         }
     }
     CHECK(alive == listed);
-}
-
-static void turn(void)
-{
-    g_st.turns++;
-    CHECK(loop_turn(g_loop, 0) == 0);
-    check_loop();
-}
-
-static rec *slot_rec(uint8_t k)
-{
-    return g_slots[k % MAX_SLOTS];
 }
 
 /* Every client sends all, one turn, every client reads all. */

@@ -8,8 +8,7 @@ again after editing the list; it replaces the directory's contents.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
+from seeds_common import op, seed, write_corpus
 
 # ---- configuration byte ----
 
@@ -55,22 +54,11 @@ def desc(method: str = "GET", http10: int = 0, conn: int = 0, expect: int = 0,
     ])
 
 
-def op(code: int, *args: int | bytes) -> bytes:
-    out = bytearray([code])
-    for a in args:
-        out += a if isinstance(a, bytes) else bytes([a])
-    return bytes(out)
-
-
 def exact_env(length: int) -> dict[str, int]:
     """desc() arguments for an environ values block of `length` bytes: the
     15 low bits in pad and extra, the top bit in chunk's bit 4."""
     return {"pad": 0x80 | (length >> 8 & 0x7F), "extra": length & 255,
             "chunk": (length >> 15 & 1) << 4}
-
-
-def seed(config: int, hseed: int, *ops: bytes) -> bytes:
-    return bytes([config, hseed]) + b"".join(ops)
 
 
 def all_slots_burst(d: bytes) -> bytes:
@@ -319,13 +307,7 @@ add("graceful-stop", seed(cfg(), 28, op(OPENMANY, 5, 0),
 
 
 def main() -> None:
-    out = Path(__file__).resolve().parent / "corpus-conn"
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir()
-    for name, data in SEEDS:
-        (out / name).write_bytes(data)
-    print(f"wrote {len(SEEDS)} seeds to {out}")
+    write_corpus("corpus-conn", SEEDS)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,7 @@ replaces the directory's contents.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
+from seeds_common import op, seed, write_corpus
 
 # ---- configuration byte ----
 
@@ -71,13 +70,6 @@ def desc(method: str = "GET", http10: int = 0, conn: int = 0, body: int = 0,
     ])
 
 
-def op(code: int, *args: int | bytes) -> bytes:
-    out = bytearray([code])
-    for a in args:
-        out += a if isinstance(a, bytes) else bytes([a])
-    return bytes(out)
-
-
 def raw(code: int, slot: int, data: bytes) -> bytes:
     """RAW or PTRAW: at most 255 bytes an operation."""
     out = b""
@@ -85,10 +77,6 @@ def raw(code: int, slot: int, data: bytes) -> bytes:
         piece = data[i:i + 255]
         out += op(code, slot, len(piece), piece)
     return out
-
-
-def seed(config: int, rseed: int, *ops: bytes) -> bytes:
-    return bytes([config, rseed]) + b"".join(ops)
 
 
 SEEDS: list[tuple[str, bytes]] = []
@@ -359,13 +347,7 @@ add("many", seed(cfg(suppress=1, small=1), 20, *ops))
 
 
 def main() -> None:
-    out = Path(__file__).resolve().parent / "corpus-tls"
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir()
-    for name, data in SEEDS:
-        (out / name).write_bytes(data)
-    print(f"wrote {len(SEEDS)} seeds to {out}")
+    write_corpus("corpus-tls", SEEDS)
 
 
 if __name__ == "__main__":
