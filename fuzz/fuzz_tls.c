@@ -974,32 +974,8 @@ static void serve(fw_conn *c, int flags, str *vals, int nvals, int batched)
                "a body of %lld bytes %s spooled", (long long)q->body_len,
                spooled ? "is" : "is not");
         g_st.spooled += spooled;
-        if (spooled) {
-            struct stat st;
-            CHECK(fstat(body_fd, &st) == 0);
-            CHECKF(st.st_size == q->body_len, "spooled body of %lld bytes, "
-                   "sent %lld", (long long)st.st_size,
-                   (long long)q->body_len);
-            char buf[16384];
-            int64_t at = 0;
-            while (at < q->body_len) {
-                ssize_t n = pread(body_fd, buf, sizeof buf, at);
-                CHECK(n > 0);
-                for (ssize_t i = 0; i < n; i++)
-                    CHECKF((uint8_t)buf[i] ==
-                           pat(q->body_seed, (uint64_t)(at + i)),
-                           "spooled body byte %lld differs",
-                           (long long)(at + i));
-                at += n;
-            }
-            close(body_fd);
-        } else {
-            CHECKF((int64_t)body_len == q->body_len, "body of %zu bytes, "
-                   "sent %lld", body_len, (long long)q->body_len);
-            for (size_t i = 0; i < body_len; i++)
-                CHECKF((uint8_t)body[i] == pat(q->body_seed, i),
-                       "body byte %zu differs", i);
-        }
+        check_app_body(body_fd, 0, body, body_len, q->body_len,
+                       q->body_seed);
     }
     TRACE("  app: conn %d seq %d flags %#x%s\n", r->rid, q->seq, flags,
           batched ? " (batch)" : "");
@@ -1013,10 +989,7 @@ static void serve(fw_conn *c, int flags, str *vals, int nvals, int batched)
 int fw_py_request(void *ud, fw_conn *c, const char *env, size_t env_len,
                   int flags)
 {
-    CHECK(ud == &g_loop);
-    CHECKF(!g_in_callback, "fw_py_request inside another callback");
-    g_in_callback = 1;
-    g_progress++;
+    callback_enter(ud, "fw_py_request");
     str *vals;
     int n = split_values(env, env_len, &vals);
     serve(c, flags, vals, n, 0);
@@ -1028,21 +1001,12 @@ int fw_py_request(void *ud, fw_conn *c, const char *env, size_t env_len,
 void fw_py_batch(void *ud, fw_conn **conns, int *flags, int *counts,
                  const char *env, size_t env_len, int n)
 {
-    CHECK(ud == &g_loop);
-    CHECKF(!g_in_callback, "fw_py_batch inside another callback");
+    callback_enter(ud, "fw_py_batch");
     CHECKF(n >= 1 && n <= FW_BATCH, "a batch of %d", n);
-    g_in_callback = 1;
-    g_progress++;
     g_st.batched += n;
     str *vals;
     int total = split_values(env, env_len, &vals);
-    int sum = 0;
-    for (int i = 0; i < n; i++) {
-        CHECKF(counts[i] >= 1, "a batch count of %d", counts[i]);
-        sum += counts[i];
-    }
-    CHECKF(sum == total, "batch counts add up to %d, its block has %d values",
-           sum, total);
+    check_batch_counts(conns, counts, n, total, 0);
     int at = 0;
     for (int i = 0; i < n; i++) {
         CHECKF(!(flags[i] & (FW_IN_FRESH | FW_IN_BODY)), "batch flags %#x",
@@ -1487,31 +1451,11 @@ static void open_conn(int slot, uint8_t a)
             g_listen_fd = lfd;
         }
         r->via_listener = 1;
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        CHECK(fd >= 0);
-        struct sockaddr_un me = {.sun_family = AF_UNIX};
-        int n = snprintf(me.sun_path + 1, sizeof me.sun_path - 1, "fzt.%u.%d",
-                         (unsigned)getpid(), r->rid);
-        CHECK(bind(fd, (struct sockaddr *)&me,
-                   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
-                               (size_t)n)) == 0);
-        if (g_small_bufs)
-            small_bufs(fd);
-        struct sockaddr_un to;
-        socklen_t tl = sizeof to;
-        CHECK(getsockname(g_listen_fd, (struct sockaddr *)&to, &tl) == 0);
-        CHECKF(connect(fd, (struct sockaddr *)&to, tl) == 0, "connect: %s",
-               strerror(errno));
-        r->fd = fd;
+        r->fd = listener_client("fzt", r->rid);
         return;
     }
     int sv[2];
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
-                     sv) == 0);
-    if (g_small_bufs) {
-        small_bufs(sv[0]);
-        small_bufs(sv[1]);
-    }
+    client_pair(sv);
     r->fd = sv[0];
     r->sfd = sv[1];
     struct sockaddr_storage ss;
@@ -1638,16 +1582,8 @@ static void rx_body(rec *r, const char *b, size_t n)
 static void rx_head(rec *r, const char *h, size_t hl)
 {
     req *q = r->rx_next;
-    RXCHECK(r, q != NULL, "connection %d: a response to no request", r->rid);
-    RXCHECK(r, hl >= 14 && memcmp(h, "HTTP/1.1 ", 9) == 0 &&
-            h[9] >= '1' && h[9] <= '5' && h[10] >= '0' && h[10] <= '9' &&
-            h[11] >= '0' && h[11] <= '9' && h[12] == ' ',
-            "a malformed status line");
-    int status = (h[9] - '0') * 100 + (h[10] - '0') * 10 + (h[11] - '0');
+    int status = rx_status_line(r, h, hl);
     if (status == 100) {
-        RXCHECK(r, q->expect100 && !q->http10 && !q->saw100,
-                "connection %d: 100 Continue for request %d, which did not "
-                "ask for it (or got it already)", r->rid, q->seq);
         RXCHECK(r, hl == 25, "a malformed 100 Continue");
         q->saw100 = 1;
         return;
@@ -1664,117 +1600,16 @@ static void rx_head(rec *r, const char *h, size_t hl)
                 "status %d; the core must answer %d", r->rid, q->seq,
                 status, q->refuse);
         g_st.refusals++;
-        plan *c = &r->rx_core;
-        memset(c, 0, sizeof *c);
-        c->status = status;
-        c->core_error = 1;
-        c->framing = FR_LENGTH;
-        c->declared = c->actual = (int64_t)strlen(reason_of(status)) + 1;
-        c->close_hdr = c->closes = 1;
-        p = c;
+        p = rx_core_plan(r, status);
     }
-    if (p->core_error) {
-        const char *reason = reason_of(status);
-        RXCHECK(r, hl >= 15 + strlen(reason) &&
-                memcmp(h + 13, reason, strlen(reason)) == 0 &&
-                memcmp(h + 13 + strlen(reason), "\r\n", 2) == 0,
-                "status %d with another reason phrase", status);
-    }
-    int64_t cl = -1;
-    int ncl = 0, nte = 0, ndate = 0, nserver = 0, close_hdr = 0, ka_hdr = 0;
-    const char *xid = NULL;
-    size_t xid_len = 0;
-    const char *p0 = (const char *)memchr(h, '\n', hl) + 1;
-    const char *end = h + hl - 2;
-    while (p0 < end) {
-        const char *le = memchr(p0, '\r', (size_t)(end - p0));
-        RXCHECK(r, le && le[1] == '\n', "a field line without CRLF");
-        const char *colon = memchr(p0, ':', (size_t)(le - p0));
-        RXCHECK(r, colon && colon > p0 && colon[1] == ' ',
-                "a malformed response field");
-        size_t nl = (size_t)(colon - p0);
-        const char *v = colon + 2;
-        size_t vl = (size_t)(le - v);
-        if (hdr_is(p0, nl, "content-length")) {
-            ncl++;
-            cl = 0;
-            for (size_t i = 0; i < vl; i++) {
-                RXCHECK(r, v[i] >= '0' && v[i] <= '9', "a bad Content-Length");
-                cl = cl * 10 + (v[i] - '0');
-            }
-        } else if (hdr_is(p0, nl, "transfer-encoding")) {
-            nte++;
-            RXCHECK(r, vl == 7 && memcmp(v, "chunked", 7) == 0,
-                    "Transfer-Encoding other than chunked");
-        } else if (hdr_is(p0, nl, "date")) {
-            ndate++;
-        } else if (hdr_is(p0, nl, "server")) {
-            nserver++;
-        } else if (hdr_is(p0, nl, "connection")) {
-            if (vl == 5 && memcmp(v, "close", 5) == 0)
-                close_hdr++;
-            else if (vl == 10 && memcmp(v, "keep-alive", 10) == 0)
-                ka_hdr++;
-            else
-                RXCHECK(r, 0, "Connection: %.*s", (int)vl, v);
-        } else if (hdr_is(p0, nl, "x-id")) {
-            xid = v;
-            xid_len = vl;
-        }
-        p0 = le + 2;
-    }
-    RXCHECK(r, ndate == 1 && nserver == 1, "Date x%d, Server x%d", ndate,
-            nserver);
-    RXCHECK(r, ncl <= 1 && nte <= 1 && !(ncl && nte) &&
-            close_hdr + ka_hdr <= 1, "framing fields: Content-Length x%d, "
-            "Transfer-Encoding x%d, Connection x%d", ncl, nte,
-            close_hdr + ka_hdr);
-    RXCHECK(r, close_hdr == p->close_hdr, "connection %d request %d: "
-            "Connection: close %s expected", r->rid, q->seq,
-            p->close_hdr ? "is" : "is not");
-    RXCHECK(r, ka_hdr == p->ka_hdr, "connection %d request %d: Connection: "
-            "keep-alive %s expected", r->rid, q->seq, p->ka_hdr ? "is" : "is not");
-    if (p->xid)
-        RXCHECK(r, xid && xid_len == strlen(p->xid) &&
-                memcmp(xid, p->xid, xid_len) == 0,
-                "the X-Id of another request");
-    r->rx_plan = p;
-    r->rx_got = 0;
+    if (p->core_error)
+        rx_check_reason(r, h, hl, status);
+    rx_head_fields h_f;
+    rx_fields(r, h, hl, 0, &h_f);
     /* (The core cannot know the method of a request it refuses: its
      * answer to a HEAD has the body.) */
-    int nobody = (q->head && q->handled) || status == 204;
-    if (status == 204)
-        RXCHECK(r, ncl == 0 && nte == 0, "a 204 with a body length");
-    if (nobody) {
-        RXCHECK(r, nte == 0, "a response without a body is chunked");
-        if (status != 204)
-            RXCHECK(r, (cl >= 0) == (p->declared >= 0) &&
-                    (cl < 0 || cl == p->declared),
-                    "HEAD: Content-Length %lld, the app's length %lld",
-                    (long long)cl, (long long)p->declared);
-        rx_complete(r);
-        return;
-    }
-    switch (p->framing) {
-    case FR_NONE:
-        RXCHECK(r, 0, "a body where none may be");
-        break;
-    case FR_LENGTH:
-        RXCHECK(r, ncl == 1 && cl == p->declared, "Content-Length %lld, the "
-                "app's %lld", (long long)cl, (long long)p->declared);
-        r->rx_left = p->actual;
-        r->rx_state = RX_LEN;
-        break;
-    case FR_CHUNKED:
-        RXCHECK(r, nte == 1, "a chunked response without Transfer-Encoding");
-        r->rx_state = RX_CK_SIZE;
-        break;
-    case FR_EOF:
-        RXCHECK(r, ncl == 0 && nte == 0,
-                "a close-delimited body with a length");
-        r->rx_state = RX_EOF_BODY;
-        break;
-    }
+    rx_head_end(r, p, q->seq, &h_f, status, status == 204,
+                (q->head && q->handled) || status == 204);
 }
 
 /* The last byte of a Content-Length body came. */
@@ -2036,34 +1871,11 @@ static void check_loop(void)
         if (rec_by_id(c->id) == NULL)
             bind_accepted(c);
         int waits = output_waits(c);
-        int kind = waits ? T_WRITE
-                 : c->state == CS_HEAD ? ((c->flags & C_SERVED) &&
-                                          c->in.len == c->in.off ? T_IDLE
-                                                                 : T_HEAD)
-                 : c->state == CS_BODY ? T_BODY
-                 : c->state == CS_LINGER ? T_LINGER : T_NONE;
-        if (kind != T_NONE && L->timeout_ms[kind] > 0)
-            CHECKF(c->timer == kind, "connection %llu in state %d waits on "
-                   "timer %d, not %d", (unsigned long long)c->id, c->state,
-                   c->timer, kind);
+        check_conn_timer(L, c, waits);
     }
     CHECKF(listed == fw_loop_connections(L), "%d connections listed, "
            "fw_loop_connections says %d", listed, fw_loop_connections(L));
-    int timed = 0;
-    for (int k = 1; k < T_KINDS; k++) {
-        fw_conn *prev = NULL;
-        for (fw_conn *c = L->thead[k]; c; c = c->tnext) {
-            CHECK(c->tprev == prev && c->timer == k);
-            CHECK(prev == NULL || prev->deadline <= c->deadline);
-            prev = c;
-            timed++;
-        }
-        CHECK(L->ttail[k] == prev);
-    }
-    int with_timer = 0;
-    for (fw_conn *c = L->conns; c; c = c->next)
-        with_timer += c->timer != T_NONE;
-    CHECK(with_timer == timed);
+    check_timer_lists(L, 0);
     int alive = 0;
     for (rec *r = g_recs; r; r = r->next) {
         if (r->server_gone)
@@ -2080,24 +1892,7 @@ static void check_loop(void)
             r->server_gone = 1;
             continue;
         }
-        int in_list = 0;
-        for (fw_conn *c = L->conns; c; c = c->next)
-            if (c->id == r->id) {
-                in_list = 1;
-                CHECK(c == r->conn);
-            }
-        struct stat st;
-        int fd_open = fstat(r->sfd, &st) == 0 && st.st_ino == r->sino;
-        CHECKF(in_list == fd_open, "connection %d: %s the loop's list, its "
-               "descriptor %s", r->rid, in_list ? "in" : "not in",
-               fd_open ? "open" : "closed");
-        if (in_list) {
-            alive++;
-        } else {
-            CHECKF(!r->st.active, "connection %d closed during a streamed "
-                   "response without fw_py_closed", r->rid);
-            r->server_gone = 1;
-        }
+        alive += check_rec_listed(L, r);
     }
     CHECK(alive == listed);
 }
@@ -2216,28 +2011,11 @@ static void run_program(cursor *in)
                 "OPEN", "GEN", "SEND", "TURN", "READ", "RECSIZE", "FLIP",
                 "RAW", "PTRAW", "SHUT", "CLOSE", "TLSCTL", "CLOCK", "STEP",
                 "GENSEND", "PIPE"};
-            fprintf(stderr, "op %s", names[op]);
-            for (size_t i = 0; i < 2 && i < in->n; i++)
-                fprintf(stderr, " %d", in->p[i]);
-            fprintf(stderr, "\n");
+            trace_op(in, names[op]);
         }
+        if (common_op(in, op, d))
+            continue;
         switch (op) {
-        case 0: {
-            uint8_t k = take(in), a = take(in);
-            open_conn(k % MAX_SLOTS, a);
-            break;
-        }
-        case 1: case 14: {
-            rec *r = slot_rec(take(in));
-            for (int i = 0; i < GEN_LEN; i++)
-                d[i] = take(in);
-            if (r) {
-                gen_request(r, d);
-                if (op == 14)
-                    send_out(r, (size_t)-1);
-            }
-            break;
-        }
         case 2: {
             rec *r = slot_rec(take(in));
             uint8_t n = take(in);
