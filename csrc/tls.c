@@ -194,13 +194,9 @@ fail:
 /* OpenSSL's reason for the last failure, or `what` alone. */
 static void say_error(char *err, size_t errlen, const char *what)
 {
-    unsigned long e = O.ERR_get_error(), last = e;
-    while (e) {                 /* the first queued is the root cause */
+    unsigned long last = 0;     /* the last queued: the most specific */
+    for (unsigned long e = O.ERR_get_error(); e; e = O.ERR_get_error())
         last = e;
-        e = O.ERR_get_error();
-        if (e == 0)
-            break;
-    }
     char reason[256] = "";
     if (last)
         O.ERR_error_string_n(last, reason, sizeof reason);

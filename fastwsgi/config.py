@@ -895,19 +895,9 @@ def _check_tls(values: dict[str, Any]) -> None:
     from .tls import TLSError, check
 
     try:
-        check(_Values(values))
+        check(Config(values))
     except TLSError as exc:
         raise ConfigError(str(exc)) from None
-
-
-class _Values:
-    """Attribute access to a values dict (what tls.check reads)."""
-
-    def __init__(self, values: Mapping[str, Any]) -> None:
-        self._values = values
-
-    def __getattr__(self, name: str) -> Any:
-        return self._values[name]
 
 
 def make_config(settings: Mapping[str, Any]) -> Config:

@@ -88,17 +88,22 @@ def open_listeners(cfg: Config, listen: bool = True) -> list[Listener]:
         if listeners and not cfg.bind and not ({"host", "port"} & cfg.given):
             addresses = ()
         # With a certificate, every listener speaks TLS, unless some
-        # addresses say https://: then only those do.
+        # addresses say https://: then only those do (an inherited socket
+        # has no address, as one without a scheme).
         chosen = any(a.startswith("https://") for a in addresses)
-        for listener in listeners:
-            if cfg.certfile and not chosen:
+
+        def speaks_tls(address: str) -> bool:
+            return bool(cfg.certfile) and (address.startswith("https://") if chosen
+                                           else not address.startswith("http://"))
+
+        for listener in listeners:  # inherited ones
+            if speaks_tls(""):
                 listener.secure()
         for address in addresses:
             listener = open_listener(address, cfg.backlog, reuse_port=cfg.reuse_port,
                                      umask=cfg.umask, listen=listen)
             listeners.append(listener)
-            if cfg.certfile and (address.startswith("https://") or not chosen) \
-                    and not address.startswith("http://"):
+            if speaks_tls(address):
                 listener.secure()
     except BaseException:
         for listener in listeners:
@@ -405,18 +410,18 @@ class Server:
             self._note(logging.INFO, "%s again: stopping now", sig.name)
             self._stop_now()
 
-    def _give_tls(self) -> bool:
+    def _give_tls(self) -> None:
         """Give each TLS listener a context made from the files as they are
-        now; False (and the reason logged) when they do not make one.  At
-        start that stops the server; on SIGHUP the old certificate stays."""
+        now.  Files that do not make one stop the start (TLSError); on
+        SIGHUP the reason is logged and the old certificate stays."""
         if not any(listener.tls for listener in self.listeners):
-            return True
+            return
         try:
             ctx = tls.context(self.cfg)
         except tls.TLSError as exc:
             if self.loop != ffi.NULL and self._tls_given:
                 logger.error("SIGHUP: the certificate was not renewed: %s", exc)
-                return False
+                return
             raise
         try:
             for index, listener in enumerate(self.listeners):
@@ -430,7 +435,6 @@ class Server:
             logger.info("TLS by %s (the ssl module's libssl); file bodies are copied "
                         "through it", tls.load())
         self._tls_given = True
-        return True
 
     def _note(self, level: int, msg: str, *args: Any) -> None:
         self._notes.append((level, msg, args))  # (list.append: no I/O, no lock)
